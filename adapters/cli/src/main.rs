@@ -1,0 +1,261 @@
+//! The `kuzu-sync` command. Every subcommand prints JSON (one object, or JSON lines for
+//! row-like output) on stdout; progress bars and errors go to stderr.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use kuzu_sync::{bundle, load, ops, KuzuConfig, KuzuGraphStore, SqliteEventStore};
+use kuzu_sync_engine::json::value_to_json;
+use kuzu_sync_engine::{EventStore, GraphStore, VersionVector};
+use kuzu_sync_kuzu::convert::untyped;
+
+#[derive(Parser)]
+#[command(
+    name = "kuzu-sync",
+    version,
+    about = "Offline-first replication for KuzuDB",
+    long_about = "Offline-first replication for KuzuDB. A replica is a directory holding a Kuzu \
+                  database (graph.kuzu) and a SQLite event log (events.sqlite). Every write \
+                  becomes a replicated event; replicas exchange events through bundles and \
+                  converge to the same graph."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a replica: a Kuzu database and an event log side by side in DIR.
+    Init {
+        dir: PathBuf,
+        /// This replica's id: 1-64 characters of A-Z a-z 0-9 _ . -
+        #[arg(long)]
+        peer_id: String,
+    },
+    /// Apply a DDL script (CREATE NODE TABLE, CREATE REL TABLE, ALTER TABLE … ADD) as
+    /// replicated schema ops.
+    Schema { dir: PathBuf, file: PathBuf },
+    /// Load the CSV files a Kuzu COPY script names; every row becomes a replicated op.
+    Load {
+        dir: PathBuf,
+        /// A script of `COPY table FROM "file" (options);` statements. Relative paths resolve
+        /// against the script's folder.
+        script: PathBuf,
+        /// Ops per atomic write.
+        #[arg(long, default_value_t = 50_000)]
+        batch: usize,
+    },
+    /// Write ops given as JSON lines (from FILE, or stdin), as one atomic write.
+    Write { dir: PathBuf, file: Option<PathBuf> },
+    /// Run a read-only Cypher query; rows are printed as JSON lines.
+    Query { dir: PathBuf, cypher: String },
+    /// Write the events another replica lacks to an offline bundle.
+    Export {
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The other replica's version vector as JSON, e.g. '{"node_b":12}' (default: all).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Import an offline bundle. Importing the same bundle twice changes nothing.
+    Import { dir: PathBuf, bundle: PathBuf },
+    /// Peer id, version vector, event counts, schema version and apply watermark.
+    Status { dir: PathBuf },
+    /// The conflicts detected in this replica's history, as JSON lines.
+    Conflicts { dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn open(dir: &Path) -> Result<kuzu_sync::KuzuReplica> {
+    let pb = bar(0, "replaying");
+    let r = kuzu_sync::open_with(dir, &KuzuConfig::default(), &mut |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    })
+    .with_context(|| format!("opening replica {}", dir.display()))?;
+    pb.finish_and_clear();
+    Ok(r)
+}
+
+fn print(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { dir, peer_id } => {
+            let r = kuzu_sync::init(&dir, &peer_id)
+                .with_context(|| format!("creating replica {}", dir.display()))?;
+            print(json!({"dir": dir, "peer_id": r.peer().to_string()}));
+        }
+        Command::Schema { dir, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut r = open(&dir)?;
+            let mut schema = r.engine().schema().clone();
+            let schema_ops = ops::schema_ops(&text, &mut schema)
+                .with_context(|| format!("in {}", file.display()))?;
+            let n = schema_ops.len();
+            r.write(
+                schema_ops
+                    .into_iter()
+                    .map(kuzu_sync_engine::Op::Schema)
+                    .collect(),
+            )?;
+            print(json!({"schema_ops": n, "schema_version": r.engine().schema().version}));
+        }
+        Command::Load { dir, script, batch } => {
+            let mut r = open(&dir)?;
+            let pb = bar(0, "loading");
+            pb.set_length(u64::MAX);
+            pb.set_style(
+                ProgressStyle::with_template("{msg:>20} {pos} rows ({per_sec})")
+                    .expect("valid template"),
+            );
+            let loaded = load::load_script(&mut r, &script, batch.max(1), &mut |table, done| {
+                pb.set_message(table.to_string());
+                pb.set_position(done);
+            })
+            .with_context(|| format!("loading {}", script.display()))?;
+            pb.finish_and_clear();
+            let total: usize = loaded.iter().map(|l| l.rows).sum();
+            print(json!({"rows": total, "files": loaded}));
+        }
+        Command::Write { dir, file } => {
+            let text = match &file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                }
+            };
+            let mut r = open(&dir)?;
+            let ids = kuzu_sync::write_json_lines(&mut r, &text).with_context(|| {
+                format!(
+                    "in {}",
+                    file.as_ref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_else(|| "stdin".into())
+                )
+            })?;
+            print(json!({
+                "written": ids.len(),
+                "version_vector": r.version_vector(),
+            }));
+        }
+        Command::Query { dir, cypher } => query(&dir, &cypher)?,
+        Command::Export { dir, out, since } => {
+            let since: VersionVector = match since {
+                Some(s) => serde_json::from_str(&s).with_context(|| {
+                    format!("--since {s:?} is not a version vector like {{\"node_a\": 3}}")
+                })?,
+                None => VersionVector::new(),
+            };
+            let r = open(&dir)?;
+            let outcome = bundle::export(&r, &since, &out)?;
+            print(serde_json::to_value(outcome)?);
+        }
+        Command::Import { dir, bundle: path } => {
+            // Check the bundle before opening (and replaying) the replica.
+            bundle::read(&path)?;
+            let mut r = open(&dir)?;
+            let pb = bar(0, "importing");
+            let outcome = bundle::import(&mut r, &path, &mut |done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            })
+            .with_context(|| format!("importing {}", path.display()))?;
+            pb.finish_and_clear();
+            print(json!({
+                "received": outcome.received,
+                "applied": outcome.applied,
+                "duplicates": outcome.duplicates,
+                "conflicts": outcome.conflicts,
+                "version_vector": r.version_vector(),
+            }));
+        }
+        Command::Status { dir } => {
+            let mut r = open(&dir)?;
+            let s = r.status()?;
+            print(json!({
+                "peer_id": s.peer_id,
+                "version_vector": s.version_vector,
+                "events": {"stored": s.stored_events, "applied": s.applied_events},
+                "schema_version": s.schema_version,
+                "apply_watermark": s.apply_watermark,
+                "graph": {"nodes": s.nodes, "edges": s.edges},
+                "conflicts": s.conflicts,
+            }));
+        }
+        Command::Conflicts { dir } => {
+            let r = open(&dir)?;
+            for c in r.conflicts() {
+                print(serde_json::to_value(c)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a query on the database opened read-only. If the graph is behind the log (a crash
+/// before apply), the replica is opened first to catch up.
+fn query(dir: &Path, cypher: &str) -> Result<()> {
+    let log = dir.join(kuzu_sync::EVENT_LOG);
+    anyhow::ensure!(log.exists(), "{} is not a kuzu-sync replica", dir.display());
+    let stored = SqliteEventStore::open(&log)?.count()?;
+    let db_path = dir.join(kuzu_sync::GRAPH_DB);
+    let read_only = KuzuConfig {
+        read_only: true,
+        ..KuzuConfig::default()
+    };
+    let behind = {
+        let mut g = KuzuGraphStore::open(&db_path, &read_only)?;
+        g.watermark()?.total() < stored
+    };
+    if behind {
+        drop(open(dir)?);
+    }
+    let g = KuzuGraphStore::open(&db_path, &read_only)?;
+    let (names, rows) = g
+        .query(cypher)
+        .with_context(|| format!("query {cypher:?}"))?;
+    for row in rows {
+        let mut obj = serde_json::Map::new();
+        for (name, v) in names.iter().zip(row) {
+            let v = untyped(v).map_err(anyhow::Error::msg)?;
+            obj.insert(name.clone(), value_to_json(&v));
+        }
+        print(serde_json::Value::Object(obj));
+    }
+    Ok(())
+}

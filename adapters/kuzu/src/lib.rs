@@ -1,0 +1,760 @@
+//! The KuzuDB implementation of the graph store port: applies the engine's batches to a real
+//! Kuzu database, one Kuzu transaction per batch, with the apply watermark stored in the same
+//! transaction. The only crate of the workspace that depends on `kuzu`.
+//!
+//! Statement shapes are chosen per kind of change (see ARCHITECTURE.md, "Apply to Kuzu"):
+//! new nodes go through `UNWIND $rows CREATE` (a bulk path), many new edges through
+//! `COPY … FROM (UNWIND …)`, and updates and deletes through single-row statements anchored
+//! on primary keys, since Kuzu plans `UNWIND … MATCH` as a full scan.
+
+pub mod convert;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kuzu::{Connection, Database, LogicalType, PreparedStatement, SystemConfig, Value as KValue};
+use kuzu_sync_engine::ddl::{render_add_column, render_table_ddl};
+use kuzu_sync_engine::schema::EDGE_KEY_COLUMN;
+use kuzu_sync_engine::{
+    ApplyBatch, Column, DataType, EdgeRef, GraphChange, GraphDump, GraphStore, NodeRef,
+    NodeTableDef, RelTableDef, Schema, StoreError, TableDef, Value, VersionVector,
+};
+
+pub use kuzu;
+
+use convert::{from_kuzu, param_expr, param_type, read_expr, to_param};
+
+/// Name of the hidden node table that holds replica metadata (the apply watermark).
+pub const META_TABLE: &str = "_ks_meta";
+
+/// Edges per `COPY` statement; below [`COPY_THRESHOLD`] new edges use single-row statements,
+/// because each COPY has a fixed cost of about a tenth of a second.
+const COPY_THRESHOLD: usize = 200;
+/// Rows per `UNWIND $rows CREATE` statement.
+const UNWIND_CHUNK: usize = 10_000;
+
+/// Database settings. Kuzu's defaults (80 % of RAM for the buffer pool, 8 TB of address
+/// space) are far too much for a replica, and for tests that open many databases.
+#[derive(Clone, Debug)]
+pub struct KuzuConfig {
+    pub buffer_pool_bytes: u64,
+    pub max_db_bytes: u64,
+    pub threads: u64,
+    pub read_only: bool,
+}
+
+impl Default for KuzuConfig {
+    fn default() -> Self {
+        KuzuConfig {
+            buffer_pool_bytes: 256 << 20,
+            max_db_bytes: 64 << 30,
+            threads: 2,
+            read_only: false,
+        }
+    }
+}
+
+impl KuzuConfig {
+    /// Small settings for tests.
+    pub fn small() -> Self {
+        KuzuConfig {
+            buffer_pool_bytes: 64 << 20,
+            max_db_bytes: 4 << 30,
+            threads: 1,
+            read_only: false,
+        }
+    }
+}
+
+fn kerr(context: impl Into<String>, e: kuzu::Error) -> StoreError {
+    StoreError::backend(context, e.to_string())
+}
+
+/// A Kuzu database used as the graph store of a replica.
+pub struct KuzuGraphStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for KuzuGraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KuzuGraphStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Quotes an identifier for Cypher.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+impl KuzuGraphStore {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path, config: &KuzuConfig) -> Result<Self, StoreError> {
+        if !config.read_only && !path.exists() {
+            // A leftover WAL next to a fresh database file crashes Kuzu (kuzudb/kuzu#5777).
+            for ext in ["wal", "shadow", "tmp"] {
+                let side = sidecar(path, ext);
+                if side.exists() {
+                    std::fs::remove_file(&side).map_err(|e| {
+                        StoreError::backend(format!("removing stale {}", side.display()), e)
+                    })?;
+                }
+            }
+        }
+        let sys = SystemConfig::default()
+            .buffer_pool_size(config.buffer_pool_bytes)
+            .max_db_size(config.max_db_bytes)
+            .max_num_threads(config.threads)
+            .read_only(config.read_only);
+        let db = Database::new(path, sys)
+            .map_err(|e| kerr(format!("opening Kuzu database {}", path.display()), e))?;
+        let store = KuzuGraphStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        if !config.read_only {
+            let conn = store.conn()?;
+            run(
+                &conn,
+                &format!(
+                    "CREATE NODE TABLE IF NOT EXISTS {META_TABLE}(k STRING, v STRING, PRIMARY KEY (k))"
+                ),
+            )?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn conn(&self) -> Result<Connection<'_>, StoreError> {
+        Connection::new(&self.db).map_err(|e| kerr("connecting to Kuzu", e))
+    }
+
+    /// Runs a read-only query and returns column names and rows.
+    pub fn query(&self, cypher: &str) -> Result<(Vec<String>, Vec<Vec<KValue>>), StoreError> {
+        let conn = self.conn()?;
+        let result = conn
+            .query(cypher)
+            .map_err(|e| kerr(format!("query {cypher}"), e))?;
+        let names = result.get_column_names();
+        Ok((names, result.collect()))
+    }
+
+    fn apply_ddl(&self, conn: &Connection, change: &GraphChange) -> Result<(), StoreError> {
+        match change {
+            GraphChange::CreateTable(def) => {
+                let ddl = render_table_ddl(def);
+                let ddl = ddl.replacen("TABLE", "TABLE IF NOT EXISTS", 1);
+                run(conn, &ddl)
+            }
+            GraphChange::AddColumns { table, columns } => {
+                for c in columns {
+                    let stmt =
+                        render_add_column(table, c).replacen(" ADD ", " ADD IF NOT EXISTS ", 1);
+                    run(conn, &stmt)?;
+                }
+                Ok(())
+            }
+            GraphChange::DropTable(t) => run(conn, &format!("DROP TABLE IF EXISTS {}", ident(t))),
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_data(
+        &self,
+        conn: &Connection,
+        batch: &ApplyBatch,
+        schema: &Schema,
+    ) -> Result<(), StoreError> {
+        let mut new_nodes: BTreeMap<String, Vec<&[Value]>> = BTreeMap::new();
+        let mut new_edges: BTreeMap<(String, String, String), Vec<(&EdgeRef, &[Value])>> =
+            BTreeMap::new();
+        let mut stmts = StatementCache::default();
+        // Deletes first (the engine orders them first), then node upserts, then edges.
+        for change in &batch.changes {
+            match change {
+                GraphChange::DeleteEdge(e) => {
+                    let (rel, from, to) = edge_tables(schema, e)?;
+                    let q = format!("{} DELETE e", match_edge(rel, from, to));
+                    let pk_f = pk_type(from);
+                    let pk_t = pk_type(to);
+                    stmts.execute(
+                        conn,
+                        &q,
+                        vec![
+                            ("k", KValue::String(e.key.clone())),
+                            ("f", to_param(&e.from.key, pk_f)),
+                            ("t", to_param(&e.to.key, pk_t)),
+                        ],
+                    )?;
+                }
+                GraphChange::DeleteNode(n) => {
+                    let t = schema
+                        .node_table(&n.table)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let q = format!("{} DETACH DELETE n", match_node(t));
+                    stmts.execute(conn, &q, vec![("k", to_param(&n.key, pk_type(t)))])?;
+                }
+                GraphChange::UpsertNode {
+                    node,
+                    values,
+                    is_new: true,
+                } => new_nodes
+                    .entry(node.table.clone())
+                    .or_default()
+                    .push(values),
+                GraphChange::UpsertNode {
+                    node,
+                    values,
+                    is_new: false,
+                } => {
+                    let t = schema
+                        .node_table(&node.table)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    self.update_node(conn, &mut stmts, t, node, values)?;
+                }
+                GraphChange::UpsertEdge {
+                    edge,
+                    values,
+                    is_new: true,
+                } => {
+                    let (rel, from, to) = edge_tables(schema, edge)?;
+                    new_edges
+                        .entry((rel.name.clone(), from.name.clone(), to.name.clone()))
+                        .or_default()
+                        .push((edge, values));
+                }
+                GraphChange::UpsertEdge {
+                    edge,
+                    values,
+                    is_new: false,
+                } => {
+                    let (rel, from, to) = edge_tables(schema, edge)?;
+                    if rel.columns.is_empty() {
+                        continue;
+                    }
+                    let sets: Vec<String> = rel
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            format!(
+                                "e.{} = {}",
+                                ident(&c.name),
+                                param_expr(&format!("$c{i}"), &c.ty)
+                            )
+                        })
+                        .collect();
+                    let q = format!("{} SET {}", match_edge(rel, from, to), sets.join(", "));
+                    let names: Vec<String> =
+                        (0..rel.columns.len()).map(|i| format!("c{i}")).collect();
+                    let mut params = vec![
+                        ("k", KValue::String(edge.key.clone())),
+                        ("f", to_param(&edge.from.key, pk_type(from))),
+                        ("t", to_param(&edge.to.key, pk_type(to))),
+                    ];
+                    for (i, c) in rel.columns.iter().enumerate() {
+                        params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+                    }
+                    stmts.execute(conn, &q, params)?;
+                }
+                _ => {}
+            }
+            // Node inserts must precede edge inserts that reference them: flush pending
+            // node inserts before the first edge change.
+        }
+        for (table, rows) in &new_nodes {
+            let t = schema
+                .node_table(table)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.insert_nodes(conn, t, rows)?;
+        }
+        for ((rel, from, to), edges) in &new_edges {
+            let rel = schema
+                .rel_table(rel)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let from = schema
+                .node_table(from)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let to = schema
+                .node_table(to)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.insert_edges(conn, &mut stmts, rel, from, to, edges)?;
+        }
+        Ok(())
+    }
+
+    fn update_node(
+        &self,
+        conn: &Connection,
+        stmts: &mut StatementCache,
+        t: &NodeTableDef,
+        node: &NodeRef,
+        values: &[Value],
+    ) -> Result<(), StoreError> {
+        let mut sets = Vec::new();
+        let mut params = Vec::new();
+        let names: Vec<String> = (0..t.columns.len()).map(|i| format!("c{i}")).collect();
+        for (i, c) in t.columns.iter().enumerate() {
+            if c.name == t.primary_key {
+                continue;
+            }
+            sets.push(format!(
+                "n.{} = {}",
+                ident(&c.name),
+                param_expr(&format!("${}", names[i]), &c.ty)
+            ));
+            params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let q = format!("{} SET {}", match_node(t), sets.join(", "));
+        params.push(("k", to_param(&node.key, pk_type(t))));
+        stmts.execute(conn, &q, params)
+    }
+
+    /// New nodes: `UNWIND $rows AS r CREATE (n:T {…})`, Kuzu's fastest path short of COPY.
+    fn insert_nodes(
+        &self,
+        conn: &Connection,
+        t: &NodeTableDef,
+        rows: &[&[Value]],
+    ) -> Result<(), StoreError> {
+        let fields: Vec<(String, LogicalType)> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("c{i}"), param_type(&c.ty)))
+            .collect();
+        let props: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "{}: {}",
+                    ident(&c.name),
+                    param_expr(&format!("r.c{i}"), &c.ty)
+                )
+            })
+            .collect();
+        let q = format!(
+            "UNWIND $rows AS r CREATE (n:{} {{{}}})",
+            ident(&t.name),
+            props.join(", ")
+        );
+        for chunk in rows.chunks(UNWIND_CHUNK) {
+            let list: Vec<KValue> = chunk
+                .iter()
+                .map(|row| {
+                    KValue::Struct(
+                        t.columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| (format!("c{i}"), to_param(&row[i], &c.ty)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let mut stmt = conn
+                .prepare(&q)
+                .map_err(|e| kerr(format!("preparing {q}"), e))?;
+            conn.execute(
+                &mut stmt,
+                vec![(
+                    "rows",
+                    KValue::List(
+                        LogicalType::Struct {
+                            fields: fields.clone(),
+                        },
+                        list,
+                    ),
+                )],
+            )
+            .map_err(|e| {
+                kerr(
+                    format!("inserting {} nodes into {}", chunk.len(), t.name),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn insert_edges(
+        &self,
+        conn: &Connection,
+        stmts: &mut StatementCache,
+        rel: &RelTableDef,
+        from: &NodeTableDef,
+        to: &NodeTableDef,
+        edges: &[(&EdgeRef, &[Value])],
+    ) -> Result<(), StoreError> {
+        let pk_f = pk_type(from);
+        let pk_t = pk_type(to);
+        if edges.len() < COPY_THRESHOLD {
+            let mut props = vec![format!("{}: $k", EDGE_KEY_COLUMN)];
+            props.extend(rel.columns.iter().enumerate().map(|(i, c)| {
+                format!(
+                    "{}: {}",
+                    ident(&c.name),
+                    param_expr(&format!("$c{i}"), &c.ty)
+                )
+            }));
+            let q = format!(
+                "MATCH (a:{} {{{}: {}}}), (b:{} {{{}: {}}}) CREATE (a)-[:{} {{{}}}]->(b)",
+                ident(&from.name),
+                ident(&from.primary_key),
+                param_expr("$f", pk_f),
+                ident(&to.name),
+                ident(&to.primary_key),
+                param_expr("$t", pk_t),
+                ident(&rel.name),
+                props.join(", ")
+            );
+            let names: Vec<String> = (0..rel.columns.len()).map(|i| format!("c{i}")).collect();
+            for (e, values) in edges {
+                let mut params = vec![
+                    ("k", KValue::String(e.key.clone())),
+                    ("f", to_param(&e.from.key, pk_f)),
+                    ("t", to_param(&e.to.key, pk_t)),
+                ];
+                for (i, c) in rel.columns.iter().enumerate() {
+                    params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+                }
+                stmts.execute(conn, &q, params)?;
+            }
+            return Ok(());
+        }
+        // Many new edges: COPY from a subquery over the parameter list.
+        let mut fields = vec![
+            ("f".to_string(), param_type(pk_f)),
+            ("t".to_string(), param_type(pk_t)),
+            ("k".to_string(), LogicalType::String),
+        ];
+        fields.extend(
+            rel.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("c{i}"), param_type(&c.ty))),
+        );
+        let mut ret = vec![
+            param_expr("r.f", pk_f),
+            param_expr("r.t", pk_t),
+            "r.k".to_string(),
+        ];
+        ret.extend(
+            rel.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| param_expr(&format!("r.c{i}"), &c.ty)),
+        );
+        let opts = if rel.connections.len() > 1 {
+            format!(" (from='{}', to='{}')", from.name, to.name)
+        } else {
+            String::new()
+        };
+        let q = format!(
+            "COPY {} FROM (UNWIND $rows AS r RETURN {}){}",
+            ident(&rel.name),
+            ret.join(", "),
+            opts
+        );
+        for chunk in edges.chunks(UNWIND_CHUNK) {
+            let list: Vec<KValue> = chunk
+                .iter()
+                .map(|(e, values)| {
+                    let mut f = vec![
+                        ("f".to_string(), to_param(&e.from.key, pk_f)),
+                        ("t".to_string(), to_param(&e.to.key, pk_t)),
+                        ("k".to_string(), KValue::String(e.key.clone())),
+                    ];
+                    f.extend(
+                        rel.columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| (format!("c{i}"), to_param(&values[i], &c.ty))),
+                    );
+                    KValue::Struct(f)
+                })
+                .collect();
+            let mut stmt = conn
+                .prepare(&q)
+                .map_err(|e| kerr(format!("preparing {q}"), e))?;
+            conn.execute(
+                &mut stmt,
+                vec![(
+                    "rows",
+                    KValue::List(
+                        LogicalType::Struct {
+                            fields: fields.clone(),
+                        },
+                        list,
+                    ),
+                )],
+            )
+            .map_err(|e| {
+                kerr(
+                    format!("copying {} edges into {}", chunk.len(), rel.name),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn read_watermark(&self, conn: &Connection) -> Result<VersionVector, StoreError> {
+        let q = format!("MATCH (m:{META_TABLE}) WHERE m.k = 'watermark' RETURN m.v");
+        let rows: Vec<Vec<KValue>> = conn
+            .query(&q)
+            .map_err(|e| kerr("reading the apply watermark", e))?
+            .collect();
+        match rows.first().and_then(|r| r.first()) {
+            Some(KValue::String(s)) => serde_json::from_str(s).map_err(|e| {
+                StoreError::Corrupt(format!("apply watermark {s:?} in {META_TABLE}: {e}"))
+            }),
+            _ => Ok(VersionVector::new()),
+        }
+    }
+}
+
+fn sidecar(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// `MATCH (n:T {pk: $k})`, anchored on the primary-key index.
+fn match_node(t: &NodeTableDef) -> String {
+    format!(
+        "MATCH (n:{} {{{}: {}}})",
+        ident(&t.name),
+        ident(&t.primary_key),
+        param_expr("$k", pk_type(t))
+    )
+}
+
+/// `MATCH (a:F {pk: $f})-[e:R {_ks_eid: $k}]->(b:T {pk: $t})`: an edge has no key of its own
+/// in Kuzu, so it is addressed through both endpoints' primary keys and its edge key.
+fn match_edge(rel: &RelTableDef, from: &NodeTableDef, to: &NodeTableDef) -> String {
+    format!(
+        "MATCH (a:{} {{{}: {}}})-[e:{} {{{}: $k}}]->(b:{} {{{}: {}}})",
+        ident(&from.name),
+        ident(&from.primary_key),
+        param_expr("$f", pk_type(from)),
+        ident(&rel.name),
+        EDGE_KEY_COLUMN,
+        ident(&to.name),
+        ident(&to.primary_key),
+        param_expr("$t", pk_type(to))
+    )
+}
+
+fn run(conn: &Connection, q: &str) -> Result<(), StoreError> {
+    conn.query(q).map_err(|e| kerr(format!("running {q}"), e))?;
+    Ok(())
+}
+
+fn pk_type(t: &NodeTableDef) -> &DataType {
+    &t.columns
+        .iter()
+        .find(|c| c.name == t.primary_key)
+        .expect("validated primary key")
+        .ty
+}
+
+fn edge_tables<'s>(
+    schema: &'s Schema,
+    e: &EdgeRef,
+) -> Result<(&'s RelTableDef, &'s NodeTableDef, &'s NodeTableDef), StoreError> {
+    let c = |r: Result<_, kuzu_sync_engine::EngineError>| {
+        r.map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    Ok((
+        c(schema.rel_table(&e.table))?,
+        c(schema.node_table(&e.from.table))?,
+        c(schema.node_table(&e.to.table))?,
+    ))
+}
+
+/// Prepared statements by text, for the single-row paths. (Kuzu replans on every execute,
+/// so this saves parsing only; it also keeps the code short.)
+#[derive(Default)]
+struct StatementCache {
+    stmts: BTreeMap<String, PreparedStatement>,
+}
+
+impl StatementCache {
+    fn execute(
+        &mut self,
+        conn: &Connection,
+        q: &str,
+        params: Vec<(&str, KValue)>,
+    ) -> Result<(), StoreError> {
+        if !self.stmts.contains_key(q) {
+            let stmt = conn
+                .prepare(q)
+                .map_err(|e| kerr(format!("preparing {q}"), e))?;
+            self.stmts.insert(q.to_string(), stmt);
+        }
+        let stmt = self.stmts.get_mut(q).expect("inserted");
+        conn.execute(stmt, params)
+            .map_err(|e| kerr(format!("executing {q}"), e))?;
+        Ok(())
+    }
+}
+
+impl GraphStore for KuzuGraphStore {
+    fn watermark(&mut self) -> Result<VersionVector, StoreError> {
+        let conn = self.conn()?;
+        self.read_watermark(&conn)
+    }
+
+    fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        // DDL runs in its own auto-committed statements (idempotent: IF [NOT] EXISTS), since
+        // Kuzu does not mix DDL and data changes in one transaction.
+        for c in &batch.changes {
+            self.apply_ddl(&conn, c)?;
+        }
+        run(&conn, "BEGIN TRANSACTION")?;
+        let result = self.apply_data(&conn, batch, schema).and_then(|()| {
+            let wm = serde_json::to_string(&batch.watermark).expect("serializable");
+            let q = format!("MERGE (m:{META_TABLE} {{k: 'watermark'}}) SET m.v = $v");
+            let mut stmt = conn
+                .prepare(&q)
+                .map_err(|e| kerr("preparing the watermark update", e))?;
+            conn.execute(&mut stmt, vec![("v", KValue::String(wm))])
+                .map_err(|e| kerr("writing the apply watermark", e))?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => match conn.query("COMMIT") {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // An error after a commit may still mean committed (KUZU-NOTES: a
+                    // checkpoint timeout). The watermark tells.
+                    if self.read_watermark(&self.conn()?).ok().as_ref() == Some(&batch.watermark) {
+                        Ok(())
+                    } else {
+                        Err(kerr("committing the batch", e))
+                    }
+                }
+            },
+            Err(e) => {
+                let _ = conn.query("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError> {
+        let conn = self.conn()?;
+        let mut out = GraphDump::new();
+        for def in schema.tables() {
+            let mut rows = Vec::new();
+            match def {
+                TableDef::Node(t) => {
+                    let cols: Vec<String> = t
+                        .columns
+                        .iter()
+                        .map(|c| read_expr(&format!("n.{}", ident(&c.name)), &c.ty))
+                        .collect();
+                    let q = format!("MATCH (n:{}) RETURN {}", ident(&t.name), cols.join(", "));
+                    for row in query_rows(&conn, &q)? {
+                        rows.push(typed_row(row, &t.columns, &q)?);
+                    }
+                }
+                TableDef::Rel(r) => {
+                    for (f, to) in &r.connections {
+                        let ft = schema
+                            .node_table(f)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        let tt = schema
+                            .node_table(to)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        let mut cols = vec![
+                            read_expr(&format!("a.{}", ident(&ft.primary_key)), pk_type(ft)),
+                            read_expr(&format!("b.{}", ident(&tt.primary_key)), pk_type(tt)),
+                            format!("e.{EDGE_KEY_COLUMN}"),
+                        ];
+                        cols.extend(
+                            r.columns
+                                .iter()
+                                .map(|c| read_expr(&format!("e.{}", ident(&c.name)), &c.ty)),
+                        );
+                        let q = format!(
+                            "MATCH (a:{})-[e:{}]->(b:{}) RETURN {}",
+                            ident(&ft.name),
+                            ident(&r.name),
+                            ident(&tt.name),
+                            cols.join(", ")
+                        );
+                        let mut types = vec![
+                            Column {
+                                name: "from".into(),
+                                ty: pk_type(ft).clone(),
+                                default: None,
+                            },
+                            Column {
+                                name: "to".into(),
+                                ty: pk_type(tt).clone(),
+                                default: None,
+                            },
+                            Column {
+                                name: "key".into(),
+                                ty: DataType::String,
+                                default: None,
+                            },
+                        ];
+                        types.extend(r.columns.iter().cloned());
+                        for row in query_rows(&conn, &q)? {
+                            let mut v = typed_row(row, &types, &q)?.into_iter();
+                            let mut full = vec![
+                                Value::String(ft.name.clone()),
+                                v.next().unwrap_or(Value::Null),
+                                Value::String(tt.name.clone()),
+                                v.next().unwrap_or(Value::Null),
+                            ];
+                            full.extend(v);
+                            rows.push(full);
+                        }
+                    }
+                }
+            }
+            rows.sort();
+            out.insert(def.name().to_string(), rows);
+        }
+        Ok(out)
+    }
+}
+
+fn query_rows(conn: &Connection, q: &str) -> Result<Vec<Vec<KValue>>, StoreError> {
+    Ok(conn
+        .query(q)
+        .map_err(|e| kerr(format!("query {q}"), e))?
+        .collect())
+}
+
+fn typed_row(row: Vec<KValue>, columns: &[Column], q: &str) -> Result<Vec<Value>, StoreError> {
+    row.into_iter()
+        .zip(columns)
+        .map(|(v, c)| {
+            from_kuzu(v, &c.ty)
+                .map_err(|e| StoreError::Corrupt(format!("reading {} ({q}): {e}", c.name)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

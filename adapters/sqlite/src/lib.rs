@@ -1,0 +1,296 @@
+//! A durable [`EventStore`] over SQLite (rusqlite, WAL): the event log of a kuzu-sync replica.
+//!
+//! Events are stored in one table in the order they were appended, each with its canonical
+//! encoding ([`Event::encode`]) and its digest, so equivocation is caught on append and
+//! corruption on read.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kuzu_sync_engine::{Event, EventId, EventStore, StoreError, VersionVector};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+/// The schema version this code writes, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer    TEXT    NOT NULL,
+    counter INTEGER NOT NULL,
+    digest  BLOB    NOT NULL,
+    body    BLOB    NOT NULL,
+    UNIQUE (peer, counter)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+const LOOKUP_DIGEST: &str = "SELECT digest FROM events WHERE peer = ?1 AND counter = ?2";
+const INSERT_EVENT: &str =
+    "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
+const SCAN_EVENTS: &str = "SELECT seq, peer, counter, digest, body FROM events ORDER BY seq";
+
+/// The event log in one SQLite database file.
+pub struct SqliteEventStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteEventStore {
+    /// Opens the store at `path`, creating the file and the schema if needed. The directory
+    /// must exist.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::backend(format!("open event store {}", path.display()), e))?;
+        let store = SqliteEventStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store.configure(true)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A store that lives in memory and disappears when dropped. For tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| StoreError::backend("open in-memory event store", e))?;
+        let store = SqliteEventStore {
+            conn,
+            path: PathBuf::from(":memory:"),
+        };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file (`:memory:` for an in-memory store).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wraps a rusqlite error with the operation and the file it failed on.
+    fn err(&self, operation: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        let context = format!("{operation} in event store {}", self.path.display());
+        move |e| StoreError::backend(context.clone(), e)
+    }
+
+    fn configure(&self, on_disk: bool) -> Result<(), StoreError> {
+        let err = self.err("configure connection");
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(&err)?;
+        if on_disk {
+            let mode: String = self
+                .conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(&err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::backend(
+                    format!("configure event store {}", self.path.display()),
+                    format!("cannot enable WAL journal mode (got {mode:?})"),
+                ));
+            }
+        }
+        // An acknowledged append must survive power failure: peers may discard what they sent
+        // once we have it. In WAL mode, `NORMAL` only syncs at checkpoints, so the last
+        // committed transactions can vanish on power loss; `FULL` syncs the WAL on every
+        // commit. Since `append` commits once per call, the cost is one sync per batch.
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(&err)?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(&err)?;
+        Ok(())
+    }
+
+    /// Creates the schema in a new database, or checks the version of an existing one.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let err = self.err("create schema");
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(&err)?;
+        match version {
+            0 => {
+                // The version is written in the same transaction as the tables, so a crash
+                // leaves either nothing or a complete version-1 schema.
+                self.conn
+                    .execute_batch(&format!(
+                        "BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+                    ))
+                    .map_err(|e| {
+                        // Leave no transaction open if a statement in the batch failed.
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        err(e)
+                    })
+            }
+            SCHEMA_VERSION => Ok(()),
+            other => Err(StoreError::backend(
+                format!("open event store {}", self.path.display()),
+                format!(
+                    "schema version {other} is not supported (this build reads version \
+                     {SCHEMA_VERSION})"
+                ),
+            )),
+        }
+    }
+}
+
+/// SQLite integers are signed; counters beyond `i64::MAX` cannot be stored.
+fn sql_counter(id: &EventId, path: &Path) -> Result<i64, StoreError> {
+    i64::try_from(id.counter).map_err(|_| {
+        StoreError::backend(
+            format!("append event {id} to event store {}", path.display()),
+            "counter does not fit a signed 64-bit integer",
+        )
+    })
+}
+
+impl EventStore for SqliteEventStore {
+    fn append(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let context = format!("append to event store {}", self.path.display());
+        let err = |e| StoreError::backend(context.clone(), e);
+        let event_err = |id: &EventId, e| {
+            StoreError::backend(
+                format!("append event {id} to event store {}", self.path.display()),
+                e,
+            )
+        };
+        // IMMEDIATE takes the write lock up front, so the lookups below cannot be invalidated
+        // by another writer, and a busy database fails (after the timeout) before any work.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut added = 0;
+        {
+            let mut lookup = tx.prepare_cached(LOOKUP_DIGEST).map_err(err)?;
+            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(err)?;
+            for event in events {
+                let id = &event.id;
+                let counter = sql_counter(id, &self.path)?;
+                let body = event.encode();
+                let digest = event.digest();
+                let stored: Option<Vec<u8>> = lookup
+                    .query_row(params![id.peer.as_str(), counter], |row| row.get(0))
+                    .optional()
+                    .map_err(|e| event_err(id, e))?;
+                match stored {
+                    Some(d) if d == digest => {}
+                    // Returning drops `tx`, which rolls the whole call back.
+                    Some(_) => return Err(StoreError::Equivocation { id: id.clone() }),
+                    None => {
+                        insert
+                            .execute(params![id.peer.as_str(), counter, &digest[..], body])
+                            .map_err(|e| event_err(id, e))?;
+                        added += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(added)
+    }
+
+    fn scan(
+        &self,
+        since: &VersionVector,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let err = self.err("scan");
+        let path = self.path.display();
+        // Filtering happens here rather than in SQL, before the body is decoded, so skipped
+        // rows cost only a map lookup; the query stays a plain walk of the primary key.
+        let seen: HashMap<&str, i64> = since
+            .iter()
+            .map(|(p, c)| (p.as_str(), i64::try_from(c).unwrap_or(i64::MAX)))
+            .collect();
+        let mut stmt = self.conn.prepare_cached(SCAN_EVENTS).map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        while let Some(row) = rows.next().map_err(&err)? {
+            let seq: i64 = row.get(0).map_err(&err)?;
+            let peer = row.get_ref(1).map_err(&err)?;
+            let peer = peer.as_str().map_err(|e| {
+                StoreError::Corrupt(format!("event store {path}: row seq {seq}: peer: {e}"))
+            })?;
+            let counter: i64 = row.get(2).map_err(&err)?;
+            if seen.get(peer).is_some_and(|&c| counter <= c) {
+                continue;
+            }
+            let corrupt = |what: String| {
+                StoreError::Corrupt(format!(
+                    "event store {path}: row seq {seq} (event {peer}:{counter}): {what}"
+                ))
+            };
+            let digest = row
+                .get_ref(3)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| corrupt(format!("digest: {e}")))?;
+            let body = row
+                .get_ref(4)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| corrupt(format!("body: {e}")))?;
+            let event =
+                Event::decode(body).map_err(|e| corrupt(format!("cannot decode body: {e}")))?;
+            if event.id.peer.as_str() != peer || i64::try_from(event.id.counter) != Ok(counter) {
+                return Err(corrupt(format!("body holds event {}", event.id)));
+            }
+            if event.digest()[..] != *digest {
+                return Err(corrupt("body does not match its stored digest".into()));
+            }
+            f(event)?;
+        }
+        Ok(())
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM events")
+            .and_then(|mut s| s.query_row([], |row| row.get(0)))
+            .map_err(self.err("count events"))?;
+        Ok(n as u64)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+            .map_err(self.err(&format!("read meta {key:?}")))
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute([key, value]))
+            .map_err(self.err(&format!("write meta {key:?}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! Unit tests of the SQLite event store: the shared conformance suite, in memory and on disk,
+//! plus durability, atomicity and corruption checks specific to SQLite.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use kuzu_sync_engine::conformance::{
+    conflicting_event, event_store_suite, make_event, make_events,
+};
+use kuzu_sync_engine::ports::all_events;
+use kuzu_sync_engine::{EventStore, PeerId, StoreError, VersionVector};
+
+use super::SqliteEventStore;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kuzu-sync-sqlite-{}-{name}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vv(entries: &[(&str, u64)]) -> VersionVector {
+    entries
+        .iter()
+        .map(|&(p, c)| (PeerId::new(p).unwrap(), c))
+        .collect()
+}
+
+#[test]
+fn conformance_in_memory() {
+    event_store_suite(&mut || SqliteEventStore::open_in_memory().unwrap());
+}
+
+#[test]
+fn conformance_file_backed() {
+    let dir = TempDir::new("conformance");
+    let mut n = 0;
+    event_store_suite(&mut || {
+        n += 1;
+        SqliteEventStore::open(&dir.path().join(format!("events-{n}.db"))).unwrap()
+    });
+}
+
+#[test]
+fn events_and_meta_persist_across_reopen() {
+    let dir = TempDir::new("reopen");
+    let path = dir.path().join("events.db");
+    let mut events = make_events("a", 1, 5);
+    events.extend(make_events("b", 1, 3));
+    {
+        let mut store = SqliteEventStore::open(&path).unwrap();
+        assert_eq!(store.path(), path);
+        assert_eq!(store.append(&events).unwrap(), 8);
+        store.set_meta("peer_id", "a").unwrap();
+    }
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    assert_eq!(store.count().unwrap(), 8);
+    assert_eq!(all_events(&store).unwrap(), events);
+    assert_eq!(store.meta("peer_id").unwrap().as_deref(), Some("a"));
+    // Still writable, and still deduplicating against what was stored before.
+    assert_eq!(store.append(&make_events("a", 5, 6)).unwrap(), 1);
+    assert_eq!(store.count().unwrap(), 9);
+}
+
+#[test]
+fn file_store_uses_wal_full_sync_and_schema_version() {
+    let dir = TempDir::new("pragmas");
+    let store = SqliteEventStore::open(&dir.path().join("events.db")).unwrap();
+    let pragma = |name: &str| -> String {
+        store
+            .conn
+            .pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    };
+    assert_eq!(pragma("journal_mode"), "wal");
+    assert_eq!(pragma("synchronous"), "2", "2 is FULL");
+    assert_eq!(pragma("foreign_keys"), "1");
+    assert_eq!(pragma("user_version"), "1");
+}
+
+#[test]
+fn newer_schema_version_is_refused_with_the_path() {
+    let dir = TempDir::new("version");
+    let path = dir.path().join("events.db");
+    {
+        let store = SqliteEventStore::open(&path).unwrap();
+        store.conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let err = SqliteEventStore::open(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("schema version 7"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn open_error_names_the_path() {
+    let dir = TempDir::new("missing");
+    let path = dir.path().join("no-such-dir").join("events.db");
+    let msg = SqliteEventStore::open(&path).unwrap_err().to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn equivocation_leaves_the_store_unchanged() {
+    let dir = TempDir::new("equivocation");
+    let path = dir.path().join("events.db");
+    let stored = make_events("a", 1, 3);
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    store.append(&stored).unwrap();
+
+    let batch = [
+        make_event("b", 1),
+        make_event("a", 4),
+        conflicting_event("a", 3),
+    ];
+    match store.append(&batch) {
+        Err(StoreError::Equivocation { id }) => assert_eq!(id.to_string(), "a:3"),
+        other => panic!("expected equivocation on a:3, got {other:?}"),
+    }
+    assert_eq!(store.count().unwrap(), 3);
+    assert_eq!(all_events(&store).unwrap(), stored);
+    drop(store);
+    // Nothing of the rejected batch reached the file either.
+    let store = SqliteEventStore::open(&path).unwrap();
+    assert_eq!(all_events(&store).unwrap(), stored);
+}
+
+#[test]
+fn duplicates_are_skipped() {
+    let mut store = SqliteEventStore::open_in_memory().unwrap();
+    let e1 = make_event("a", 1);
+    let e2 = make_event("a", 2);
+    assert_eq!(
+        store.append(&[e1.clone(), e1.clone(), e2.clone()]).unwrap(),
+        2
+    );
+    assert_eq!(store.append(&[e2.clone(), e1.clone()]).unwrap(), 0);
+    assert_eq!(store.count().unwrap(), 2);
+    assert_eq!(all_events(&store).unwrap(), vec![e1, e2]);
+}
+
+#[test]
+fn scan_filters_by_since() {
+    let mut store = SqliteEventStore::open_in_memory().unwrap();
+    let mut events = Vec::new();
+    for c in 1..=4 {
+        events.push(make_event("a", c));
+        events.push(make_event("b", c));
+    }
+    store.append(&events).unwrap();
+    let scan = |since: VersionVector| {
+        let mut ids = Vec::new();
+        store
+            .scan(&since, &mut |e| {
+                ids.push(e.id.to_string());
+                Ok(())
+            })
+            .unwrap();
+        ids
+    };
+    assert_eq!(
+        scan(vv(&[("a", 3), ("b", 1)])),
+        ["b:2", "b:3", "a:4", "b:4"]
+    );
+    assert_eq!(scan(vv(&[("a", 9), ("b", 4)])), Vec::<String>::new());
+    assert_eq!(scan(vv(&[("zz", 2)])).len(), 8);
+}
+
+#[test]
+fn tampered_body_is_reported_as_corrupt_naming_the_event() {
+    let mut store = SqliteEventStore::open_in_memory().unwrap();
+    store.append(&make_events("a", 1, 3)).unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE events SET body = x'c1c2c3' WHERE peer = 'a' AND counter = 2",
+            [],
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    let err = store
+        .scan(&VersionVector::new(), &mut |e| {
+            seen.push(e.id.to_string());
+            Ok(())
+        })
+        .unwrap_err();
+    let StoreError::Corrupt(msg) = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert!(msg.contains("a:2"), "{msg}");
+    assert!(msg.contains("seq 2"), "{msg}");
+    assert!(msg.contains("decode"), "{msg}");
+    assert_eq!(seen, ["a:1"], "events before the bad row are delivered");
+    // A `since` that skips the bad row never decodes it.
+    assert_eq!(all_events_since(&store, vv(&[("a", 2)])).unwrap().len(), 1);
+}
+
+#[test]
+fn body_not_matching_its_digest_is_reported_as_corrupt() {
+    let mut store = SqliteEventStore::open_in_memory().unwrap();
+    store.append(&make_events("a", 1, 2)).unwrap();
+    // A well-formed body, but not the one the digest was computed for.
+    store
+        .conn
+        .execute(
+            "UPDATE events SET body = ?1 WHERE peer = 'a' AND counter = 1",
+            [conflicting_event("a", 1).encode()],
+        )
+        .unwrap();
+    let err = all_events(&store).unwrap_err();
+    let StoreError::Corrupt(msg) = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert!(msg.contains("a:1") && msg.contains("digest"), "{msg}");
+
+    // A body that holds another event than its row says.
+    store
+        .conn
+        .execute(
+            "UPDATE events SET body = ?1 WHERE peer = 'a' AND counter = 1",
+            [make_event("a", 2).encode()],
+        )
+        .unwrap();
+    let msg = all_events(&store).unwrap_err().to_string();
+    assert!(
+        msg.contains("a:1") && msg.contains("holds event a:2"),
+        "{msg}"
+    );
+}
+
+fn all_events_since(
+    store: &SqliteEventStore,
+    since: VersionVector,
+) -> Result<Vec<kuzu_sync_engine::Event>, StoreError> {
+    let mut out = Vec::new();
+    store.scan(&since, &mut |e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+#[test]
+fn debug_shows_the_path() {
+    let store = SqliteEventStore::open_in_memory().unwrap();
+    assert!(format!("{store:?}").contains(":memory:"));
+}
+
+/// 100,000 events in one call to a file-backed store. Prints the throughput (run with
+/// `--nocapture` to see it).
+#[test]
+fn append_100k_events_in_one_call() {
+    let dir = TempDir::new("bulk");
+    let mut store = SqliteEventStore::open(&dir.path().join("events.db")).unwrap();
+    let peers = ["p0", "p1", "p2", "p3"];
+    let events: Vec<_> = (1..=25_000)
+        .flat_map(|c| peers.iter().map(move |p| make_event(p, c)))
+        .collect();
+    let start = Instant::now();
+    assert_eq!(store.append(&events).unwrap(), 100_000);
+    let append = start.elapsed();
+    let start = Instant::now();
+    let mut n = 0;
+    store
+        .scan(&VersionVector::new(), &mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    let scan = start.elapsed();
+    assert_eq!(n, 100_000);
+    let start = Instant::now();
+    assert_eq!(store.append(&events).unwrap(), 0);
+    let reappend = start.elapsed();
+    eprintln!(
+        "100k events: append {append:?} ({:.0} events/s), scan {scan:?}, re-append {reappend:?}",
+        100_000.0 / append.as_secs_f64()
+    );
+}

@@ -1,0 +1,51 @@
+//! What the engine asks a graph store to do: batches of row-level changes, each batch with
+//! the version vector of the events it completes (the apply watermark).
+
+use crate::clock::VersionVector;
+use crate::event::{EdgeRef, NodeRef};
+use crate::schema::{Column, TableDef};
+use crate::value::Value;
+
+/// One change to the stored graph. Row changes carry absolute values, never deltas, so
+/// applying a change twice leaves the same graph: apply is idempotent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GraphChange {
+    CreateTable(TableDef),
+    AddColumns {
+        table: String,
+        columns: Vec<Column>,
+    },
+    /// Drop the table with all its rows (rel tables are dropped before their node tables).
+    DropTable(String),
+    /// Insert or replace a node. `values` follow the table's columns in schema order.
+    /// `is_new` is true when the engine knows the node is not stored yet, so the store may
+    /// use a bulk insert path.
+    UpsertNode {
+        node: NodeRef,
+        values: Vec<Value>,
+        is_new: bool,
+    },
+    /// Delete a node and every edge attached to it.
+    DeleteNode(NodeRef),
+    /// Insert or replace an edge. `values` follow the rel table's property columns.
+    UpsertEdge {
+        edge: EdgeRef,
+        values: Vec<Value>,
+        is_new: bool,
+    },
+    DeleteEdge(EdgeRef),
+}
+
+/// A set of changes to apply atomically, together with the new watermark.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApplyBatch {
+    pub changes: Vec<GraphChange>,
+    /// All events up to this vector are reflected in the graph once the batch commits.
+    pub watermark: VersionVector,
+}
+
+impl ApplyBatch {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}

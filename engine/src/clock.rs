@@ -1,0 +1,245 @@
+//! Identity and time: peer ids, event ids, version vectors and the hybrid logical clock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+/// The id of a replica. 1–64 characters of `[A-Za-z0-9_.-]`.
+/// Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PeerId(Arc<str>);
+
+impl PeerId {
+    /// Checks the spelling and returns the id, or an error naming the bad id.
+    pub fn new(id: impl Into<String>) -> Result<Self, EngineError> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if ok {
+            Ok(PeerId(Arc::from(id)))
+        } else {
+            Err(EngineError::InvalidPeerId(id))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PeerId {
+    type Error = EngineError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        PeerId::new(s)
+    }
+}
+
+impl From<PeerId> for String {
+    fn from(p: PeerId) -> String {
+        p.0.to_string()
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event's id: the writing peer and that peer's counter (1, 2, 3, …).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventId {
+    pub peer: PeerId,
+    pub counter: u64,
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.peer, self.counter)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.peer, self.counter)
+    }
+}
+
+/// Peer → highest counter seen. Because events of one peer are applied in counter order, a
+/// version vector describes a causally closed set of events exactly.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VersionVector(BTreeMap<PeerId, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, peer: &PeerId) -> u64 {
+        self.0.get(peer).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, peer: PeerId, counter: u64) {
+        if counter == 0 {
+            self.0.remove(&peer);
+        } else {
+            self.0.insert(peer, counter);
+        }
+    }
+
+    /// True if the event `id` is in the set this vector describes.
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.get(&id.peer) >= id.counter
+    }
+
+    /// Raises every entry to the maximum of both vectors.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (p, &c) in &other.0 {
+            let e = self.0.entry(p.clone()).or_insert(0);
+            if c > *e {
+                *e = c;
+            }
+        }
+    }
+
+    /// Records that `id` is included (raises the peer's entry if lower).
+    pub fn observe(&mut self, id: &EventId) {
+        let e = self.0.entry(id.peer.clone()).or_insert(0);
+        if id.counter > *e {
+            *e = id.counter;
+        }
+    }
+
+    /// True if every entry of `other` is ≤ the entry here.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(p, &c)| self.get(p) >= c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, u64)> {
+        self.0.iter().map(|(p, c)| (p, *c))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Total number of events described.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.0.keys()
+    }
+}
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl FromIterator<(PeerId, u64)> for VersionVector {
+    fn from_iter<T: IntoIterator<Item = (PeerId, u64)>>(iter: T) -> Self {
+        let mut vv = VersionVector::new();
+        for (p, c) in iter {
+            vv.set(p, c);
+        }
+        vv
+    }
+}
+
+/// A hybrid logical clock reading: wall-clock milliseconds, then a logical counter that
+/// orders readings within one millisecond. Ordered lexicographically.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hlc {
+    pub wall_ms: u64,
+    pub logical: u32,
+}
+
+impl fmt::Debug for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.wall_ms, self.logical)
+    }
+}
+
+impl Hlc {
+    /// The next reading after `self`, given the physical time `now_ms`.
+    /// Always strictly greater than `self`.
+    pub fn tick(self, now_ms: u64) -> Hlc {
+        if now_ms > self.wall_ms {
+            Hlc {
+                wall_ms: now_ms,
+                logical: 0,
+            }
+        } else if self.logical < u32::MAX {
+            Hlc {
+                wall_ms: self.wall_ms,
+                logical: self.logical + 1,
+            }
+        } else {
+            Hlc {
+                wall_ms: self.wall_ms + 1,
+                logical: 0,
+            }
+        }
+    }
+}
+
+/// The total order used by last-writer-wins: HLC, then peer id, then counter. Because every
+/// replica raises its HLC past every event it receives, an event always has a greater HLC than
+/// everything in its causal past, so this order extends causality: "causality first" holds.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub hlc: Hlc,
+    pub peer: PeerId,
+    pub counter: u64,
+}
+
+impl Stamp {
+    pub fn id(&self) -> EventId {
+        EventId {
+            peer: self.peer.clone(),
+            counter: self.counter,
+        }
+    }
+}
+
+impl fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}@{:?}", self.peer, self.counter, self.hlc)
+    }
+}
+
+/// The physical time source. Adapters pass the system clock; tests pass a fake one.
+pub trait WallClock {
+    fn now_ms(&self) -> u64;
+}
+
+/// A wall clock that always reads the same time. For tests and deterministic replays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixedClock(pub u64);
+
+impl WallClock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests;

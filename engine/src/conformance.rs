@@ -1,0 +1,366 @@
+//! A conformance suite for [`EventStore`] implementations, shared by the in-memory store and
+//! every adapter so that all of them keep the same contract.
+//!
+//! Call [`event_store_suite`] from a test with a factory that returns a fresh, empty store on
+//! every call. Each check panics with a message naming the case and what went wrong.
+
+use crate::clock::{EventId, Hlc, PeerId, VersionVector};
+use crate::event::{Event, NodeRef, Op};
+use crate::ports::{all_events, EventStore, StoreError};
+use crate::value::Value;
+
+/// A valid event `peer:counter` whose causal past is the peer's own previous event.
+/// Every third event adds a node with a few properties so stores round-trip more than one op.
+///
+/// Panics if `peer` is not a valid peer id or `counter` is 0.
+pub fn make_event(peer: &str, counter: u64) -> Event {
+    make_event_with_key(peer, counter, counter as i64)
+}
+
+/// An event with the same id as [`make_event`]`(peer, counter)` but different contents: storing
+/// both is equivocation.
+pub fn conflicting_event(peer: &str, counter: u64) -> Event {
+    make_event_with_key(peer, counter, -(counter as i64) - 1)
+}
+
+fn make_event_with_key(peer: &str, counter: u64, key: i64) -> Event {
+    assert!(counter > 0, "event counters start at 1");
+    let peer = PeerId::new(peer).unwrap_or_else(|e| panic!("test peer id: {e}"));
+    let mut deps = VersionVector::new();
+    deps.set(peer.clone(), counter - 1);
+    let op = if counter % 3 == 0 {
+        Op::AddNode {
+            table: "T".into(),
+            props: vec![
+                ("id".into(), Value::Int64(key)),
+                ("name".into(), Value::String(format!("{peer}-{counter}"))),
+                ("score".into(), Value::Double(counter as f64 / 4.0)),
+                ("note".into(), Value::Null),
+            ],
+        }
+    } else {
+        Op::DeleteNode(NodeRef {
+            table: "T".into(),
+            key: Value::Int64(key),
+        })
+    };
+    Event {
+        id: EventId { peer, counter },
+        deps,
+        hlc: Hlc {
+            wall_ms: 1_700_000_000_000 + counter,
+            logical: 0,
+        },
+        op,
+    }
+}
+
+/// Events `first..=last` of `peer`.
+pub fn make_events(peer: &str, first: u64, last: u64) -> Vec<Event> {
+    (first..=last).map(|c| make_event(peer, c)).collect()
+}
+
+/// Runs every check against stores made by `make`, which must return a fresh, empty store on
+/// each call. Panics on the first failure.
+pub fn event_store_suite<S: EventStore>(make: &mut dyn FnMut() -> S) {
+    empty_store(&mut make());
+    append_counts_new_events(&mut make());
+    reappend_is_idempotent(&mut make());
+    equivocation_is_rejected_atomically(&mut make());
+    scan_follows_insertion_order(&mut make());
+    scan_skips_events_in_since(&mut make());
+    scan_stops_at_callback_error(&mut make());
+    meta_get_set_overwrite(&mut make());
+    ten_thousand_events(&mut make());
+}
+
+fn append(store: &mut dyn EventStore, case: &str, events: &[Event]) -> usize {
+    store
+        .append(events)
+        .unwrap_or_else(|e| panic!("{case}: append of {} events failed: {e}", events.len()))
+}
+
+fn scan_all(store: &dyn EventStore, case: &str) -> Vec<Event> {
+    all_events(store).unwrap_or_else(|e| panic!("{case}: scan failed: {e}"))
+}
+
+fn scan_since(store: &dyn EventStore, case: &str, since: &VersionVector) -> Vec<Event> {
+    let mut out = Vec::new();
+    store
+        .scan(since, &mut |e| {
+            out.push(e);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{case}: scan since {since:?} failed: {e}"));
+    out
+}
+
+fn count(store: &dyn EventStore, case: &str) -> u64 {
+    store
+        .count()
+        .unwrap_or_else(|e| panic!("{case}: count failed: {e}"))
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.to_string()).collect()
+}
+
+/// Asserts that `got` equals `want`, event by event, naming the first difference.
+fn assert_events(case: &str, got: &[Event], want: &[Event]) {
+    if got.len() != want.len() {
+        panic!(
+            "{case}: expected {} events, got {}\n  want {:?}\n  got  {:?}",
+            want.len(),
+            got.len(),
+            ids(want),
+            ids(got)
+        );
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if g != w {
+            panic!("{case}: event #{i} differs: expected {w:?}, got {g:?}");
+        }
+    }
+}
+
+fn peer(id: &str) -> PeerId {
+    PeerId::new(id).unwrap_or_else(|e| panic!("test peer id: {e}"))
+}
+
+fn empty_store(store: &mut dyn EventStore) {
+    let case = "empty store";
+    assert_eq!(count(store, case), 0, "{case}: count of a new store");
+    assert_events(case, &scan_all(store, case), &[]);
+    let since: VersionVector = [(peer("a"), 5)].into_iter().collect();
+    assert_events(case, &scan_since(store, case, &since), &[]);
+    let meta = store
+        .meta("peer_id")
+        .unwrap_or_else(|e| panic!("{case}: meta failed: {e}"));
+    assert_eq!(meta, None, "{case}: meta of a new store");
+}
+
+fn append_counts_new_events(store: &mut dyn EventStore) {
+    let case = "append returns the number of new events";
+    assert_eq!(append(store, case, &[]), 0, "{case}: empty slice");
+    assert_eq!(count(store, case), 0, "{case}: count after empty slice");
+    let batch = make_events("a", 1, 3);
+    assert_eq!(append(store, case, &batch), 3, "{case}: first batch");
+    assert_eq!(count(store, case), 3, "{case}: count after first batch");
+    let mut second = make_events("b", 1, 2);
+    second.extend(make_events("a", 4, 4));
+    assert_eq!(append(store, case, &second), 3, "{case}: second batch");
+    assert_eq!(count(store, case), 6, "{case}: count after second batch");
+    let mut want = batch;
+    want.extend(second);
+    assert_events(case, &scan_all(store, case), &want);
+}
+
+fn reappend_is_idempotent(store: &mut dyn EventStore) {
+    let case = "re-append is idempotent";
+    let batch = make_events("a", 1, 4);
+    assert_eq!(append(store, case, &batch), 4, "{case}: first append");
+    assert_eq!(append(store, case, &batch), 0, "{case}: same batch again");
+    assert_eq!(append(store, case, &batch[1..3]), 0, "{case}: a sub-slice");
+    // Old and new mixed, and a duplicate inside one call: only the new event counts, once.
+    let e5 = make_event("a", 5);
+    let mixed = vec![batch[0].clone(), e5.clone(), batch[3].clone(), e5.clone()];
+    assert_eq!(append(store, case, &mixed), 1, "{case}: mixed batch");
+    assert_eq!(count(store, case), 5, "{case}: count");
+    let mut want = batch;
+    want.push(e5);
+    assert_events(case, &scan_all(store, case), &want);
+}
+
+fn equivocation_is_rejected_atomically(store: &mut dyn EventStore) {
+    let case = "equivocation is rejected atomically";
+    let stored = make_events("a", 1, 3);
+    append(store, case, &stored);
+    store
+        .set_meta("k", "v")
+        .unwrap_or_else(|e| panic!("{case}: set_meta failed: {e}"));
+
+    // New events around one that conflicts with a stored event.
+    let batch = vec![
+        make_event("b", 1),
+        make_event("a", 4),
+        conflicting_event("a", 2),
+        make_event("b", 2),
+    ];
+    expect_equivocation(store, case, &batch, "a:2");
+    assert_eq!(count(store, case), 3, "{case}: count after rejected batch");
+    assert_events(case, &scan_all(store, case), &stored);
+
+    // Two versions of the same new event inside one call.
+    let batch = vec![
+        make_event("c", 1),
+        make_event("c", 2),
+        conflicting_event("c", 2),
+    ];
+    expect_equivocation(store, case, &batch, "c:2");
+    assert_eq!(
+        count(store, case),
+        3,
+        "{case}: count after in-batch conflict"
+    );
+    assert_events(case, &scan_all(store, case), &stored);
+
+    // The store still works, and still holds the original version.
+    assert_eq!(
+        append(store, case, &[make_event("b", 1), stored[1].clone()]),
+        1,
+        "{case}: append after the rejected batches"
+    );
+    let mut want = stored;
+    want.push(make_event("b", 1));
+    assert_events(case, &scan_all(store, case), &want);
+    let meta = store
+        .meta("k")
+        .unwrap_or_else(|e| panic!("{case}: meta failed: {e}"));
+    assert_eq!(meta.as_deref(), Some("v"), "{case}: meta after rejection");
+}
+
+fn expect_equivocation(store: &mut dyn EventStore, case: &str, batch: &[Event], id: &str) {
+    match store.append(batch) {
+        Err(StoreError::Equivocation { id: got }) => assert_eq!(
+            got.to_string(),
+            id,
+            "{case}: the error must name the equivocating event"
+        ),
+        Err(other) => panic!("{case}: expected equivocation on {id}, got error {other}"),
+        Ok(n) => panic!("{case}: expected equivocation on {id}, but append stored {n} events"),
+    }
+}
+
+fn scan_follows_insertion_order(store: &mut dyn EventStore) {
+    let case = "scan order is insertion order";
+    // Interleaved peers, and ids that sort differently from insertion order.
+    let batches = [
+        vec![make_event("zed", 1), make_event("a", 1)],
+        vec![make_event("m", 1), make_event("zed", 2), make_event("m", 2)],
+        vec![make_event("a", 2)],
+        vec![make_event("b", 1), make_event("zed", 3), make_event("a", 3)],
+    ];
+    let mut want = Vec::new();
+    for batch in &batches {
+        append(store, case, batch);
+        want.extend(batch.iter().cloned());
+        assert_events(case, &scan_all(store, case), &want);
+    }
+}
+
+fn scan_skips_events_in_since(store: &mut dyn EventStore) {
+    let case = "scan skips events in since";
+    let mut all = Vec::new();
+    for c in 1..=5 {
+        all.push(make_event("a", c));
+        all.push(make_event("b", c));
+        if c <= 2 {
+            all.push(make_event("c", c));
+        }
+    }
+    append(store, case, &all);
+
+    let check = |store: &dyn EventStore, since: VersionVector| {
+        let want: Vec<Event> = all
+            .iter()
+            .filter(|e| !since.contains(&e.id))
+            .cloned()
+            .collect();
+        let got = scan_since(store, case, &since);
+        assert_events(&format!("{case} (since {since:?})"), &got, &want);
+    };
+    check(store, VersionVector::new());
+    // Partly covered, absent, beyond the stored events, and an unknown peer.
+    check(store, [(peer("a"), 3)].into_iter().collect());
+    check(
+        store,
+        [(peer("a"), 2), (peer("c"), 9), (peer("nobody"), 4)]
+            .into_iter()
+            .collect(),
+    );
+    check(
+        store,
+        [(peer("a"), 5), (peer("b"), 5), (peer("c"), 2)]
+            .into_iter()
+            .collect(),
+    );
+}
+
+fn scan_stops_at_callback_error(store: &mut dyn EventStore) {
+    let case = "scan stops at the callback's error";
+    append(store, case, &make_events("a", 1, 5));
+    let mut seen = 0;
+    let result = store.scan(&VersionVector::new(), &mut |_| {
+        seen += 1;
+        if seen == 2 {
+            Err(StoreError::Corrupt("stop here".into()))
+        } else {
+            Ok(())
+        }
+    });
+    match result {
+        Err(StoreError::Corrupt(msg)) if msg == "stop here" => {}
+        other => panic!("{case}: expected the callback's error back, got {other:?}"),
+    }
+    assert_eq!(seen, 2, "{case}: callback calls after its error");
+}
+
+fn meta_get_set_overwrite(store: &mut dyn EventStore) {
+    let case = "meta get/set/overwrite";
+    let get = |store: &dyn EventStore, key: &str| {
+        store
+            .meta(key)
+            .unwrap_or_else(|e| panic!("{case}: meta({key:?}) failed: {e}"))
+    };
+    let set = |store: &mut dyn EventStore, key: &str, value: &str| {
+        store
+            .set_meta(key, value)
+            .unwrap_or_else(|e| panic!("{case}: set_meta({key:?}, {value:?}) failed: {e}"))
+    };
+    assert_eq!(get(store, "peer_id"), None, "{case}: unset key");
+    set(store, "peer_id", "alice");
+    set(store, "settings", "{\"x\": 1}");
+    assert_eq!(get(store, "peer_id").as_deref(), Some("alice"), "{case}");
+    set(store, "peer_id", "bob");
+    assert_eq!(
+        get(store, "peer_id").as_deref(),
+        Some("bob"),
+        "{case}: overwrite"
+    );
+    assert_eq!(
+        get(store, "settings").as_deref(),
+        Some("{\"x\": 1}"),
+        "{case}: other key after overwrite"
+    );
+    set(store, "empty", "");
+    assert_eq!(
+        get(store, "empty").as_deref(),
+        Some(""),
+        "{case}: empty value"
+    );
+    assert_eq!(
+        get(store, "Peer_id"),
+        None,
+        "{case}: keys are case-sensitive"
+    );
+    assert_eq!(count(store, case), 0, "{case}: meta is not an event");
+}
+
+fn ten_thousand_events(store: &mut dyn EventStore) {
+    let case = "10,000-event append and scan";
+    let peers = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"];
+    let mut all = Vec::with_capacity(10_000);
+    for c in 1..=1_000 {
+        for p in peers {
+            all.push(make_event(p, c));
+        }
+    }
+    assert_eq!(append(store, case, &all), 10_000, "{case}: new events");
+    assert_eq!(count(store, case), 10_000, "{case}: count");
+    assert_events(case, &scan_all(store, case), &all);
+    assert_eq!(append(store, case, &all), 0, "{case}: re-append");
+
+    let since: VersionVector = peers.iter().map(|p| (peer(p), 500)).collect();
+    let want: Vec<Event> = all.iter().filter(|e| e.id.counter > 500).cloned().collect();
+    assert_events(case, &scan_since(store, case, &since), &want);
+}

@@ -1,0 +1,124 @@
+//! An in-memory [`EventStore`]: the reference implementation of the event-log port, for tests
+//! and for replicas that do not need durability.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::clock::{EventId, VersionVector};
+use crate::event::Event;
+use crate::ports::{EventStore, StoreError};
+
+/// Events in insertion order, an index by id, and the metadata area. Nothing survives a drop.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryEventStore {
+    events: Vec<Event>,
+    /// Id → (position in `events`, digest of the stored event).
+    index: HashMap<EventId, (usize, [u8; 32])>,
+    meta: BTreeMap<String, String>,
+}
+
+impl MemoryEventStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored event with this id, if any.
+    pub fn get(&self, id: &EventId) -> Option<&Event> {
+        self.index.get(id).map(|&(i, _)| &self.events[i])
+    }
+}
+
+impl EventStore for MemoryEventStore {
+    fn append(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        // Check everything first, store afterwards: the call is all-or-nothing.
+        let mut fresh: HashMap<&EventId, [u8; 32]> = HashMap::new();
+        let mut to_store: Vec<&Event> = Vec::new();
+        for event in events {
+            let digest = event.digest();
+            let known = self
+                .index
+                .get(&event.id)
+                .map(|&(_, d)| d)
+                .or_else(|| fresh.get(&event.id).copied());
+            match known {
+                Some(d) if d == digest => {}
+                Some(_) => {
+                    return Err(StoreError::Equivocation {
+                        id: event.id.clone(),
+                    })
+                }
+                None => {
+                    fresh.insert(&event.id, digest);
+                    to_store.push(event);
+                }
+            }
+        }
+        let added = to_store.len();
+        self.events.reserve(added);
+        for event in to_store {
+            let digest = fresh[&event.id];
+            self.index
+                .insert(event.id.clone(), (self.events.len(), digest));
+            self.events.push(event.clone());
+        }
+        Ok(added)
+    }
+
+    fn scan(
+        &self,
+        since: &VersionVector,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for event in &self.events {
+            if !since.contains(&event.id) {
+                f(event.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.events.len() as u64)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.get(key).cloned())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{conflicting_event, event_store_suite, make_event};
+
+    #[test]
+    fn conformance() {
+        event_store_suite(&mut MemoryEventStore::new);
+    }
+
+    #[test]
+    fn get_returns_stored_event() {
+        let mut store = MemoryEventStore::new();
+        let e = make_event("a", 1);
+        store.append(std::slice::from_ref(&e)).unwrap();
+        assert_eq!(store.get(&e.id), Some(&e));
+        assert_eq!(store.get(&make_event("a", 2).id), None);
+    }
+
+    #[test]
+    fn equivocation_within_one_call_names_the_event() {
+        let mut store = MemoryEventStore::new();
+        let err = store
+            .append(&[make_event("a", 1), conflicting_event("a", 1)])
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Equivocation { id } if id.to_string() == "a:1"),
+            "{err}"
+        );
+        assert_eq!(store.count().unwrap(), 0);
+    }
+}

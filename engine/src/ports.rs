@@ -1,0 +1,91 @@
+//! The two ports through which the engine reaches storage, and their error type.
+//!
+//! Each port has an in-memory implementation in [`crate::memory`] and a real one in an
+//! adapter crate (`kuzu-sync-sqlite`, `kuzu-sync-kuzu`); one conformance suite
+//! (`kuzu-sync-tests`) runs against all of them.
+
+use std::collections::BTreeMap;
+
+use crate::change::ApplyBatch;
+use crate::clock::{EventId, VersionVector};
+use crate::event::Event;
+use crate::schema::Schema;
+use crate::value::Value;
+
+/// An error from a store. Backend errors keep their source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("event {id} is already stored with different contents (equivocation)")]
+    Equivocation { id: EventId },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{context}: {source}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The durable event log.
+pub trait EventStore {
+    /// Stores the events that are not stored yet, atomically and durably, and returns how
+    /// many were new. An event whose id is stored with a different digest is equivocation:
+    /// the whole call fails and nothing is stored.
+    fn append(&mut self, events: &[Event]) -> Result<usize, StoreError>;
+
+    /// Calls `f` with every stored event that `since` does not contain, in the order they
+    /// were stored (which is a causal order for the events of each peer).
+    fn scan(
+        &self,
+        since: &VersionVector,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Number of stored events.
+    fn count(&self) -> Result<u64, StoreError>;
+
+    /// A small durable key/value area for replica metadata (peer id, settings).
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+}
+
+/// Every table's rows, as canonical values, sorted. Node rows follow the table's columns;
+/// edge rows are `[from table, from key, to table, to key, edge key, properties…]`.
+pub type GraphDump = BTreeMap<String, Vec<Vec<Value>>>;
+
+/// The materialized graph.
+pub trait GraphStore {
+    /// The version vector of the events whose effects are stored.
+    fn watermark(&mut self) -> Result<VersionVector, StoreError>;
+
+    /// Applies the batch and records its watermark, atomically: after a crash either both
+    /// are stored or neither. `schema` is the schema after the batch.
+    fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError>;
+
+    /// Every table of `schema`, canonical and sorted.
+    fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError>;
+}
+
+/// Scans all events into a vector. Convenience for small logs and tests.
+pub fn all_events(store: &dyn EventStore) -> Result<Vec<Event>, StoreError> {
+    let mut out = Vec::new();
+    store.scan(&VersionVector::new(), &mut |e| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}

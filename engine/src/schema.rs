@@ -1,0 +1,549 @@
+//! The replicated schema: node and rel tables, their columns, and per-property merge policies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Stamp;
+use crate::error::EngineError;
+use crate::value::{DataType, Value};
+
+/// Name of the hidden property that holds a replicated edge's key in Kuzu.
+pub const EDGE_KEY_COLUMN: &str = "_ks_eid";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Multiplicity {
+    ManyMany,
+    /// Each source node has at most one edge of this table.
+    ManyOne,
+    /// Each destination node has at most one edge of this table.
+    OneMany,
+    /// Both.
+    OneOne,
+}
+
+impl Multiplicity {
+    pub fn one_per_source(self) -> bool {
+        matches!(self, Multiplicity::ManyOne | Multiplicity::OneOne)
+    }
+    pub fn one_per_destination(self) -> bool {
+        matches!(self, Multiplicity::OneMany | Multiplicity::OneOne)
+    }
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Multiplicity::ManyMany => "MANY_MANY",
+            Multiplicity::ManyOne => "MANY_ONE",
+            Multiplicity::OneMany => "ONE_MANY",
+            Multiplicity::OneOne => "ONE_ONE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub ty: DataType,
+    /// A literal default; an unset property reads as this (else NULL).
+    pub default: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeTableDef {
+    pub name: String,
+    /// All columns, the primary key included, in declaration order.
+    pub columns: Vec<Column>,
+    pub primary_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RelTableDef {
+    pub name: String,
+    /// (FROM table, TO table) pairs.
+    pub connections: Vec<(String, String)>,
+    /// Property columns, in declaration order (the edge key is not among them).
+    pub columns: Vec<Column>,
+    pub multiplicity: Multiplicity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TableDef {
+    Node(NodeTableDef),
+    Rel(RelTableDef),
+}
+
+impl TableDef {
+    pub fn name(&self) -> &str {
+        match self {
+            TableDef::Node(t) => &t.name,
+            TableDef::Rel(t) => &t.name,
+        }
+    }
+    pub fn columns(&self) -> &[Column] {
+        match self {
+            TableDef::Node(t) => &t.columns,
+            TableDef::Rel(t) => &t.columns,
+        }
+    }
+    fn columns_mut(&mut self) -> &mut Vec<Column> {
+        match self {
+            TableDef::Node(t) => &mut t.columns,
+            TableDef::Rel(t) => &mut t.columns,
+        }
+    }
+    /// Case-insensitive column lookup, as Kuzu does.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        let cols = self.columns();
+        cols.iter()
+            .find(|c| c.name == name)
+            .or_else(|| cols.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+    }
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        let cols = self.columns();
+        cols.iter()
+            .position(|c| c.name == name)
+            .or_else(|| cols.iter().position(|c| c.name.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// How concurrent writes to one property merge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Last writer wins: causal order, then HLC, then peer id.
+    #[default]
+    Lww,
+    /// `increment` deltas sum, each exactly once; a set resets the deltas it has seen.
+    Counter,
+}
+
+impl Policy {
+    pub fn strategy_name(self) -> &'static str {
+        match self {
+            Policy::Lww => "last_write_wins",
+            Policy::Counter => "cumulative",
+        }
+    }
+}
+
+/// A replicated schema change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SchemaOp {
+    CreateNodeTable(NodeTableDef),
+    CreateRelTable(RelTableDef),
+    AddColumn {
+        table: String,
+        column: Column,
+    },
+    SetPolicy {
+        table: String,
+        column: String,
+        policy: Policy,
+    },
+}
+
+impl SchemaOp {
+    pub fn table(&self) -> &str {
+        match self {
+            SchemaOp::CreateNodeTable(t) => &t.name,
+            SchemaOp::CreateRelTable(t) => &t.name,
+            SchemaOp::AddColumn { table, .. } | SchemaOp::SetPolicy { table, .. } => table,
+        }
+    }
+}
+
+/// What applying one schema op did to a table, for the graph store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableChange {
+    /// Nothing visible changed.
+    None,
+    /// The table is new.
+    Created,
+    /// Columns were appended; existing rows read them as their default.
+    ColumnsAdded(Vec<Column>),
+    /// The definition changed in another way (a concurrent create with an earlier stamp
+    /// arrived late): the stored table must be rebuilt from scratch.
+    Redefined,
+    /// Only a merge policy changed.
+    PolicyChanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TableEntry {
+    /// Every create/add-column op ever applied to this table, sorted by stamp.
+    ops: Vec<(Stamp, SchemaOp)>,
+    resolved: TableDef,
+}
+
+/// The schema as the engine resolved it. Tables are never dropped and columns never removed,
+/// so the schema only grows. A table's definition is a pure function of the set of DDL ops
+/// for it (see [`Schema::apply`]), so replicas agree whatever the arrival order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// Keyed by lower-cased name: Kuzu names are case-insensitive.
+    tables: BTreeMap<String, TableEntry>,
+    /// (table, column) → (stamp, policy), last writer wins.
+    policies: BTreeMap<(String, String), (Stamp, Policy)>,
+    /// Number of schema ops applied.
+    pub version: u64,
+}
+
+impl Schema {
+    /// Case-insensitive table lookup, as Kuzu does.
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables
+            .get(&name.to_ascii_lowercase())
+            .map(|e| &e.resolved)
+    }
+
+    pub fn node_table(&self, name: &str) -> Result<&NodeTableDef, EngineError> {
+        match self.table(name) {
+            Some(TableDef::Node(t)) => Ok(t),
+            Some(TableDef::Rel(_)) => Err(EngineError::WrongTableKind {
+                table: name.to_string(),
+                expected: "node",
+            }),
+            None => Err(EngineError::UnknownTable(name.to_string())),
+        }
+    }
+
+    pub fn rel_table(&self, name: &str) -> Result<&RelTableDef, EngineError> {
+        match self.table(name) {
+            Some(TableDef::Rel(t)) => Ok(t),
+            Some(TableDef::Node(_)) => Err(EngineError::WrongTableKind {
+                table: name.to_string(),
+                expected: "rel",
+            }),
+            None => Err(EngineError::UnknownTable(name.to_string())),
+        }
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &TableDef> {
+        self.tables.values().map(|e| &e.resolved)
+    }
+
+    /// Rel tables that have `node_table` as a FROM or TO table.
+    pub fn rel_tables_touching(&self, node_table: &str) -> Vec<String> {
+        self.tables()
+            .filter_map(|t| match t {
+                TableDef::Rel(r)
+                    if r.connections.iter().any(|(f, to)| {
+                        f.eq_ignore_ascii_case(node_table) || to.eq_ignore_ascii_case(node_table)
+                    }) =>
+                {
+                    Some(r.name.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn policy(&self, table: &str, column: &str) -> Policy {
+        self.policies
+            .get(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
+            .map(|(_, p)| *p)
+            .unwrap_or_default()
+    }
+
+    /// (table, column, policy) for every property with a non-default policy.
+    pub fn policies(&self) -> Vec<(String, String, Policy)> {
+        self.policies
+            .iter()
+            .map(|((t, c), (_, p))| (t.clone(), c.clone(), *p))
+            .collect()
+    }
+
+    /// Every type ever declared for `table.column` by any create or add-column op, resolved
+    /// definition first. A received value is accepted if it fits one of them.
+    pub fn declared_types(&self, table: &str, column: &str) -> Vec<&DataType> {
+        let Some(entry) = self.tables.get(&table.to_ascii_lowercase()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&DataType> = entry
+            .resolved
+            .column(column)
+            .map(|c| vec![&c.ty])
+            .unwrap_or_default();
+        for (_, op) in &entry.ops {
+            let cols: &[Column] = match op {
+                SchemaOp::CreateNodeTable(d) => &d.columns,
+                SchemaOp::CreateRelTable(d) => &d.columns,
+                SchemaOp::AddColumn { column, .. } => std::slice::from_ref(column),
+                SchemaOp::SetPolicy { .. } => &[],
+            };
+            for c in cols {
+                if c.name.eq_ignore_ascii_case(column) && !out.contains(&&c.ty) {
+                    out.push(&c.ty);
+                }
+            }
+        }
+        out
+    }
+
+    /// True if more than one definition was applied for `table` and they differ.
+    pub fn has_competing_definitions(&self, table: &str) -> bool {
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .map(|e| {
+                let creates: Vec<_> = e
+                    .ops
+                    .iter()
+                    .filter(|(_, op)| {
+                        matches!(
+                            op,
+                            SchemaOp::CreateNodeTable(_) | SchemaOp::CreateRelTable(_)
+                        )
+                    })
+                    .collect();
+                creates.windows(2).any(|w| w[0].1 != w[1].1)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Checks a schema op against this schema, as a local write is checked.
+    pub fn validate(&self, op: &SchemaOp) -> Result<(), EngineError> {
+        match op {
+            SchemaOp::CreateNodeTable(def) if self.table(&def.name).is_some() => {
+                Err(EngineError::TableExists(def.name.clone()))
+            }
+            SchemaOp::CreateRelTable(def) if self.table(&def.name).is_some() => {
+                Err(EngineError::TableExists(def.name.clone()))
+            }
+            _ => self.validate_structure(op),
+        }
+    }
+
+    /// Checks a schema op's own well-formedness, allowing a create of an existing table name
+    /// (a received concurrent create merges, see [`Schema::apply`]).
+    pub fn validate_structure(&self, op: &SchemaOp) -> Result<(), EngineError> {
+        match op {
+            SchemaOp::CreateNodeTable(def) => {
+                validate_columns(&def.name, &def.columns)?;
+                let pk = def
+                    .columns
+                    .iter()
+                    .find(|c| c.name == def.primary_key)
+                    .ok_or_else(|| EngineError::InvalidSchema {
+                        table: def.name.clone(),
+                        reason: format!("primary key {} is not a column", def.primary_key),
+                    })?;
+                if !pk.ty.is_valid_primary_key() {
+                    return Err(EngineError::InvalidSchema {
+                        table: def.name.clone(),
+                        reason: format!("type {} cannot be a primary key", pk.ty),
+                    });
+                }
+                Ok(())
+            }
+            SchemaOp::CreateRelTable(def) => {
+                validate_columns(&def.name, &def.columns)?;
+                if def.connections.is_empty() {
+                    return Err(EngineError::InvalidSchema {
+                        table: def.name.clone(),
+                        reason: "a rel table needs at least one FROM … TO … pair".into(),
+                    });
+                }
+                for (from, to) in &def.connections {
+                    self.node_table(from)?;
+                    self.node_table(to)?;
+                }
+                Ok(())
+            }
+            SchemaOp::AddColumn { table, column } => {
+                let t = self
+                    .table(table)
+                    .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                if t.column(&column.name).is_some() {
+                    return Err(EngineError::InvalidSchema {
+                        table: table.clone(),
+                        reason: format!("column {} already exists", column.name),
+                    });
+                }
+                validate_columns(table, std::slice::from_ref(column))
+            }
+            SchemaOp::SetPolicy {
+                table,
+                column,
+                policy,
+            } => {
+                let t = self
+                    .table(table)
+                    .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                let c = t.column(column).ok_or_else(|| EngineError::UnknownColumn {
+                    table: table.clone(),
+                    column: column.clone(),
+                })?;
+                if *policy == Policy::Counter && !c.ty.is_numeric() {
+                    return Err(EngineError::InvalidSchema {
+                        table: table.clone(),
+                        reason: format!(
+                            "column {} has type {}; the counter policy needs a numeric type",
+                            column, c.ty
+                        ),
+                    });
+                }
+                if let TableDef::Node(n) = t {
+                    if n.primary_key.eq_ignore_ascii_case(&c.name) {
+                        return Err(EngineError::InvalidSchema {
+                            table: table.clone(),
+                            reason: format!("{column} is the primary key; it has no policy"),
+                        });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a schema op of an accepted event, stamped by that event. Concurrent DDL merges
+    /// deterministically: the ops for a table are sorted by stamp; the earliest create gives
+    /// the table's kind, key, multiplicity and first columns; later ops add the columns (and
+    /// FROM/TO pairs) that are not there yet. A column's type is that of the earliest op that
+    /// declares it. Policies are last-writer-wins by stamp.
+    pub fn apply(&mut self, op: &SchemaOp, stamp: &Stamp) -> TableChange {
+        let change = match op {
+            SchemaOp::SetPolicy {
+                table,
+                column,
+                policy,
+            } => {
+                let key = (table.to_ascii_lowercase(), column.to_ascii_lowercase());
+                match self.policies.get(&key) {
+                    Some((s, _)) if s >= stamp => TableChange::None,
+                    Some((_, p)) if p == policy => {
+                        self.policies.insert(key, (stamp.clone(), *policy));
+                        TableChange::None
+                    }
+                    _ => {
+                        self.policies.insert(key, (stamp.clone(), *policy));
+                        TableChange::PolicyChanged
+                    }
+                }
+            }
+            _ => {
+                let key = op.table().to_ascii_lowercase();
+                match self.tables.get_mut(&key) {
+                    None => match resolve(&[(stamp.clone(), op.clone())]) {
+                        Some(resolved) => {
+                            self.tables.insert(
+                                key,
+                                TableEntry {
+                                    ops: vec![(stamp.clone(), op.clone())],
+                                    resolved,
+                                },
+                            );
+                            TableChange::Created
+                        }
+                        // An add-column for a table no create has reached: causal delivery
+                        // rules this out; ignore rather than invent a table.
+                        None => TableChange::None,
+                    },
+                    Some(entry) => {
+                        if entry.ops.iter().any(|(s, _)| s == stamp) {
+                            return TableChange::None;
+                        }
+                        let pos = entry.ops.partition_point(|(s, _)| s < stamp);
+                        entry.ops.insert(pos, (stamp.clone(), op.clone()));
+                        let new = resolve(&entry.ops).expect("entry has a create");
+                        let old = std::mem::replace(&mut entry.resolved, new.clone());
+                        diff_tables(&old, &new)
+                    }
+                }
+            }
+        };
+        if change != TableChange::None {
+            self.version += 1;
+        }
+        change
+    }
+}
+
+/// The resolved definition of one table from its ops, sorted by stamp.
+fn resolve(ops: &[(Stamp, SchemaOp)]) -> Option<TableDef> {
+    let mut def: Option<TableDef> = None;
+    for (_, op) in ops {
+        match (op, &mut def) {
+            (SchemaOp::CreateNodeTable(n), None) => def = Some(TableDef::Node(n.clone())),
+            (SchemaOp::CreateRelTable(r), None) => def = Some(TableDef::Rel(r.clone())),
+            (SchemaOp::CreateNodeTable(n), Some(d @ TableDef::Node(_))) => {
+                add_missing(d, &n.columns)
+            }
+            (SchemaOp::CreateRelTable(r), Some(TableDef::Rel(d))) => {
+                for c in &r.connections {
+                    if !d.connections.contains(c) {
+                        d.connections.push(c.clone());
+                    }
+                }
+                let mut td = TableDef::Rel(d.clone());
+                add_missing(&mut td, &r.columns);
+                if let TableDef::Rel(r2) = td {
+                    *d = r2;
+                }
+            }
+            (SchemaOp::AddColumn { column, .. }, Some(d)) => {
+                add_missing(d, std::slice::from_ref(column))
+            }
+            _ => {}
+        }
+    }
+    def
+}
+
+fn add_missing(def: &mut TableDef, columns: &[Column]) {
+    for c in columns {
+        if def.column(&c.name).is_none() {
+            def.columns_mut().push(c.clone());
+        }
+    }
+}
+
+fn diff_tables(old: &TableDef, new: &TableDef) -> TableChange {
+    if old == new {
+        return TableChange::None;
+    }
+    let prefix_same = match (old, new) {
+        (TableDef::Node(o), TableDef::Node(n)) => {
+            o.primary_key == n.primary_key && n.columns.starts_with(&o.columns)
+        }
+        (TableDef::Rel(o), TableDef::Rel(n)) => {
+            o.connections == n.connections
+                && o.multiplicity == n.multiplicity
+                && n.columns.starts_with(&o.columns)
+        }
+        _ => false,
+    };
+    if prefix_same {
+        TableChange::ColumnsAdded(new.columns()[old.columns().len()..].to_vec())
+    } else {
+        TableChange::Redefined
+    }
+}
+
+fn validate_columns(table: &str, columns: &[Column]) -> Result<(), EngineError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in columns {
+        if c.name.is_empty() || c.name.starts_with("_ks_") {
+            return Err(EngineError::InvalidSchema {
+                table: table.to_string(),
+                reason: format!(
+                    "column name {:?} is empty or reserved (_ks_ prefix)",
+                    c.name
+                ),
+            });
+        }
+        if !seen.insert(c.name.to_ascii_lowercase()) {
+            return Err(EngineError::InvalidSchema {
+                table: table.to_string(),
+                reason: format!("column {} is declared twice", c.name),
+            });
+        }
+        if let Some(d) = &c.default {
+            if !d.conforms_to(&c.ty) {
+                return Err(EngineError::InvalidSchema {
+                    table: table.to_string(),
+                    reason: format!("default {d} of column {} is not a {}", c.name, c.ty),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1498 @@
+//! The resolved replicated state and the engine that applies events to it.
+//!
+//! Every visible row is a pure function of the *set* of applied events (see ARCHITECTURE.md,
+//! "Semantics"), which is what makes replicas converge whatever the arrival order:
+//!
+//! - An entity exists if one of its adds has not been seen by a delete (observed-remove: a
+//!   delete removes the adds in its causal past; an add concurrent with a delete survives).
+//!   A node delete also removes the edges attached to it that it had seen.
+//! - A property holds the write with the greatest [`Stamp`]; a delete counts as a write of
+//!   "unset" to every property of its entity, stamped by the delete.
+//! - A counter property holds that base value plus every increment the base write had not
+//!   seen, each exactly once.
+//! - An edge is visible if it exists, both endpoints exist, and in a MANY_ONE / ONE_MANY /
+//!   ONE_ONE table it has the greatest priority (latest live add) among the existing edges
+//!   that share its constrained endpoint.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::change::{ApplyBatch, GraphChange};
+use crate::clock::{EventId, Hlc, PeerId, Stamp, VersionVector};
+use crate::conflict::{Conflict, ConflictKind, ConflictSide};
+use crate::error::EngineError;
+use crate::event::{EdgeRef, Entity, Event, NodeRef, Op};
+use crate::ports::GraphDump;
+use crate::schema::{Column, Multiplicity, Policy, Schema, SchemaOp, TableChange, TableDef};
+use crate::value::{DataType, Value};
+
+/// A property write: who, when, what, and what the writer had seen.
+#[derive(Clone, Debug)]
+struct Write {
+    stamp: Stamp,
+    value: Value,
+    deps: Arc<VersionVector>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PropState {
+    /// The winning set, if any.
+    reg: Option<Write>,
+    /// Increments per peer, in counter order: (counter, delta).
+    incs: BTreeMap<PeerId, Vec<(u64, Value)>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct EntityState {
+    /// Latest add per peer: (counter, hlc).
+    adds: BTreeMap<PeerId, (u64, Hlc)>,
+    /// Merged causal pasts of the deletes of this entity.
+    removed: VersionVector,
+    /// The latest delete: an unset-write to every property.
+    cleared: Option<(Stamp, Arc<VersionVector>)>,
+    /// Keyed by lower-cased column name.
+    props: HashMap<String, PropState>,
+}
+
+impl EntityState {
+    /// The latest add not seen by any delete in `removed` (and the extra thresholds).
+    fn live_add(&self, extra: &[&VersionVector]) -> Option<Stamp> {
+        self.adds
+            .iter()
+            .filter(|(p, (c, _))| *c > self.removed.get(p) && extra.iter().all(|vv| *c > vv.get(p)))
+            .map(|(p, (c, h))| Stamp {
+                hlc: *h,
+                peer: p.clone(),
+                counter: *c,
+            })
+            .max()
+    }
+}
+
+/// Lower-cased table name: Kuzu names are case-insensitive, so internal keys are too.
+fn norm_node(n: &NodeRef) -> NodeRef {
+    NodeRef {
+        table: n.table.to_ascii_lowercase(),
+        key: n.key.clone(),
+    }
+}
+
+fn norm_edge(e: &EdgeRef) -> EdgeRef {
+    EdgeRef {
+        table: e.table.to_ascii_lowercase(),
+        from: norm_node(&e.from),
+        to: norm_node(&e.to),
+        key: e.key.clone(),
+    }
+}
+
+type Row = Option<Vec<Value>>;
+
+/// The replication engine of one replica: resolved state, local event creation, and the
+/// changes and conflicts produced by applying events. Pure: time comes in as arguments.
+#[derive(Debug)]
+pub struct Engine {
+    peer: PeerId,
+    schema: Schema,
+    applied: VersionVector,
+    hlc: Hlc,
+    /// HLC of every applied event, per peer, indexed by counter - 1.
+    peer_hlcs: HashMap<PeerId, Vec<Hlc>>,
+    nodes: HashMap<NodeRef, EntityState>,
+    edges: HashMap<EdgeRef, EntityState>,
+    /// Every edge attached to a node, either direction.
+    adjacency: HashMap<NodeRef, BTreeSet<EdgeRef>>,
+
+    /// Whether changes and conflicts are being collected (off during silent replay).
+    tracking: bool,
+    before_nodes: HashMap<NodeRef, Row>,
+    before_edges: HashMap<EdgeRef, Row>,
+    edges_added: BTreeSet<EdgeRef>,
+    ddl: Vec<GraphChange>,
+    rebuild: BTreeSet<String>,
+    conflicts: Vec<Conflict>,
+}
+
+impl Engine {
+    pub fn new(peer: PeerId) -> Self {
+        Engine {
+            peer,
+            schema: Schema::default(),
+            applied: VersionVector::new(),
+            hlc: Hlc::default(),
+            peer_hlcs: HashMap::new(),
+            nodes: HashMap::new(),
+            edges: HashMap::new(),
+            adjacency: HashMap::new(),
+            tracking: true,
+            before_nodes: HashMap::new(),
+            before_edges: HashMap::new(),
+            edges_added: BTreeSet::new(),
+            ddl: Vec::new(),
+            rebuild: BTreeSet::new(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    pub fn peer(&self) -> &PeerId {
+        &self.peer
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The version vector of the applied events.
+    pub fn version_vector(&self) -> &VersionVector {
+        &self.applied
+    }
+
+    pub fn hlc(&self) -> Hlc {
+        self.hlc
+    }
+
+    /// Turns change and conflict collection on or off. Off is for replaying events whose
+    /// effects the graph store already holds.
+    pub fn set_tracking(&mut self, on: bool) {
+        self.tracking = on;
+    }
+
+    pub fn is_applied(&self, id: &EventId) -> bool {
+        self.applied.contains(id)
+    }
+
+    /// True if `e` is the next event of its peer and everything it depends on is applied.
+    pub fn is_ready(&self, e: &Event) -> bool {
+        e.id.counter == self.applied.get(&e.id.peer) + 1 && self.applied.dominates(&e.deps)
+    }
+
+    // ---------------------------------------------------------------- local writes
+
+    /// Validates a local op against the current state and makes the next local event.
+    /// The event is not applied: pass it to [`Engine::apply`] (after storing it durably).
+    pub fn prepare(&self, op: Op, now_ms: u64) -> Result<Event, EngineError> {
+        let op = self.validate_local(op)?;
+        let counter = self.applied.get(&self.peer) + 1;
+        Ok(Event {
+            id: EventId {
+                peer: self.peer.clone(),
+                counter,
+            },
+            deps: self.applied.clone(),
+            hlc: self.hlc.tick(now_ms),
+            op,
+        })
+    }
+
+    /// Checks a local op and returns it with table and column names in the schema's spelling.
+    fn validate_local(&self, op: Op) -> Result<Op, EngineError> {
+        match op {
+            Op::Schema(s) => {
+                self.schema.validate(&s)?;
+                Ok(Op::Schema(s))
+            }
+            Op::AddNode { table, props } => {
+                let def = self.schema.node_table(&table)?;
+                let mut out = Vec::with_capacity(props.len());
+                let mut seen = BTreeSet::new();
+                for (name, value) in props {
+                    let col = def
+                        .columns
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(&name));
+                    let col = col.ok_or_else(|| EngineError::UnknownColumn {
+                        table: def.name.clone(),
+                        column: name.clone(),
+                    })?;
+                    check_type(&def.name, col, &value)?;
+                    if !seen.insert(col.name.to_ascii_lowercase()) {
+                        return Err(EngineError::InvalidOp {
+                            table: def.name.clone(),
+                            reason: format!("property {} is given twice", col.name),
+                        });
+                    }
+                    out.push((col.name.clone(), value));
+                }
+                let pk = out
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&def.primary_key));
+                match pk {
+                    Some((_, v)) if !v.is_null() => {}
+                    _ => {
+                        return Err(EngineError::InvalidOp {
+                            table: def.name.clone(),
+                            reason: format!(
+                                "add_node needs a non-null primary key {}",
+                                def.primary_key
+                            ),
+                        })
+                    }
+                }
+                Ok(Op::AddNode {
+                    table: def.name.clone(),
+                    props: out,
+                })
+            }
+            Op::DeleteNode(n) => {
+                let n = self.canonical_node(&n)?;
+                if !self.node_exists(&norm_node(&n)) {
+                    return Err(EngineError::NoSuchNode {
+                        table: n.table,
+                        key: n.key.to_string(),
+                    });
+                }
+                Ok(Op::DeleteNode(n))
+            }
+            Op::AddEdge { edge, props } => {
+                let edge = self.canonical_edge(&edge)?;
+                let def = self.schema.rel_table(&edge.table)?;
+                for end in [&edge.from, &edge.to] {
+                    if !self.node_exists(&norm_node(end)) {
+                        return Err(EngineError::NoSuchNode {
+                            table: end.table.clone(),
+                            key: end.key.to_string(),
+                        });
+                    }
+                }
+                let mut out = Vec::with_capacity(props.len());
+                for (name, value) in props {
+                    let col = def
+                        .columns
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(&name));
+                    let col = col.ok_or_else(|| EngineError::UnknownColumn {
+                        table: def.name.clone(),
+                        column: name.clone(),
+                    })?;
+                    check_type(&def.name, col, &value)?;
+                    out.push((col.name.clone(), value));
+                }
+                self.check_multiplicity(&edge, def.multiplicity)?;
+                Ok(Op::AddEdge { edge, props: out })
+            }
+            Op::DeleteEdge(e) => {
+                let e = self.canonical_edge(&e)?;
+                if self.edge_row(&norm_edge(&e)).is_none() {
+                    return Err(EngineError::NoSuchEdge(e.to_string()));
+                }
+                Ok(Op::DeleteEdge(e))
+            }
+            Op::Update {
+                entity,
+                prop,
+                value,
+            } => {
+                let (entity, col) = self.local_property_target(entity, &prop)?;
+                check_type(entity.table(), &col, &value)?;
+                Ok(Op::Update {
+                    entity,
+                    prop: col.name,
+                    value,
+                })
+            }
+            Op::Increment {
+                entity,
+                prop,
+                delta,
+            } => {
+                let (entity, col) = self.local_property_target(entity, &prop)?;
+                if self.schema.policy(entity.table(), &col.name) != Policy::Counter {
+                    return Err(EngineError::InvalidOp {
+                        table: entity.table().to_string(),
+                        reason: format!(
+                            "increment needs the counter policy on {}; set it with \
+                             {{\"op\":\"set_policy\",\"table\":\"{}\",\"prop\":\"{}\",\"policy\":\"counter\"}}",
+                            col.name,
+                            entity.table(),
+                            col.name
+                        ),
+                    });
+                }
+                if delta.is_null() {
+                    return Err(EngineError::InvalidOp {
+                        table: entity.table().to_string(),
+                        reason: "increment delta must not be null".into(),
+                    });
+                }
+                check_type(entity.table(), &col, &delta)?;
+                Ok(Op::Increment {
+                    entity,
+                    prop: col.name,
+                    delta,
+                })
+            }
+        }
+    }
+
+    fn local_property_target(
+        &self,
+        entity: Entity,
+        prop: &str,
+    ) -> Result<(Entity, Column), EngineError> {
+        let entity = match entity {
+            Entity::Node(n) => {
+                let n = self.canonical_node(&n)?;
+                if !self.node_exists(&norm_node(&n)) {
+                    return Err(EngineError::NoSuchNode {
+                        table: n.table,
+                        key: n.key.to_string(),
+                    });
+                }
+                Entity::Node(n)
+            }
+            Entity::Edge(e) => {
+                let e = self.canonical_edge(&e)?;
+                if self.edge_row(&norm_edge(&e)).is_none() {
+                    return Err(EngineError::NoSuchEdge(e.to_string()));
+                }
+                Entity::Edge(e)
+            }
+        };
+        let def = self
+            .schema
+            .table(entity.table())
+            .ok_or_else(|| EngineError::UnknownTable(entity.table().to_string()))?;
+        let col = def
+            .column(prop)
+            .ok_or_else(|| EngineError::UnknownColumn {
+                table: def.name().to_string(),
+                column: prop.to_string(),
+            })?
+            .clone();
+        if let TableDef::Node(n) = def {
+            if n.primary_key.eq_ignore_ascii_case(&col.name) {
+                return Err(EngineError::InvalidOp {
+                    table: n.name.clone(),
+                    reason: format!(
+                        "{} is the primary key and cannot be changed; delete the node and add a new one",
+                        col.name
+                    ),
+                });
+            }
+        }
+        Ok((entity, col))
+    }
+
+    fn canonical_node(&self, n: &NodeRef) -> Result<NodeRef, EngineError> {
+        let def = self.schema.node_table(&n.table)?;
+        let pk = def
+            .columns
+            .iter()
+            .find(|c| c.name == def.primary_key)
+            .expect("validated primary key");
+        if n.key.is_null() || !n.key.conforms_to(&pk.ty) {
+            return Err(EngineError::TypeMismatch {
+                table: def.name.clone(),
+                column: pk.name.clone(),
+                expected: pk.ty.to_string(),
+                value: format!("{:?}", n.key),
+            });
+        }
+        Ok(NodeRef {
+            table: def.name.clone(),
+            key: n.key.clone(),
+        })
+    }
+
+    fn canonical_edge(&self, e: &EdgeRef) -> Result<EdgeRef, EngineError> {
+        let def = self.schema.rel_table(&e.table)?;
+        let from = self.canonical_node(&e.from)?;
+        let to = self.canonical_node(&e.to)?;
+        let connected = def
+            .connections
+            .iter()
+            .any(|(f, t)| f.eq_ignore_ascii_case(&from.table) && t.eq_ignore_ascii_case(&to.table));
+        if !connected {
+            return Err(EngineError::InvalidOp {
+                table: def.name.clone(),
+                reason: format!(
+                    "{} does not connect {} to {}",
+                    def.name, from.table, to.table
+                ),
+            });
+        }
+        Ok(EdgeRef {
+            table: def.name.clone(),
+            from,
+            to,
+            key: e.key.clone(),
+        })
+    }
+
+    fn check_multiplicity(&self, edge: &EdgeRef, m: Multiplicity) -> Result<(), EngineError> {
+        let e = norm_edge(edge);
+        let clash = |end: &NodeRef, source_side: bool| -> Option<EdgeRef> {
+            self.group(&e, end, source_side)
+                .into_iter()
+                .find(|other| other != &e && self.edge_row(other).is_some())
+        };
+        if m.one_per_source() {
+            if let Some(other) = clash(&e.from, true) {
+                return Err(EngineError::InvalidOp {
+                    table: edge.table.clone(),
+                    reason: format!(
+                        "{} is {}: {} already has edge {}; delete it first",
+                        edge.table,
+                        m.keyword(),
+                        edge.from,
+                        other
+                    ),
+                });
+            }
+        }
+        if m.one_per_destination() {
+            if let Some(other) = clash(&e.to, false) {
+                return Err(EngineError::InvalidOp {
+                    table: edge.table.clone(),
+                    reason: format!(
+                        "{} is {}: {} already has edge {}; delete it first",
+                        edge.table,
+                        m.keyword(),
+                        edge.to,
+                        other
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- received events
+
+    /// Checks an event received from elsewhere before it is stored or applied: structure,
+    /// causal metadata, HLC against its causal past, and the op against the schema.
+    /// Does not require the event to be ready (its dependencies may still be missing), but
+    /// the schema checks assume they are applied; call it when the event is ready.
+    pub fn check(&self, e: &Event) -> Result<(), EngineError> {
+        let bad = |reason: String| EngineError::InvalidEvent {
+            id: e.id.clone(),
+            reason,
+        };
+        if e.id.counter == 0 {
+            return Err(bad("counter must start at 1".into()));
+        }
+        if e.deps.get(&e.id.peer) != e.id.counter - 1 {
+            return Err(bad(format!(
+                "its causal past names {} events of its own peer, expected {}",
+                e.deps.get(&e.id.peer),
+                e.id.counter - 1
+            )));
+        }
+        for (p, c) in e.deps.iter() {
+            if c == 0 {
+                continue;
+            }
+            if let Some(h) = self.peer_hlcs.get(p).and_then(|v| v.get(c as usize - 1)) {
+                if *h >= e.hlc {
+                    return Err(bad(format!(
+                        "its hybrid timestamp {:?} is not after that of {}:{} ({:?}) in its causal past",
+                        e.hlc, p, c, h
+                    )));
+                }
+            }
+        }
+        self.check_op(&e.op).map_err(|err| err.in_event(&e.id))
+    }
+
+    fn check_op(&self, op: &Op) -> Result<(), EngineError> {
+        match op {
+            Op::Schema(s) => match s {
+                SchemaOp::CreateNodeTable(_) | SchemaOp::CreateRelTable(_) => {
+                    self.schema.validate_structure(s)
+                }
+                SchemaOp::AddColumn { table, column } => {
+                    self.schema
+                        .table(table)
+                        .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                    if let Some(d) = &column.default {
+                        if !d.conforms_to(&column.ty) {
+                            return Err(EngineError::InvalidSchema {
+                                table: table.clone(),
+                                reason: format!(
+                                    "default of {} is not a {}",
+                                    column.name, column.ty
+                                ),
+                            });
+                        }
+                    }
+                    Ok(())
+                }
+                SchemaOp::SetPolicy { table, column, .. } => {
+                    let t = self
+                        .schema
+                        .table(table)
+                        .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                    t.column(column).ok_or_else(|| EngineError::UnknownColumn {
+                        table: table.clone(),
+                        column: column.clone(),
+                    })?;
+                    Ok(())
+                }
+            },
+            Op::AddNode { table, props } => {
+                let def = self.schema.node_table(table)?;
+                let mut has_pk = false;
+                for (name, v) in props {
+                    self.check_remote_value(table, name, v)?;
+                    if name.eq_ignore_ascii_case(&def.primary_key) && !v.is_null() {
+                        has_pk = true;
+                    }
+                }
+                if !has_pk {
+                    return Err(EngineError::InvalidOp {
+                        table: table.clone(),
+                        reason: format!("add_node without primary key {}", def.primary_key),
+                    });
+                }
+                Ok(())
+            }
+            Op::DeleteNode(n) => self.check_remote_node(n),
+            Op::AddEdge { edge, props } => {
+                self.check_remote_edge(edge)?;
+                for (name, v) in props {
+                    self.check_remote_value(&edge.table, name, v)?;
+                }
+                Ok(())
+            }
+            Op::DeleteEdge(e) => self.check_remote_edge(e),
+            Op::Update {
+                entity,
+                prop,
+                value,
+            } => {
+                self.check_remote_entity(entity)?;
+                self.check_remote_value(entity.table(), prop, value)
+            }
+            Op::Increment {
+                entity,
+                prop,
+                delta,
+            } => {
+                self.check_remote_entity(entity)?;
+                if delta.is_null() {
+                    return Err(EngineError::InvalidOp {
+                        table: entity.table().to_string(),
+                        reason: "increment delta is null".into(),
+                    });
+                }
+                self.check_remote_value(entity.table(), prop, delta)
+            }
+        }
+    }
+
+    fn check_remote_entity(&self, e: &Entity) -> Result<(), EngineError> {
+        match e {
+            Entity::Node(n) => self.check_remote_node(n),
+            Entity::Edge(e) => self.check_remote_edge(e),
+        }
+    }
+
+    fn check_remote_node(&self, n: &NodeRef) -> Result<(), EngineError> {
+        let def = self.schema.node_table(&n.table)?;
+        if n.key.is_null() {
+            return Err(EngineError::InvalidOp {
+                table: n.table.clone(),
+                reason: "null primary key".into(),
+            });
+        }
+        self.check_remote_value(&def.name, &def.primary_key, &n.key)
+    }
+
+    fn check_remote_edge(&self, e: &EdgeRef) -> Result<(), EngineError> {
+        self.schema.rel_table(&e.table)?;
+        self.check_remote_node(&e.from)?;
+        self.check_remote_node(&e.to)
+    }
+
+    fn check_remote_value(&self, table: &str, column: &str, v: &Value) -> Result<(), EngineError> {
+        let types = self.schema.declared_types(table, column);
+        if types.is_empty() {
+            return Err(EngineError::UnknownColumn {
+                table: table.to_string(),
+                column: column.to_string(),
+            });
+        }
+        if types.iter().any(|t| v.conforms_to(t)) {
+            Ok(())
+        } else {
+            Err(EngineError::TypeMismatch {
+                table: table.to_string(),
+                column: column.to_string(),
+                expected: types[0].to_string(),
+                value: format!("{v:?}"),
+            })
+        }
+    }
+
+    // ------------------------------------------------------------------- applying
+
+    /// Applies one event. It must be ready ([`Engine::is_ready`]) and valid
+    /// ([`Engine::check`], which this calls). Applying an already applied event is a no-op.
+    pub fn apply(&mut self, e: &Event) -> Result<(), EngineError> {
+        if self.is_applied(&e.id) {
+            return Ok(());
+        }
+        if !self.is_ready(e) {
+            return Err(EngineError::InvalidEvent {
+                id: e.id.clone(),
+                reason: format!(
+                    "not ready: its causal past {:?} is not all applied here ({:?})",
+                    e.deps, self.applied
+                ),
+            });
+        }
+        self.check(e)?;
+        let stamp = e.stamp();
+        let deps = Arc::new(e.deps.clone());
+        match &e.op {
+            Op::Schema(s) => self.apply_schema(s, &stamp, &e.id),
+            Op::AddNode { table, props } => {
+                let def = self.schema.node_table(table)?.clone();
+                let key = props
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&def.primary_key))
+                    .map(|(_, v)| v.clone())
+                    .expect("checked primary key");
+                let n = NodeRef {
+                    table: table.to_ascii_lowercase(),
+                    key,
+                };
+                self.touch_node(&n);
+                let shown = self.display_node(&n).to_string();
+                let state = self.nodes.entry(n.clone()).or_default();
+                if let Some((del, _)) = &state.cleared {
+                    if !e.deps.contains(&del.id()) && self.tracking {
+                        self.conflicts.push(Conflict {
+                            kind: ConflictKind::AddDelete,
+                            strategy: "add_wins",
+                            entity: shown,
+                            property: None,
+                            winner: ConflictSide::new(&e.id, "add"),
+                            loser: ConflictSide::new(&del.id(), "delete"),
+                            resolved: None,
+                            detected_at: e.id.to_string(),
+                        });
+                    }
+                }
+                let state = self.nodes.get_mut(&n).expect("just inserted");
+                state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
+                for (name, value) in props {
+                    if name.eq_ignore_ascii_case(&def.primary_key) {
+                        continue;
+                    }
+                    self.write_prop(&Entity::Node(n.clone()), name, value, &stamp, &deps, &e.id);
+                }
+            }
+            Op::DeleteNode(n) => {
+                let n = norm_node(n);
+                self.touch_node(&n);
+                let shown = self.display_node(&n).to_string();
+                let state = self.nodes.entry(n.clone()).or_default();
+                state.removed.merge(&e.deps);
+                if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
+                    state.cleared = Some((stamp.clone(), deps.clone()));
+                }
+                if let Some(add) = state.live_add(&[]) {
+                    if self.tracking {
+                        self.conflicts.push(Conflict {
+                            kind: ConflictKind::AddDelete,
+                            strategy: "add_wins",
+                            entity: shown,
+                            property: None,
+                            winner: ConflictSide::new(&add.id(), "add"),
+                            loser: ConflictSide::new(&e.id, "delete"),
+                            resolved: None,
+                            detected_at: e.id.to_string(),
+                        });
+                    }
+                }
+            }
+            Op::AddEdge { edge, props } => {
+                let ed = norm_edge(edge);
+                self.touch_edge(&ed, true);
+                let state = self.edges.entry(ed.clone()).or_default();
+                state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
+                for end in [&ed.from, &ed.to] {
+                    self.adjacency
+                        .entry(end.clone())
+                        .or_default()
+                        .insert(ed.clone());
+                }
+                if self.tracking {
+                    self.edges_added.insert(ed.clone());
+                }
+                for (name, value) in props {
+                    self.write_prop(&Entity::Edge(ed.clone()), name, value, &stamp, &deps, &e.id);
+                }
+            }
+            Op::DeleteEdge(edge) => {
+                let ed = norm_edge(edge);
+                self.touch_edge(&ed, true);
+                let state = self.edges.entry(ed.clone()).or_default();
+                state.removed.merge(&e.deps);
+                if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
+                    state.cleared = Some((stamp.clone(), deps.clone()));
+                }
+            }
+            Op::Update {
+                entity,
+                prop,
+                value,
+            } => {
+                let entity = norm_entity(entity);
+                self.touch_entity(&entity);
+                self.note_delete_conflict(&entity, prop, e);
+                self.write_prop(&entity, prop, value, &stamp, &deps, &e.id);
+            }
+            Op::Increment {
+                entity,
+                prop,
+                delta,
+            } => {
+                let entity = norm_entity(entity);
+                self.touch_entity(&entity);
+                self.note_delete_conflict(&entity, prop, e);
+                let key = prop.to_ascii_lowercase();
+                let tracking = self.tracking;
+                let state = self.entity_mut(&entity);
+                let ps = state.props.entry(key).or_default();
+                let concurrent: Option<(PeerId, u64, Value)> = if tracking {
+                    ps.incs
+                        .iter()
+                        .filter(|(p, _)| **p != e.id.peer)
+                        .filter_map(|(p, list)| {
+                            list.last()
+                                .filter(|(c, _)| *c > e.deps.get(p))
+                                .map(|(c, d)| (p.clone(), *c, d.clone()))
+                        })
+                        .next()
+                } else {
+                    None
+                };
+                ps.incs
+                    .entry(e.id.peer.clone())
+                    .or_default()
+                    .push((e.id.counter, delta.clone()));
+                if let Some((p, c, d)) = concurrent {
+                    let resolved = self.property_value(&entity, prop);
+                    self.conflicts.push(Conflict {
+                        kind: ConflictKind::ConcurrentUpdate,
+                        strategy: Policy::Counter.strategy_name(),
+                        entity: self.display_entity(&entity).to_string(),
+                        property: Some(prop.clone()),
+                        winner: ConflictSide::new(&e.id, format!("{delta:?}")),
+                        loser: ConflictSide::new(
+                            &EventId {
+                                peer: p,
+                                counter: c,
+                            },
+                            format!("{d:?}"),
+                        ),
+                        resolved: resolved.map(|v| format!("{v:?}")),
+                        detected_at: e.id.to_string(),
+                    });
+                }
+            }
+        }
+        self.applied.observe(&e.id);
+        self.peer_hlcs
+            .entry(e.id.peer.clone())
+            .or_default()
+            .push(e.hlc);
+        if e.hlc > self.hlc {
+            self.hlc = e.hlc;
+        }
+        Ok(())
+    }
+
+    fn apply_schema(&mut self, s: &SchemaOp, stamp: &Stamp, id: &EventId) {
+        let competing_before = self.schema.has_competing_definitions(s.table());
+        let change = self.schema.apply(s, stamp);
+        let table_name = self
+            .schema
+            .table(s.table())
+            .map(|t| t.name().to_string())
+            .unwrap_or_else(|| s.table().to_string());
+        if !competing_before && self.schema.has_competing_definitions(s.table()) && self.tracking {
+            self.conflicts.push(Conflict {
+                kind: ConflictKind::SchemaDefinition,
+                strategy: "earliest_definition_wins",
+                entity: table_name.clone(),
+                property: None,
+                winner: ConflictSide::new(id, "definition"),
+                loser: ConflictSide::new(id, "definition"),
+                resolved: self
+                    .schema
+                    .table(s.table())
+                    .map(crate::ddl::render_table_ddl),
+                detected_at: id.to_string(),
+            });
+        }
+        match change {
+            TableChange::None | TableChange::PolicyChanged => {}
+            TableChange::Created => {
+                let def = self.schema.table(s.table()).expect("created").clone();
+                self.ddl.push(GraphChange::CreateTable(def));
+            }
+            TableChange::ColumnsAdded(columns) => self.ddl.push(GraphChange::AddColumns {
+                table: table_name,
+                columns,
+            }),
+            TableChange::Redefined => {
+                self.rebuild.insert(table_name.to_ascii_lowercase());
+            }
+        }
+    }
+
+    fn note_delete_conflict(&mut self, entity: &Entity, prop: &str, e: &Event) {
+        if !self.tracking {
+            return;
+        }
+        let exists = match entity {
+            Entity::Node(n) => self.node_exists(n),
+            Entity::Edge(ed) => self.edge_live(ed),
+        };
+        if exists {
+            return;
+        }
+        let cleared = match entity {
+            Entity::Node(n) => self.nodes.get(n).and_then(|s| s.cleared.clone()),
+            Entity::Edge(ed) => self.edges.get(ed).and_then(|s| s.cleared.clone()),
+        };
+        if let Some((del, _)) = cleared {
+            if !e.deps.contains(&del.id()) {
+                self.conflicts.push(Conflict {
+                    kind: ConflictKind::DeleteUpdate,
+                    strategy: "delete_wins",
+                    entity: self.display_entity(entity).to_string(),
+                    property: Some(prop.to_string()),
+                    winner: ConflictSide::new(&del.id(), "delete"),
+                    loser: ConflictSide::new(&e.id, "write"),
+                    resolved: None,
+                    detected_at: e.id.to_string(),
+                });
+            }
+        }
+    }
+
+    fn entity_mut(&mut self, entity: &Entity) -> &mut EntityState {
+        match entity {
+            Entity::Node(n) => self.nodes.entry(n.clone()).or_default(),
+            Entity::Edge(e) => self.edges.entry(e.clone()).or_default(),
+        }
+    }
+
+    fn write_prop(
+        &mut self,
+        entity: &Entity,
+        prop: &str,
+        value: &Value,
+        stamp: &Stamp,
+        deps: &Arc<VersionVector>,
+        id: &EventId,
+    ) {
+        let key = prop.to_ascii_lowercase();
+        let tracking = self.tracking;
+        let state = self.entity_mut(entity);
+        let ps = state.props.entry(key).or_default();
+        let new = Write {
+            stamp: stamp.clone(),
+            value: value.clone(),
+            deps: deps.clone(),
+        };
+        let (conflict, wins) = match &ps.reg {
+            None => (None, true),
+            Some(old) => {
+                let concurrent = !deps.contains(&old.stamp.id());
+                let wins = old.stamp < *stamp;
+                let c = if concurrent && tracking && old.value != *value {
+                    Some(if wins {
+                        (new.clone(), old.clone())
+                    } else {
+                        (old.clone(), new.clone())
+                    })
+                } else {
+                    None
+                };
+                (c, wins)
+            }
+        };
+        if wins {
+            ps.reg = Some(new);
+        }
+        if let Some((w, l)) = conflict {
+            let policy = self.schema.policy(entity.table(), prop);
+            let resolved = self.property_value(entity, prop);
+            self.conflicts.push(Conflict {
+                kind: ConflictKind::ConcurrentUpdate,
+                strategy: Policy::Lww.strategy_name(),
+                entity: self.display_entity(entity).to_string(),
+                property: Some(prop.to_string()),
+                winner: ConflictSide::new(&w.stamp.id(), format!("{:?}", w.value)),
+                loser: ConflictSide::new(&l.stamp.id(), format!("{:?}", l.value)),
+                resolved: resolved.map(|v| format!("{v:?}")),
+                detected_at: id.to_string(),
+            });
+            let _ = policy;
+        }
+        if tracking {
+            if let Some(col) = self
+                .schema
+                .table(entity.table())
+                .and_then(|t| t.column(prop))
+            {
+                if !value.conforms_to(&col.ty) {
+                    self.conflicts.push(Conflict {
+                        kind: ConflictKind::TypeMismatch,
+                        strategy: "null_on_type_mismatch",
+                        entity: self.display_entity(entity).to_string(),
+                        property: Some(prop.to_string()),
+                        winner: ConflictSide::new(id, col.ty.to_string()),
+                        loser: ConflictSide::new(id, format!("{value:?}")),
+                        resolved: Some(String::new()),
+                        detected_at: id.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------- visibility (reads)
+
+    fn node_exists(&self, n: &NodeRef) -> bool {
+        self.nodes.get(n).is_some_and(|s| s.live_add(&[]).is_some())
+    }
+
+    /// The latest live add of the edge, counting deletes of its endpoints; None if dead.
+    fn edge_priority(&self, e: &EdgeRef) -> Option<Stamp> {
+        let s = self.edges.get(e)?;
+        let empty = VersionVector::new();
+        let from_removed = self
+            .nodes
+            .get(&e.from)
+            .map(|n| &n.removed)
+            .unwrap_or(&empty);
+        let to_removed = self.nodes.get(&e.to).map(|n| &n.removed).unwrap_or(&empty);
+        s.live_add(&[from_removed, to_removed])
+    }
+
+    /// Alive, and both endpoints exist (multiplicity aside).
+    fn edge_live(&self, e: &EdgeRef) -> bool {
+        self.edge_priority(e).is_some() && self.node_exists(&e.from) && self.node_exists(&e.to)
+    }
+
+    /// The edges of `e`'s table that share `end` on the given side.
+    fn group(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Vec<EdgeRef> {
+        self.adjacency
+            .get(end)
+            .map(|set| {
+                set.iter()
+                    .filter(|o| {
+                        o.table == e.table
+                            && if source_side {
+                                o.from == *end
+                            } else {
+                                o.to == *end
+                            }
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The winner of the group: the live edge with the greatest priority.
+    fn group_winner(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Option<EdgeRef> {
+        self.group(e, end, source_side)
+            .into_iter()
+            .filter(|o| self.edge_live(o))
+            .filter_map(|o| self.edge_priority(&o).map(|p| (p, o)))
+            .max()
+            .map(|(_, o)| o)
+    }
+
+    fn multiplicity(&self, table: &str) -> Multiplicity {
+        match self.schema.table(table) {
+            Some(TableDef::Rel(r)) => r.multiplicity,
+            _ => Multiplicity::ManyMany,
+        }
+    }
+
+    /// The edge that hides `e` by multiplicity, if any.
+    fn hidden_by(&self, e: &EdgeRef) -> Option<EdgeRef> {
+        let m = self.multiplicity(&e.table);
+        if m.one_per_source() {
+            if let Some(w) = self.group_winner(e, &e.from, true) {
+                if w != *e {
+                    return Some(w);
+                }
+            }
+        }
+        if m.one_per_destination() {
+            if let Some(w) = self.group_winner(e, &e.to, false) {
+                if w != *e {
+                    return Some(w);
+                }
+            }
+        }
+        None
+    }
+
+    /// The resolved value of one property (None if the entity has no state).
+    fn property_value(&self, entity: &Entity, prop: &str) -> Option<Value> {
+        let table = self.schema.table(entity.table())?;
+        let col = table.column(prop)?;
+        let state = match entity {
+            Entity::Node(n) => self.nodes.get(n)?,
+            Entity::Edge(e) => self.edges.get(e)?,
+        };
+        let cleared = match entity {
+            Entity::Node(_) => state.cleared.clone(),
+            Entity::Edge(e) => [
+                state.cleared.clone(),
+                self.nodes.get(&e.from).and_then(|n| n.cleared.clone()),
+                self.nodes.get(&e.to).and_then(|n| n.cleared.clone()),
+            ]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| a.0.cmp(&b.0)),
+        };
+        Some(resolve_property(
+            state.props.get(&col.name.to_ascii_lowercase()),
+            cleared.as_ref(),
+            col,
+        ))
+    }
+
+    fn node_row(&self, n: &NodeRef) -> Row {
+        if !self.node_exists(n) {
+            return None;
+        }
+        let def = self.schema.node_table(&n.table).ok()?;
+        let state = self.nodes.get(n)?;
+        Some(
+            def.columns
+                .iter()
+                .map(|c| {
+                    if c.name == def.primary_key {
+                        n.key.clone()
+                    } else {
+                        resolve_property(
+                            state.props.get(&c.name.to_ascii_lowercase()),
+                            state.cleared.as_ref(),
+                            c,
+                        )
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn edge_row(&self, e: &EdgeRef) -> Row {
+        if !self.edge_live(e) || self.hidden_by(e).is_some() {
+            return None;
+        }
+        let def = self.schema.rel_table(&e.table).ok()?;
+        let entity = Entity::Edge(e.clone());
+        Some(
+            def.columns
+                .iter()
+                .map(|c| self.property_value(&entity, &c.name).unwrap_or(Value::Null))
+                .collect(),
+        )
+    }
+
+    // ------------------------------------------------------------ batch tracking
+
+    fn touch_entity(&mut self, entity: &Entity) {
+        match entity {
+            Entity::Node(n) => {
+                if self.tracking && !self.before_nodes.contains_key(n) {
+                    let row = self.node_row(n);
+                    self.before_nodes.insert(n.clone(), row);
+                }
+            }
+            Entity::Edge(e) => self.touch_edge(e, false),
+        }
+    }
+
+    /// Records the node's row, and those of every edge whose visibility its existence
+    /// decides, before they change.
+    fn touch_node(&mut self, n: &NodeRef) {
+        if !self.tracking {
+            return;
+        }
+        if !self.before_nodes.contains_key(n) {
+            let row = self.node_row(n);
+            self.before_nodes.insert(n.clone(), row);
+        }
+        let adjacent: Vec<EdgeRef> = self
+            .adjacency
+            .get(n)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for e in adjacent {
+            self.touch_edge(&e, true);
+        }
+    }
+
+    /// Records the edge's row (and, if `groups`, those of the edges competing with it).
+    fn touch_edge(&mut self, e: &EdgeRef, groups: bool) {
+        if !self.tracking {
+            return;
+        }
+        if !self.before_edges.contains_key(e) {
+            let row = self.edge_row(e);
+            self.before_edges.insert(e.clone(), row);
+        }
+        if !groups {
+            return;
+        }
+        let m = self.multiplicity(&e.table);
+        let mut others = Vec::new();
+        if m.one_per_source() {
+            others.extend(self.group(e, &e.from, true));
+        }
+        if m.one_per_destination() {
+            others.extend(self.group(e, &e.to, false));
+        }
+        for o in others {
+            if !self.before_edges.contains_key(&o) {
+                let row = self.edge_row(&o);
+                self.before_edges.insert(o, row);
+            }
+        }
+    }
+
+    /// The changes accumulated since the last call, with the current watermark, and the
+    /// conflicts detected.
+    pub fn take_batch(&mut self) -> (ApplyBatch, Vec<Conflict>) {
+        let mut changes = std::mem::take(&mut self.ddl);
+        let before_nodes = std::mem::take(&mut self.before_nodes);
+        let before_edges = std::mem::take(&mut self.before_edges);
+        let added = std::mem::take(&mut self.edges_added);
+        let mut conflicts = std::mem::take(&mut self.conflicts);
+
+        // Tables to rebuild: redefined tables, and the rel tables attached to them.
+        let mut rebuild: BTreeSet<String> = std::mem::take(&mut self.rebuild);
+        for t in rebuild.clone() {
+            for r in self.schema.rel_tables_touching(&t) {
+                rebuild.insert(r.to_ascii_lowercase());
+            }
+        }
+        if !rebuild.is_empty() {
+            let defs: Vec<TableDef> = self
+                .schema
+                .tables()
+                .filter(|t| rebuild.contains(&t.name().to_ascii_lowercase()))
+                .cloned()
+                .collect();
+            let (rels, nodes): (Vec<_>, Vec<_>) =
+                defs.iter().partition(|t| matches!(t, TableDef::Rel(_)));
+            for t in rels.iter().chain(nodes.iter()) {
+                changes.push(GraphChange::DropTable(t.name().to_string()));
+            }
+            for t in nodes.iter().chain(rels.iter()) {
+                changes.push(GraphChange::CreateTable((*t).clone()));
+            }
+        }
+
+        let mut edge_deletes = Vec::new();
+        let mut node_deletes = Vec::new();
+        let mut node_upserts = Vec::new();
+        let mut edge_upserts = Vec::new();
+
+        let mut node_keys: Vec<&NodeRef> = before_nodes
+            .keys()
+            .filter(|n| !rebuild.contains(&n.table))
+            .collect();
+        node_keys.sort();
+        for n in node_keys {
+            let before = &before_nodes[n];
+            let after = self.node_row(n);
+            let out = self.display_node(n);
+            match (before, after) {
+                (Some(_), None) => node_deletes.push(GraphChange::DeleteNode(out)),
+                (None, Some(values)) => node_upserts.push(GraphChange::UpsertNode {
+                    node: out,
+                    values,
+                    is_new: true,
+                }),
+                (Some(b), Some(values)) if *b != values => {
+                    node_upserts.push(GraphChange::UpsertNode {
+                        node: out,
+                        values,
+                        is_new: false,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let mut edge_keys: Vec<&EdgeRef> = before_edges
+            .keys()
+            .filter(|e| !rebuild.contains(&e.table))
+            .collect();
+        edge_keys.sort();
+        for e in edge_keys {
+            let before = &before_edges[e];
+            let after = self.edge_row(e);
+            if after.is_none() && self.tracking && self.edge_live(e) {
+                if let Some(winner) = self.hidden_by(e) {
+                    if before.is_some() || added.contains(e) {
+                        conflicts.push(Conflict {
+                            kind: ConflictKind::Multiplicity,
+                            strategy: "latest_edge_wins",
+                            entity: self.display_edge(e).to_string(),
+                            property: None,
+                            winner: ConflictSide::new(
+                                &self.edge_priority(&winner).expect("live").id(),
+                                winner.to_string(),
+                            ),
+                            loser: ConflictSide::new(
+                                &self.edge_priority(e).expect("live").id(),
+                                e.to_string(),
+                            ),
+                            resolved: None,
+                            detected_at: String::new(),
+                        });
+                    }
+                }
+            }
+            let out = self.display_edge(e);
+            match (before, after) {
+                (Some(_), None) => edge_deletes.push(GraphChange::DeleteEdge(out)),
+                (None, Some(values)) => edge_upserts.push(GraphChange::UpsertEdge {
+                    edge: out,
+                    values,
+                    is_new: true,
+                }),
+                (Some(b), Some(values)) if *b != values => {
+                    edge_upserts.push(GraphChange::UpsertEdge {
+                        edge: out,
+                        values,
+                        is_new: false,
+                    })
+                }
+                _ => {}
+            }
+        }
+
+        // Rebuilt tables: every visible row, inserted fresh.
+        if !rebuild.is_empty() {
+            let mut ns: Vec<&NodeRef> = self
+                .nodes
+                .keys()
+                .filter(|n| rebuild.contains(&n.table))
+                .collect();
+            ns.sort();
+            for n in ns {
+                if let Some(values) = self.node_row(n) {
+                    node_upserts.push(GraphChange::UpsertNode {
+                        node: self.display_node(n),
+                        values,
+                        is_new: true,
+                    });
+                }
+            }
+            let mut es: Vec<&EdgeRef> = self
+                .edges
+                .keys()
+                .filter(|e| {
+                    rebuild.contains(&e.table)
+                        || rebuild.contains(&e.from.table)
+                        || rebuild.contains(&e.to.table)
+                })
+                .collect();
+            es.sort();
+            for e in es {
+                if let Some(values) = self.edge_row(e) {
+                    edge_upserts.push(GraphChange::UpsertEdge {
+                        edge: self.display_edge(e),
+                        values,
+                        is_new: true,
+                    });
+                }
+            }
+        }
+
+        changes.extend(edge_deletes);
+        changes.extend(node_deletes);
+        changes.extend(node_upserts);
+        changes.extend(edge_upserts);
+        (
+            ApplyBatch {
+                changes,
+                watermark: self.applied.clone(),
+            },
+            conflicts,
+        )
+    }
+
+    fn display_entity(&self, e: &Entity) -> Entity {
+        match e {
+            Entity::Node(n) => Entity::Node(self.display_node(n)),
+            Entity::Edge(ed) => Entity::Edge(self.display_edge(ed)),
+        }
+    }
+
+    /// The node with its table in the schema's spelling.
+    fn display_node(&self, n: &NodeRef) -> NodeRef {
+        NodeRef {
+            table: self
+                .schema
+                .table(&n.table)
+                .map(|t| t.name().to_string())
+                .unwrap_or_else(|| n.table.clone()),
+            key: n.key.clone(),
+        }
+    }
+
+    fn display_edge(&self, e: &EdgeRef) -> EdgeRef {
+        EdgeRef {
+            table: self
+                .schema
+                .table(&e.table)
+                .map(|t| t.name().to_string())
+                .unwrap_or_else(|| e.table.clone()),
+            from: self.display_node(&e.from),
+            to: self.display_node(&e.to),
+            key: e.key.clone(),
+        }
+    }
+
+    /// The visible graph, in the canonical form of [`GraphDump`].
+    pub fn dump(&self) -> GraphDump {
+        let mut out = GraphDump::new();
+        for t in self.schema.tables() {
+            out.insert(t.name().to_string(), Vec::new());
+        }
+        for n in self.nodes.keys() {
+            if let Some(row) = self.node_row(n) {
+                let name = self.display_node(n).table;
+                out.entry(name).or_default().push(row);
+            }
+        }
+        for e in self.edges.keys() {
+            if let Some(props) = self.edge_row(e) {
+                let d = self.display_edge(e);
+                let mut row = vec![
+                    Value::String(d.from.table.clone()),
+                    d.from.key.clone(),
+                    Value::String(d.to.table.clone()),
+                    d.to.key.clone(),
+                    Value::String(d.key.clone()),
+                ];
+                row.extend(props);
+                out.entry(d.table).or_default().push(row);
+            }
+        }
+        for rows in out.values_mut() {
+            rows.sort();
+        }
+        out
+    }
+
+    /// Number of visible nodes and edges.
+    pub fn visible_counts(&self) -> (usize, usize) {
+        let n = self.nodes.keys().filter(|n| self.node_exists(n)).count();
+        let e = self
+            .edges
+            .keys()
+            .filter(|e| self.edge_row(e).is_some())
+            .count();
+        (n, e)
+    }
+
+    /// Whether the node is visible (for callers that need to know before writing).
+    pub fn contains_node(&self, n: &NodeRef) -> bool {
+        self.node_exists(&norm_node(n))
+    }
+}
+
+fn norm_entity(e: &Entity) -> Entity {
+    match e {
+        Entity::Node(n) => Entity::Node(norm_node(n)),
+        Entity::Edge(ed) => Entity::Edge(norm_edge(ed)),
+    }
+}
+
+fn check_type(table: &str, col: &Column, value: &Value) -> Result<(), EngineError> {
+    if value.conforms_to(&col.ty) {
+        Ok(())
+    } else {
+        Err(EngineError::TypeMismatch {
+            table: table.to_string(),
+            column: col.name.clone(),
+            expected: col.ty.to_string(),
+            value: format!("{value:?}"),
+        })
+    }
+}
+
+/// Zero of a numeric type, the start of a counter with no base.
+fn zero(ty: &DataType) -> Value {
+    match ty {
+        DataType::Int8 => Value::Int8(0),
+        DataType::Int16 => Value::Int16(0),
+        DataType::Int32 => Value::Int32(0),
+        DataType::Int64 => Value::Int64(0),
+        DataType::Int128 => Value::Int128(0),
+        DataType::UInt8 => Value::UInt8(0),
+        DataType::UInt16 => Value::UInt16(0),
+        DataType::UInt32 => Value::UInt32(0),
+        DataType::UInt64 => Value::UInt64(0),
+        DataType::Float => Value::Float(0.0),
+        DataType::Double => Value::Double(0.0),
+        _ => Value::Null,
+    }
+}
+
+/// The value of one property from its state: the later of the winning set and the latest
+/// delete is the base; increments the base had not seen are added; a value that does not fit
+/// the column's (resolved) type reads as NULL; unset reads as the column default.
+fn resolve_property(
+    ps: Option<&PropState>,
+    cleared: Option<&(Stamp, Arc<VersionVector>)>,
+    col: &Column,
+) -> Value {
+    let unset = || col.default.clone().unwrap_or(Value::Null);
+    let Some(ps) = ps else {
+        return unset();
+    };
+    let (base, base_deps): (Option<&Value>, Option<&VersionVector>) = match (&ps.reg, cleared) {
+        (Some(w), Some((s, d))) => {
+            if w.stamp > *s {
+                (Some(&w.value), Some(&w.deps))
+            } else {
+                (None, Some(d.as_ref()))
+            }
+        }
+        (Some(w), None) => (Some(&w.value), Some(&w.deps)),
+        (None, Some((_, d))) => (None, Some(d.as_ref())),
+        (None, None) => (None, None),
+    };
+    let mut value = base.cloned().unwrap_or_else(unset);
+    let mut counted = false;
+    for (p, list) in &ps.incs {
+        let seen = base_deps.map(|d| d.get(p)).unwrap_or(0);
+        let start = list.partition_point(|(c, _)| *c <= seen);
+        for (_, delta) in &list[start..] {
+            if !counted && value.is_null() {
+                value = zero(&col.ty);
+            }
+            counted = true;
+            value = match value.checked_add(delta) {
+                Some(v) => v,
+                None => return Value::Null,
+            };
+        }
+    }
+    if value.conforms_to(&col.ty) {
+        value
+    } else {
+        Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests;

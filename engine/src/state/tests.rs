@@ -1,0 +1,461 @@
+use super::*;
+use crate::schema::{Column, NodeTableDef, Policy};
+
+fn peer(s: &str) -> PeerId {
+    PeerId::new(s).unwrap()
+}
+
+fn schema_ops() -> Vec<Op> {
+    vec![
+        Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: "User".into(),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: DataType::String,
+                    default: None,
+                },
+                Column {
+                    name: "email".into(),
+                    ty: DataType::String,
+                    default: None,
+                },
+                Column {
+                    name: "stock".into(),
+                    ty: DataType::Int64,
+                    default: None,
+                },
+            ],
+            primary_key: "id".into(),
+        })),
+        Op::Schema(SchemaOp::SetPolicy {
+            table: "User".into(),
+            column: "stock".into(),
+            policy: Policy::Counter,
+        }),
+        Op::AddNode {
+            table: "User".into(),
+            props: vec![
+                ("id".into(), Value::from("user_123")),
+                ("stock".into(), Value::Int64(100)),
+            ],
+        },
+    ]
+}
+
+/// Two engines that share the schema and user_123, written by `node_a`.
+fn pair() -> (Engine, Engine) {
+    let mut a = Engine::new(peer("node_a"));
+    let mut b = Engine::new(peer("node_b"));
+    for op in schema_ops() {
+        let e = a.prepare(op, 1_000).unwrap();
+        a.apply(&e).unwrap();
+        b.apply(&e).unwrap();
+    }
+    a.take_batch();
+    b.take_batch();
+    (a, b)
+}
+
+fn user() -> Entity {
+    Entity::Node(NodeRef {
+        table: "User".into(),
+        key: Value::from("user_123"),
+    })
+}
+
+fn email(e: &Engine) -> Value {
+    e.property_value(&norm_entity(&user()), "email").unwrap()
+}
+
+#[test]
+fn spec_concurrent_email_update_later_timestamp_wins() {
+    let (mut a, mut b) = pair();
+    // node_a at 10:00:00, node_b at 10:00:01, concurrently.
+    let ea = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("alice@a.com"),
+            },
+            36_000_000,
+        )
+        .unwrap();
+    let eb = b
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("alice@b.com"),
+            },
+            36_001_000,
+        )
+        .unwrap();
+    a.apply(&ea).unwrap();
+    a.apply(&eb).unwrap();
+    b.apply(&eb).unwrap();
+    b.apply(&ea).unwrap();
+    assert_eq!(email(&a), Value::from("alice@b.com"));
+    assert_eq!(email(&b), Value::from("alice@b.com"));
+    let (_, ca) = a.take_batch();
+    let c = ca
+        .iter()
+        .find(|c| c.kind == ConflictKind::ConcurrentUpdate)
+        .expect("conflict recorded");
+    assert_eq!(c.strategy, "last_write_wins");
+    assert_eq!(c.property.as_deref(), Some("email"));
+    assert_eq!(c.winner.value, "alice@b.com");
+    assert_eq!(c.loser.value, "alice@a.com");
+    assert_eq!(c.entity, "User(user_123)");
+    let (_, cb) = b.take_batch();
+    assert!(cb.iter().any(|c| c.winner.value == "alice@b.com"));
+}
+
+#[test]
+fn ties_break_by_peer_id() {
+    let (mut a, mut b) = pair();
+    let ea = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("from-a"),
+            },
+            5_000,
+        )
+        .unwrap();
+    let eb = b
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("from-b"),
+            },
+            5_000,
+        )
+        .unwrap();
+    assert_eq!(ea.hlc, eb.hlc);
+    for e in [&ea, &eb] {
+        a.apply(e).unwrap();
+    }
+    for e in [&eb, &ea] {
+        b.apply(e).unwrap();
+    }
+    // Same timestamp: the greater peer id wins, on both.
+    assert_eq!(email(&a), Value::from("from-b"));
+    assert_eq!(email(&b), Value::from("from-b"));
+}
+
+#[test]
+fn causality_beats_wall_clocks() {
+    let (mut a, mut b) = pair();
+    // node_a's clock is far ahead; node_b writes after seeing node_a's write, with a clock
+    // an hour behind. The causally later write wins.
+    let ea = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("first"),
+            },
+            10_000_000,
+        )
+        .unwrap();
+    a.apply(&ea).unwrap();
+    b.apply(&ea).unwrap();
+    let eb = b
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("second"),
+            },
+            10_000_000 - 3_600_000,
+        )
+        .unwrap();
+    assert!(eb.hlc > ea.hlc, "HLC moves past what it has seen");
+    b.apply(&eb).unwrap();
+    a.apply(&eb).unwrap();
+    assert_eq!(email(&a), Value::from("second"));
+    let (_, conflicts) = a.take_batch();
+    assert!(
+        conflicts
+            .iter()
+            .all(|c| c.kind != ConflictKind::ConcurrentUpdate),
+        "a causally ordered pair is not a conflict: {conflicts:?}"
+    );
+}
+
+#[test]
+fn spec_concurrent_decrements_sum() {
+    let (mut a, mut b) = pair();
+    let inc = |delta| Op::Increment {
+        entity: user(),
+        prop: "stock".into(),
+        delta: Value::Int64(delta),
+    };
+    let ea = a.prepare(inc(-5), 2_000).unwrap();
+    let eb = b.prepare(inc(-3), 2_000).unwrap();
+    a.apply(&ea).unwrap();
+    a.apply(&eb).unwrap();
+    b.apply(&eb).unwrap();
+    b.apply(&ea).unwrap();
+    // Duplicates change nothing.
+    a.apply(&eb).unwrap();
+    let stock = |e: &Engine| e.property_value(&norm_entity(&user()), "stock").unwrap();
+    assert_eq!(stock(&a), Value::Int64(92), "100 - 5 - 3");
+    assert_eq!(stock(&b), Value::Int64(92));
+    let (_, conflicts) = a.take_batch();
+    let c = conflicts
+        .iter()
+        .find(|c| c.strategy == "cumulative")
+        .expect("counter conflict recorded");
+    assert_eq!(c.resolved.as_deref(), Some("92"));
+}
+
+#[test]
+fn a_set_resets_the_increments_it_has_seen_but_not_concurrent_ones() {
+    let (mut a, mut b) = pair();
+    let inc = |delta| Op::Increment {
+        entity: user(),
+        prop: "stock".into(),
+        delta: Value::Int64(delta),
+    };
+    let i1 = a.prepare(inc(10), 2_000).unwrap();
+    a.apply(&i1).unwrap();
+    b.apply(&i1).unwrap();
+    // a sets stock to 50 having seen +10; b concurrently adds +1.
+    let set = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "stock".into(),
+                value: Value::Int64(50),
+            },
+            3_000,
+        )
+        .unwrap();
+    let i2 = b.prepare(inc(1), 3_000).unwrap();
+    for e in [&set, &i2] {
+        a.apply(e).unwrap();
+    }
+    for e in [&i2, &set] {
+        b.apply(e).unwrap();
+    }
+    let stock = |e: &Engine| e.property_value(&norm_entity(&user()), "stock").unwrap();
+    assert_eq!(stock(&a), Value::Int64(51));
+    assert_eq!(stock(&b), Value::Int64(51));
+}
+
+#[test]
+fn increment_needs_the_counter_policy() {
+    let (a, _) = pair();
+    let err = a
+        .prepare(
+            Op::Increment {
+                entity: user(),
+                prop: "email".into(),
+                delta: Value::from("x"),
+            },
+            1,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("counter policy"), "{err}");
+}
+
+#[test]
+fn delete_wins_over_a_concurrent_update_and_add_wins_over_a_concurrent_delete() {
+    let (mut a, mut b) = pair();
+    let del = a
+        .prepare(
+            Op::DeleteNode(NodeRef {
+                table: "User".into(),
+                key: Value::from("user_123"),
+            }),
+            5_000,
+        )
+        .unwrap();
+    let upd = b
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("late@b.com"),
+            },
+            6_000,
+        )
+        .unwrap();
+    for e in [&del, &upd] {
+        a.apply(e).unwrap();
+    }
+    for e in [&upd, &del] {
+        b.apply(e).unwrap();
+    }
+    let n = norm_node(&NodeRef {
+        table: "User".into(),
+        key: Value::from("user_123"),
+    });
+    assert!(
+        !a.node_exists(&n) && !b.node_exists(&n),
+        "the update does not resurrect"
+    );
+    let (_, ca) = a.take_batch();
+    assert!(ca.iter().any(|c| c.kind == ConflictKind::DeleteUpdate));
+
+    // Re-adding the key after the delete brings it back, with only what the re-add and later
+    // concurrent writes set.
+    let readd = b
+        .prepare(
+            Op::AddNode {
+                table: "User".into(),
+                props: vec![("id".into(), Value::from("user_123"))],
+            },
+            7_000,
+        )
+        .unwrap();
+    b.apply(&readd).unwrap();
+    a.apply(&readd).unwrap();
+    assert!(a.node_exists(&n));
+    // The update (stamp 6000) is later than the delete (5000), so it shows after the re-add.
+    assert_eq!(email(&a), Value::from("late@b.com"));
+    assert_eq!(a.dump(), b.dump());
+}
+
+#[test]
+fn many_one_concurrent_edges_keep_the_latest() {
+    use crate::schema::{Multiplicity, RelTableDef};
+    let (mut a, mut b) = pair();
+    let mk = |e: &mut Engine, op: Op, t: u64| {
+        let ev = e.prepare(op, t).unwrap();
+        e.apply(&ev).unwrap();
+        ev
+    };
+    let mut shared = Vec::new();
+    shared.push(mk(
+        &mut a,
+        Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: "City".into(),
+            columns: vec![Column {
+                name: "name".into(),
+                ty: DataType::String,
+                default: None,
+            }],
+            primary_key: "name".into(),
+        })),
+        10,
+    ));
+    shared.push(mk(
+        &mut a,
+        Op::Schema(SchemaOp::CreateRelTable(RelTableDef {
+            name: "LivesIn".into(),
+            connections: vec![("User".into(), "City".into())],
+            columns: vec![],
+            multiplicity: Multiplicity::ManyOne,
+        })),
+        11,
+    ));
+    for c in ["Oslo", "Rome"] {
+        shared.push(mk(
+            &mut a,
+            Op::AddNode {
+                table: "City".into(),
+                props: vec![("name".into(), Value::from(c))],
+            },
+            12,
+        ));
+    }
+    for e in &shared {
+        b.apply(e).unwrap();
+    }
+    let lives = |city: &str| Op::AddEdge {
+        edge: EdgeRef {
+            table: "LivesIn".into(),
+            from: NodeRef {
+                table: "User".into(),
+                key: Value::from("user_123"),
+            },
+            to: NodeRef {
+                table: "City".into(),
+                key: Value::from(city),
+            },
+            key: String::new(),
+        },
+        props: vec![],
+    };
+    let ea = mk(&mut a, lives("Oslo"), 100);
+    // a materializes Oslo before it hears of Rome.
+    let _ = a.take_batch();
+    let eb = mk(&mut b, lives("Rome"), 200);
+    // Locally, a second edge from the same user is refused, like Kuzu does.
+    assert!(a.prepare(lives("Rome"), 150).is_err());
+    a.apply(&eb).unwrap();
+    b.apply(&ea).unwrap();
+    let (batch, conflicts) = a.take_batch();
+    assert_eq!(a.dump(), b.dump());
+    let rows = &a.dump()["LivesIn"];
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][3], Value::from("Rome"), "the later edge wins");
+    assert!(conflicts
+        .iter()
+        .any(|c| c.kind == ConflictKind::Multiplicity));
+    // a had Oslo materialized; the batch deletes it and adds Rome.
+    assert!(batch
+        .changes
+        .iter()
+        .any(|c| matches!(c, GraphChange::DeleteEdge(e) if e.to.key == Value::from("Oslo"))));
+}
+
+#[test]
+fn received_events_with_a_bad_clock_or_history_are_rejected() {
+    let (mut a, b) = pair();
+    let mut e = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "email".into(),
+                value: Value::from("x"),
+            },
+            1_000,
+        )
+        .unwrap();
+    // Its HLC is not after its causal past (the schema events at t=1000).
+    e.hlc = Hlc::default();
+    let err = b.check(&e).unwrap_err();
+    assert!(err.to_string().contains("hybrid timestamp"), "{err}");
+    e.hlc = a.hlc().tick(2_000);
+    e.deps = VersionVector::new();
+    let err = b.check(&e).unwrap_err();
+    assert!(err.to_string().contains("causal past"), "{err}");
+    let _ = a.take_batch();
+    let _ = &mut a;
+}
+
+#[test]
+fn unknown_table_and_wrong_type_are_rejected_locally_naming_the_input() {
+    let (a, _) = pair();
+    let err = a
+        .prepare(
+            Op::AddNode {
+                table: "Nope".into(),
+                props: vec![],
+            },
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unknown table \"Nope\"");
+    let err = a
+        .prepare(
+            Op::Update {
+                entity: user(),
+                prop: "stock".into(),
+                value: Value::from("many"),
+            },
+            1,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("User.stock") && err.to_string().contains("INT64"),
+        "{err}"
+    );
+}

@@ -1,0 +1,71 @@
+use super::*;
+use kuzu_sync_engine::{EventId, Hlc, NodeRef, Op, PeerId, Value};
+
+fn bundle(n: u64) -> Bundle {
+    let peer = PeerId::new("a").unwrap();
+    let events = (1..=n)
+        .map(|c| Event {
+            id: EventId {
+                peer: peer.clone(),
+                counter: c,
+            },
+            deps: [(peer.clone(), c - 1)].into_iter().collect(),
+            hlc: Hlc {
+                wall_ms: 1000 + c,
+                logical: 0,
+            },
+            op: Op::DeleteNode(NodeRef {
+                table: "User".into(),
+                key: Value::Int64(c as i64),
+            }),
+        })
+        .collect();
+    Bundle::V1(BundleV1 {
+        source_peer: "a".into(),
+        since: VersionVector::new(),
+        until: [(peer, n)].into_iter().collect(),
+        events,
+    })
+}
+
+#[test]
+fn round_trip() {
+    let b = bundle(100);
+    assert_eq!(decode(&encode(&b)).unwrap(), b);
+}
+
+#[test]
+fn every_truncation_is_reported_not_panicked() {
+    let bytes = encode(&bundle(20));
+    for cut in 0..bytes.len() {
+        let err = decode(&bytes[..cut]).unwrap_err();
+        assert!(
+            matches!(err, BundleError::Truncated { .. }),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_detected() {
+    let bytes = encode(&bundle(20));
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x55;
+        assert!(decode(&b).is_err(), "flip at {i} went unnoticed");
+    }
+}
+
+#[test]
+fn bad_magic_and_version_are_named() {
+    let mut bytes = encode(&bundle(1));
+    assert!(matches!(
+        decode(b"hello world, this is no bundle at all......"),
+        Err(BundleError::BadMagic)
+    ));
+    bytes[8] = 9;
+    assert_eq!(
+        decode(&bytes).unwrap_err().to_string(),
+        "bundle format version 9 is not supported (this build reads version 1)"
+    );
+}
