@@ -364,3 +364,470 @@ fn ten_thousand_events(store: &mut dyn EventStore) {
     let want: Vec<Event> = all.iter().filter(|e| e.id.counter > 500).cloned().collect();
     assert_events(case, &scan_since(store, case, &since), &want);
 }
+
+// ------------------------------------------------------------------ graph stores
+
+use crate::change::{ApplyBatch, GraphChange};
+use crate::event::EdgeRef;
+use crate::memory::MemoryGraphStore;
+use crate::ports::GraphStore;
+use crate::schema::{Column, Multiplicity, NodeTableDef, RelTableDef, Schema, SchemaOp, TableDef};
+use crate::value::DataType;
+
+fn col(name: &str, ty: DataType) -> Column {
+    Column {
+        name: name.into(),
+        ty,
+        default: None,
+    }
+}
+
+/// A node table with a column of every type Kuzu has, and sample values for it (a full row,
+/// and one of NULLs).
+pub fn every_type_table() -> (NodeTableDef, Vec<Vec<Value>>) {
+    let s = |v: &str| Value::String(v.into());
+    let columns = vec![
+        (col("id", DataType::String), s("k1"), s("k2")),
+        (col("b", DataType::Bool), Value::Bool(true), Value::Null),
+        (col("i8", DataType::Int8), Value::Int8(-8), Value::Null),
+        (col("i16", DataType::Int16), Value::Int16(-16), Value::Null),
+        (col("i32", DataType::Int32), Value::Int32(-32), Value::Null),
+        (col("i64", DataType::Int64), Value::Int64(-64), Value::Null),
+        (
+            col("i128", DataType::Int128),
+            Value::Int128(-170_141_183_460_469_231_731_687_303_715_884_105_727),
+            Value::Null,
+        ),
+        (col("u8", DataType::UInt8), Value::UInt8(255), Value::Null),
+        (
+            col("u16", DataType::UInt16),
+            Value::UInt16(65_535),
+            Value::Null,
+        ),
+        (
+            col("u32", DataType::UInt32),
+            Value::UInt32(4_000_000_000),
+            Value::Null,
+        ),
+        (
+            col("u64", DataType::UInt64),
+            Value::UInt64(u64::MAX),
+            Value::Null,
+        ),
+        (col("f", DataType::Float), Value::Float(1.5), Value::Null),
+        (
+            col("d", DataType::Double),
+            Value::Double(-2.25e100),
+            Value::Null,
+        ),
+        (
+            col(
+                "dec",
+                DataType::Decimal {
+                    precision: 18,
+                    scale: 3,
+                },
+            ),
+            Value::Decimal {
+                mantissa: 123_456,
+                scale: 3,
+            },
+            Value::Null,
+        ),
+        (
+            col("s", DataType::String),
+            s("héllo, 'world' \"x\" [1]"),
+            Value::Null,
+        ),
+        (
+            col("blob", DataType::Blob),
+            Value::Blob(vec![0, 1, 0xAA, b'z']),
+            Value::Null,
+        ),
+        (
+            col("u", DataType::Uuid),
+            Value::Uuid(0xA0EE_BC99_9C0B_4EF8_BB6D_6BB9_BD38_0A11),
+            Value::Null,
+        ),
+        (
+            col("date", DataType::Date),
+            Value::Date(-25_567),
+            Value::Null,
+        ),
+        (
+            col("ts", DataType::Timestamp),
+            Value::Timestamp(1_313_839_530_000_123),
+            Value::Null,
+        ),
+        (
+            col("ts_ns", DataType::TimestampNs),
+            Value::TimestampNs(1_313_839_530_123_456_789),
+            Value::Null,
+        ),
+        (
+            col("ts_ms", DataType::TimestampMs),
+            Value::TimestampMs(1_313_839_530_123),
+            Value::Null,
+        ),
+        (
+            col("ts_sec", DataType::TimestampSec),
+            Value::TimestampSec(1_313_839_530),
+            Value::Null,
+        ),
+        (
+            col("ts_tz", DataType::TimestampTz),
+            Value::TimestampTz(1_313_839_530_000_001),
+            Value::Null,
+        ),
+        (
+            col("iv", DataType::Interval),
+            Value::Interval {
+                months: 38,
+                days: 2,
+                micros: 46_920_000_024,
+            },
+            Value::Null,
+        ),
+        (
+            col("list", DataType::List(Box::new(DataType::Int64))),
+            Value::List(vec![Value::Int64(1), Value::Null, Value::Int64(3)]),
+            Value::Null,
+        ),
+        (
+            col(
+                "nested",
+                DataType::List(Box::new(DataType::List(Box::new(DataType::String)))),
+            ),
+            Value::List(vec![
+                Value::List(vec![s("a"), s("b,c")]),
+                Value::List(vec![]),
+            ]),
+            Value::Null,
+        ),
+        (
+            col("arr", DataType::Array(Box::new(DataType::Double), 2)),
+            Value::List(vec![Value::Double(0.5), Value::Double(-1.0)]),
+            Value::Null,
+        ),
+        (
+            col(
+                "st",
+                DataType::Struct(vec![
+                    ("revenue".into(), DataType::Int16),
+                    (
+                        "location".into(),
+                        DataType::List(Box::new(DataType::String)),
+                    ),
+                ]),
+            ),
+            Value::Struct(vec![
+                ("revenue".into(), Value::Int16(7)),
+                ("location".into(), Value::List(vec![s("toronto")])),
+            ]),
+            Value::Null,
+        ),
+        (
+            col(
+                "m",
+                DataType::Map(Box::new(DataType::String), Box::new(DataType::Int64)),
+            ),
+            Value::Map(vec![(s("a"), Value::Int64(1)), (s("b"), Value::Int64(2))]),
+            Value::Null,
+        ),
+        (
+            col(
+                "un",
+                DataType::Union(vec![
+                    ("price".into(), DataType::Float),
+                    ("movein".into(), DataType::Date),
+                    ("note".into(), DataType::String),
+                ]),
+            ),
+            Value::Union {
+                tag: "movein".into(),
+                value: Box::new(Value::Date(18_000)),
+            },
+            Value::Null,
+        ),
+    ];
+    let def = NodeTableDef {
+        name: "Everything".into(),
+        columns: columns.iter().map(|(c, _, _)| c.clone()).collect(),
+        primary_key: "id".into(),
+    };
+    let rows = vec![
+        columns.iter().map(|(_, v, _)| v.clone()).collect(),
+        columns.iter().map(|(_, _, v)| v.clone()).collect(),
+    ];
+    (def, rows)
+}
+
+fn node(table: &str, key: Value) -> NodeRef {
+    NodeRef {
+        table: table.into(),
+        key,
+    }
+}
+
+fn edge(table: &str, from: i64, to: i64, key: &str) -> EdgeRef {
+    EdgeRef {
+        table: table.into(),
+        from: node("P", Value::Int64(from)),
+        to: node("P", Value::Int64(to)),
+        key: key.into(),
+    }
+}
+
+fn wm(n: u64) -> VersionVector {
+    let mut v = VersionVector::new();
+    v.set(PeerId::new("conf").expect("valid"), n);
+    v
+}
+
+/// The batches of the graph-store suite, with the schema each needs.
+fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
+    let mut schema = Schema::default();
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    let mut step = |schema: &mut Schema, ops: Vec<SchemaOp>, changes: Vec<GraphChange>| {
+        for op in ops {
+            n += 1;
+            let stamp = crate::clock::Stamp {
+                hlc: Hlc {
+                    wall_ms: n,
+                    logical: 0,
+                },
+                peer: PeerId::new("conf").expect("valid"),
+                counter: n,
+            };
+            schema.apply(&op, &stamp);
+        }
+        n += 1;
+        (
+            schema.clone(),
+            ApplyBatch {
+                changes,
+                watermark: wm(n),
+            },
+        )
+    };
+    let (every, every_rows) = every_type_table();
+    let p = NodeTableDef {
+        name: "P".into(),
+        columns: vec![col("id", DataType::Int64), col("name", DataType::String)],
+        primary_key: "id".into(),
+    };
+    let knows = RelTableDef {
+        name: "Knows".into(),
+        connections: vec![("P".into(), "P".into())],
+        columns: vec![
+            col("since", DataType::Int64),
+            col("tags", DataType::List(Box::new(DataType::String))),
+        ],
+        multiplicity: Multiplicity::ManyMany,
+    };
+    let boss = RelTableDef {
+        name: "Boss".into(),
+        connections: vec![("P".into(), "P".into())],
+        columns: vec![],
+        multiplicity: Multiplicity::ManyOne,
+    };
+    let ops = vec![
+        SchemaOp::CreateNodeTable(p.clone()),
+        SchemaOp::CreateNodeTable(every.clone()),
+        SchemaOp::CreateRelTable(knows.clone()),
+        SchemaOp::CreateRelTable(boss.clone()),
+    ];
+    let mut changes: Vec<GraphChange> = vec![
+        GraphChange::CreateTable(TableDef::Node(p.clone())),
+        GraphChange::CreateTable(TableDef::Node(every.clone())),
+        GraphChange::CreateTable(TableDef::Rel(knows.clone())),
+        GraphChange::CreateTable(TableDef::Rel(boss.clone())),
+    ];
+    for (i, row) in every_rows.iter().enumerate() {
+        changes.push(GraphChange::UpsertNode {
+            node: node("Everything", row[0].clone()),
+            values: row.clone(),
+            is_new: i < 2,
+        });
+    }
+    // 300 people: enough edges below to take the bulk (COPY) path of a store that has one.
+    for i in 0..300 {
+        changes.push(GraphChange::UpsertNode {
+            node: node("P", Value::Int64(i)),
+            values: vec![Value::Int64(i), Value::String(format!("p{i}"))],
+            is_new: true,
+        });
+    }
+    out.push(step(&mut schema, ops, changes));
+    // Many new edges at once, multi-edges included.
+    let mut changes = Vec::new();
+    for i in 0..300 {
+        changes.push(GraphChange::UpsertEdge {
+            edge: edge("Knows", i, (i + 1) % 300, ""),
+            values: vec![
+                Value::Int64(2000 + i),
+                Value::List(vec![Value::String("x".into())]),
+            ],
+            is_new: true,
+        });
+    }
+    changes.push(GraphChange::UpsertEdge {
+        edge: edge("Knows", 0, 1, "second"),
+        values: vec![Value::Null, Value::Null],
+        is_new: true,
+    });
+    changes.push(GraphChange::UpsertEdge {
+        edge: edge("Boss", 5, 6, ""),
+        values: vec![],
+        is_new: true,
+    });
+    out.push(step(&mut schema, vec![], changes));
+    // Updates, deletes, a few new edges (the single-row path).
+    let changes = vec![
+        GraphChange::UpsertNode {
+            node: node("P", Value::Int64(1)),
+            values: vec![Value::Int64(1), Value::String("renamed".into())],
+            is_new: false,
+        },
+        GraphChange::UpsertNode {
+            node: node("Everything", Value::String("k2".into())),
+            values: every_rows[0]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if i == 0 {
+                        Value::String("k2".into())
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect(),
+            is_new: false,
+        },
+        GraphChange::UpsertEdge {
+            edge: edge("Knows", 0, 1, "second"),
+            values: vec![Value::Int64(1999), Value::List(vec![])],
+            is_new: false,
+        },
+        GraphChange::DeleteEdge(edge("Knows", 2, 3, "")),
+        GraphChange::DeleteNode(node("P", Value::Int64(10))),
+        GraphChange::UpsertEdge {
+            edge: edge("Knows", 7, 7, "self"),
+            values: vec![Value::Int64(1), Value::Null],
+            is_new: true,
+        },
+    ];
+    out.push(step(&mut schema, vec![], changes));
+    // A new column with a default, then a row that sets it.
+    let age = Column {
+        name: "age".into(),
+        ty: DataType::Int64,
+        default: Some(Value::Int64(18)),
+    };
+    let changes = vec![
+        GraphChange::AddColumns {
+            table: "P".into(),
+            columns: vec![age.clone()],
+        },
+        GraphChange::UpsertNode {
+            node: node("P", Value::Int64(2)),
+            values: vec![
+                Value::Int64(2),
+                Value::String("p2".into()),
+                Value::Int64(40),
+            ],
+            is_new: false,
+        },
+    ];
+    out.push(step(
+        &mut schema,
+        vec![SchemaOp::AddColumn {
+            table: "P".into(),
+            column: age,
+        }],
+        changes,
+    ));
+    // A table rebuilt from scratch (as after a late, competing definition).
+    let changes = vec![
+        GraphChange::DropTable("Boss".into()),
+        GraphChange::CreateTable(TableDef::Rel(boss)),
+        GraphChange::UpsertEdge {
+            edge: edge("Boss", 8, 9, ""),
+            values: vec![],
+            is_new: true,
+        },
+    ];
+    out.push(step(&mut schema, vec![], changes));
+    out
+}
+
+/// Runs the graph-store suite: the same batches go to the store under test and to the
+/// in-memory reference; after each, dumps and watermarks must be equal. Re-applying a batch
+/// must change nothing but the watermark (apply is idempotent), and every Kuzu type must
+/// round-trip.
+pub fn graph_store_suite<G: GraphStore>(make: &mut dyn FnMut() -> G) {
+    let mut store = make();
+    let mut reference = MemoryGraphStore::new();
+    assert_eq!(
+        store.watermark().expect("watermark of an empty store"),
+        VersionVector::new(),
+        "graph store: a new store has an empty watermark"
+    );
+    for (i, (schema, batch)) in graph_batches().into_iter().enumerate() {
+        reference.apply(&batch, &schema).expect("reference applies");
+        store
+            .apply(&batch, &schema)
+            .unwrap_or_else(|e| panic!("graph store: batch {i} failed: {e}"));
+        let want = reference.dump(&schema).expect("reference dump");
+        let got = store.dump(&schema).expect("dump");
+        assert_eq!(
+            got,
+            want,
+            "graph store: after batch {i} the stored graph differs from the reference:\n{}",
+            crate::sim::describe_diff(&want, &got)
+        );
+        assert_eq!(
+            store.watermark().expect("watermark"),
+            batch.watermark,
+            "graph store: watermark after batch {i}"
+        );
+        // Idempotence: the data changes of the batch again (DDL is idempotent too, but a
+        // rebuild's DROP would legitimately empty a table, so it is left out).
+        if !batch
+            .changes
+            .iter()
+            .any(|c| matches!(c, GraphChange::DropTable(_)))
+        {
+            let again = ApplyBatch {
+                changes: batch
+                    .changes
+                    .iter()
+                    .map(|c| match c {
+                        GraphChange::UpsertNode { node, values, .. } => GraphChange::UpsertNode {
+                            node: node.clone(),
+                            values: values.clone(),
+                            is_new: false,
+                        },
+                        GraphChange::UpsertEdge { edge, values, .. } => GraphChange::UpsertEdge {
+                            edge: edge.clone(),
+                            values: values.clone(),
+                            is_new: false,
+                        },
+                        other => other.clone(),
+                    })
+                    .filter(|c| !matches!(c, GraphChange::DeleteNode(_)))
+                    .collect(),
+                watermark: batch.watermark.clone(),
+            };
+            store
+                .apply(&again, &schema)
+                .unwrap_or_else(|e| panic!("graph store: re-applying batch {i} failed: {e}"));
+            let got = store.dump(&schema).expect("dump");
+            assert_eq!(
+                got, want,
+                "graph store: re-applying batch {i} changed the graph"
+            );
+        }
+    }
+}

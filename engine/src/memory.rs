@@ -66,6 +66,12 @@ impl MemoryGraphStore {
             }
             GraphChange::AddColumns { table, columns } => {
                 let t = self.table_mut(table)?;
+                // Idempotent, like Kuzu's `ADD IF NOT EXISTS`: skip columns already there.
+                let columns: Vec<_> = columns
+                    .iter()
+                    .filter(|c| t.def.as_ref().is_none_or(|d| d.column(&c.name).is_none()))
+                    .cloned()
+                    .collect();
                 let fill: Vec<Value> = columns
                     .iter()
                     .map(|c| c.default.clone().unwrap_or(Value::Null))

@@ -657,7 +657,12 @@ impl Engine {
                     table: table.to_ascii_lowercase(),
                     key,
                 };
-                self.touch_node(&n);
+                // Re-adding a node that exists changes no edge's visibility: only its row.
+                if self.node_exists(&n) {
+                    self.touch_entity(&Entity::Node(n.clone()));
+                } else {
+                    self.touch_node(&n);
+                }
                 let shown = self.display_node(&n).to_string();
                 let state = self.nodes.entry(n.clone()).or_default();
                 if let Some((del, _)) = &state.cleared {
@@ -692,7 +697,9 @@ impl Engine {
                 if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     state.cleared = Some((stamp.clone(), deps.clone()));
                 }
-                if let Some(add) = state.live_add(&[]) {
+                let survivor = state.live_add(&[]);
+                self.prune_adjacency(&n);
+                if let Some(add) = survivor {
                     if self.tracking {
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
@@ -732,6 +739,9 @@ impl Engine {
                 state.removed.merge(&e.deps);
                 if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     state.cleared = Some((stamp.clone(), deps.clone()));
+                }
+                if self.edge_priority(&ed).is_none() {
+                    self.unlink(&ed);
                 }
             }
             Op::Update {
@@ -952,6 +962,36 @@ impl Engine {
                         resolved: Some(String::new()),
                         detected_at: id.to_string(),
                     });
+                }
+            }
+        }
+    }
+
+    /// Drops the edges attached to `n` that no longer have a live add from the adjacency
+    /// index (their state stays, for a later re-add). A dead edge is dead for good: only a
+    /// new add, which links it again, can revive it.
+    fn prune_adjacency(&mut self, n: &NodeRef) {
+        let dead: Vec<EdgeRef> = self
+            .adjacency
+            .get(n)
+            .map(|set| {
+                set.iter()
+                    .filter(|e| self.edge_priority(e).is_none())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for e in dead {
+            self.unlink(&e);
+        }
+    }
+
+    fn unlink(&mut self, e: &EdgeRef) {
+        for end in [&e.from, &e.to] {
+            if let Some(set) = self.adjacency.get_mut(end) {
+                set.remove(e);
+                if set.is_empty() {
+                    self.adjacency.remove(end);
                 }
             }
         }

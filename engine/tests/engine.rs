@@ -31,3 +31,12 @@ fn regressions() {
         run(&mut MemoryBackend, &sc).unwrap();
     }
 }
+
+/// The in-memory graph store against the shared suite (the reference against itself checks
+/// the suite's own consistency: idempotence, watermarks).
+#[test]
+fn memory_graph_store_conformance() {
+    kuzu_sync_engine::conformance::graph_store_suite(
+        &mut kuzu_sync_engine::memory::MemoryGraphStore::new,
+    );
+}

@@ -36,10 +36,29 @@ fn needs_string(ty: &DataType) -> bool {
 }
 
 /// The statement-side expression that turns parameter `expr` into a value of `ty`.
+///
+/// For a struct field of an `UNWIND` list (`r.c3`) a plain `CAST(r.c3 AS TYPE)` works. A bare
+/// `$param` inside `CAST` gets its type inferred from the cast's target by Kuzu's binder
+/// ("cannot change parameter expression data type from STRING"), so it goes through
+/// `concat`, and since `concat` turns NULL into `''`, bare parameters are encoded by
+/// [`to_bare_param`]: NULL as `''`, anything else as `'v'` + its text.
 pub fn param_expr(expr: &str, ty: &DataType) -> String {
     match encoding(ty) {
         ParamEncoding::Native => expr.to_string(),
+        ParamEncoding::ViaString if expr.starts_with('$') => format!(
+            "CASE WHEN concat({expr}, '') = '' THEN NULL \
+             ELSE CAST(substring(concat({expr}, ''), 2, 2147483647) AS {ty}) END"
+        ),
         ParamEncoding::ViaString => format!("CAST({expr} AS {ty})"),
+    }
+}
+
+/// The value of a bare `$param` for a column value (see [`param_expr`]).
+pub fn to_bare_param(v: &Value, ty: &DataType) -> KValue {
+    match encoding(ty) {
+        ParamEncoding::Native => to_kuzu(v, ty),
+        ParamEncoding::ViaString if v.is_null() => KValue::String(String::new()),
+        ParamEncoding::ViaString => KValue::String(format!("v{}", literal_text(v))),
     }
 }
 

@@ -22,7 +22,7 @@ use kuzu_sync_engine::{
 
 pub use kuzu;
 
-use convert::{from_kuzu, param_expr, param_type, read_expr, to_param};
+use convert::{from_kuzu, param_expr, param_type, read_expr, to_bare_param, to_param};
 
 /// Name of the hidden node table that holds replica metadata (the apply watermark).
 pub const META_TABLE: &str = "_ks_meta";
@@ -191,17 +191,15 @@ impl KuzuGraphStore {
                         &q,
                         vec![
                             ("k", KValue::String(e.key.clone())),
-                            ("f", to_param(&e.from.key, pk_f)),
-                            ("t", to_param(&e.to.key, pk_t)),
+                            ("f", to_bare_param(&e.from.key, pk_f)),
+                            ("t", to_bare_param(&e.to.key, pk_t)),
                         ],
                     )?;
                 }
                 GraphChange::DeleteNode(n) => {
-                    let t = schema
-                        .node_table(&n.table)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let t = corrupt(schema.node_table(&n.table))?;
                     let q = format!("{} DETACH DELETE n", match_node(t));
-                    stmts.execute(conn, &q, vec![("k", to_param(&n.key, pk_type(t)))])?;
+                    stmts.execute(conn, &q, vec![("k", to_bare_param(&n.key, pk_type(t)))])?;
                 }
                 GraphChange::UpsertNode {
                     node,
@@ -216,9 +214,7 @@ impl KuzuGraphStore {
                     values,
                     is_new: false,
                 } => {
-                    let t = schema
-                        .node_table(&node.table)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let t = corrupt(schema.node_table(&node.table))?;
                     self.update_node(conn, &mut stmts, t, node, values)?;
                 }
                 GraphChange::UpsertEdge {
@@ -258,11 +254,11 @@ impl KuzuGraphStore {
                         (0..rel.columns.len()).map(|i| format!("c{i}")).collect();
                     let mut params = vec![
                         ("k", KValue::String(edge.key.clone())),
-                        ("f", to_param(&edge.from.key, pk_type(from))),
-                        ("t", to_param(&edge.to.key, pk_type(to))),
+                        ("f", to_bare_param(&edge.from.key, pk_type(from))),
+                        ("t", to_bare_param(&edge.to.key, pk_type(to))),
                     ];
                     for (i, c) in rel.columns.iter().enumerate() {
-                        params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+                        params.push((names[i].as_str(), to_bare_param(&values[i], &c.ty)));
                     }
                     stmts.execute(conn, &q, params)?;
                 }
@@ -272,21 +268,13 @@ impl KuzuGraphStore {
             // node inserts before the first edge change.
         }
         for (table, rows) in &new_nodes {
-            let t = schema
-                .node_table(table)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let t = corrupt(schema.node_table(table))?;
             self.insert_nodes(conn, t, rows)?;
         }
         for ((rel, from, to), edges) in &new_edges {
-            let rel = schema
-                .rel_table(rel)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let from = schema
-                .node_table(from)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let to = schema
-                .node_table(to)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rel = corrupt(schema.rel_table(rel))?;
+            let from = corrupt(schema.node_table(from))?;
+            let to = corrupt(schema.node_table(to))?;
             self.insert_edges(conn, &mut stmts, rel, from, to, edges)?;
         }
         Ok(())
@@ -312,13 +300,13 @@ impl KuzuGraphStore {
                 ident(&c.name),
                 param_expr(&format!("${}", names[i]), &c.ty)
             ));
-            params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+            params.push((names[i].as_str(), to_bare_param(&values[i], &c.ty)));
         }
         if sets.is_empty() {
             return Ok(());
         }
         let q = format!("{} SET {}", match_node(t), sets.join(", "));
-        params.push(("k", to_param(&node.key, pk_type(t))));
+        params.push(("k", to_bare_param(&node.key, pk_type(t))));
         stmts.execute(conn, &q, params)
     }
 
@@ -425,11 +413,11 @@ impl KuzuGraphStore {
             for (e, values) in edges {
                 let mut params = vec![
                     ("k", KValue::String(e.key.clone())),
-                    ("f", to_param(&e.from.key, pk_f)),
-                    ("t", to_param(&e.to.key, pk_t)),
+                    ("f", to_bare_param(&e.from.key, pk_f)),
+                    ("t", to_bare_param(&e.to.key, pk_t)),
                 ];
                 for (i, c) in rel.columns.iter().enumerate() {
-                    params.push((names[i].as_str(), to_param(&values[i], &c.ty)));
+                    params.push((names[i].as_str(), to_bare_param(&values[i], &c.ty)));
                 }
                 stmts.execute(conn, &q, params)?;
             }
@@ -577,14 +565,16 @@ fn edge_tables<'s>(
     schema: &'s Schema,
     e: &EdgeRef,
 ) -> Result<(&'s RelTableDef, &'s NodeTableDef, &'s NodeTableDef), StoreError> {
-    let c = |r: Result<_, kuzu_sync_engine::EngineError>| {
-        r.map_err(|e| StoreError::Corrupt(e.to_string()))
-    };
     Ok((
-        c(schema.rel_table(&e.table))?,
-        c(schema.node_table(&e.from.table))?,
-        c(schema.node_table(&e.to.table))?,
+        corrupt(schema.rel_table(&e.table))?,
+        corrupt(schema.node_table(&e.from.table))?,
+        corrupt(schema.node_table(&e.to.table))?,
     ))
+}
+
+/// A change that names a table the schema lacks: the engine never emits one.
+fn corrupt<T>(r: Result<T, kuzu_sync_engine::EngineError>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Prepared statements by text, for the single-row paths. (Kuzu replans on every execute,
@@ -677,12 +667,8 @@ impl GraphStore for KuzuGraphStore {
                 }
                 TableDef::Rel(r) => {
                     for (f, to) in &r.connections {
-                        let ft = schema
-                            .node_table(f)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        let tt = schema
-                            .node_table(to)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        let ft = corrupt(schema.node_table(f))?;
+                        let tt = corrupt(schema.node_table(to))?;
                         let mut cols = vec![
                             read_expr(&format!("a.{}", ident(&ft.primary_key)), pk_type(ft)),
                             read_expr(&format!("b.{}", ident(&tt.primary_key)), pk_type(tt)),
@@ -754,6 +740,57 @@ fn typed_row(row: Vec<KValue>, columns: &[Column], q: &str) -> Result<Vec<Value>
                 .map_err(|e| StoreError::Corrupt(format!("reading {} ({q}): {e}", c.name)))
         })
         .collect()
+}
+
+/// A canonical text dump of chosen tables of any Kuzu database (see [`text_dump`]).
+pub type TextDump = std::collections::BTreeMap<String, Vec<Vec<String>>>;
+
+/// Every row of every table of a Kuzu database, each value as Kuzu's own text
+/// (`CAST(x AS STRING)`), rows sorted: a dump that compares a replica with a database made
+/// by plain Kuzu, whatever the types. Rel rows are `[from key, to key, properties…]`
+/// (the hidden edge key is left out). `tables` gives (table, columns, Some((from pk, to pk)) for rel tables).
+pub fn text_dump(
+    db: &kuzu::Database,
+    tables: &[(String, Vec<String>, Option<(String, String)>)],
+) -> TextDump {
+    use kuzu::{Connection, Value};
+    let conn = Connection::new(db).expect("connect");
+    let mut out = std::collections::BTreeMap::new();
+    for (table, columns, rel) in tables {
+        let q = match rel {
+            None => {
+                let cols: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("CAST(n.`{c}` AS STRING)"))
+                    .collect();
+                format!("MATCH (n:`{table}`) RETURN {}", cols.join(", "))
+            }
+            Some((fpk, tpk)) => {
+                let mut cols = vec![
+                    format!("CAST(a.`{fpk}` AS STRING)"),
+                    format!("CAST(b.`{tpk}` AS STRING)"),
+                ];
+                cols.extend(columns.iter().map(|c| format!("CAST(e.`{c}` AS STRING)")));
+                format!("MATCH (a)-[e:`{table}`]->(b) RETURN {}", cols.join(", "))
+            }
+        };
+        let mut rows: Vec<Vec<String>> = conn
+            .query(&q)
+            .unwrap_or_else(|e| panic!("{q}: {e}"))
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => s,
+                        Value::Null(_) => "<null>".to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        out.insert(table.clone(), rows);
+    }
+    out
 }
 
 #[cfg(test)]
