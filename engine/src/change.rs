@@ -42,6 +42,10 @@ pub struct ApplyBatch {
     pub changes: Vec<GraphChange>,
     /// All events up to this vector are reflected in the graph once the batch commits.
     pub watermark: VersionVector,
+    /// Set during recovery: rows the batch inserts (`is_new`) may already be stored, because
+    /// a store that commits a batch in more than one step may have crashed in between. The
+    /// store must then insert them idempotently.
+    pub may_exist: bool,
 }
 
 impl ApplyBatch {

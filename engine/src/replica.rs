@@ -27,6 +27,13 @@ const PEER_ID_KEY: &str = "peer_id";
 pub enum ReplicaError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A local op was refused: `index` is its position in the write (0-based).
+    #[error("op {}: {source}", index + 1)]
+    Op {
+        index: usize,
+        #[source]
+        source: EngineError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("this replica belongs to peer {stored}, not {given}")]
@@ -79,6 +86,7 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     clock: Box<dyn WallClock + Send>,
     conflicts: Vec<Conflict>,
     apply_chunk: usize,
+    recovering: bool,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
@@ -135,6 +143,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             clock,
             conflicts: Vec::new(),
             apply_chunk: DEFAULT_APPLY_CHUNK,
+            recovering: false,
         };
         replica.recover(progress)?;
         Ok(replica)
@@ -181,9 +190,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             ))
             .into());
         }
-        // Apply the rest, in chunks, each chunk one graph transaction.
+        // Apply the rest, in chunks, each chunk one graph transaction. The graph may hold
+        // some of these rows already (a store that commits in two steps, see
+        // `ApplyBatch::may_exist`), so inserts must be idempotent here.
         let order = causal_order(outside, self.engine.version_vector())?;
-        self.apply_in_chunks(&order, &mut |n, _| progress(done + n, total))?;
+        self.recovering = true;
+        let applied = self.apply_in_chunks(&order, &mut |n, _| progress(done + n, total));
+        self.recovering = false;
+        applied?;
         progress(total, total);
         Ok(())
     }
@@ -213,7 +227,13 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     fn apply_batch(&mut self, batch: &ApplyBatch) -> Result<(), ReplicaError> {
-        self.graph.apply(batch, self.engine.schema())?;
+        if self.recovering {
+            let mut b = batch.clone();
+            b.may_exist = true;
+            self.graph.apply(&b, self.engine.schema())?;
+        } else {
+            self.graph.apply(batch, self.engine.schema())?;
+        }
         Ok(())
     }
 
@@ -249,7 +269,10 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             let total = ops.len() as u64;
             let mut events = Vec::with_capacity(ops.len());
             for (i, op) in ops.into_iter().enumerate() {
-                let e = r.engine.prepare(op, r.clock.now_ms())?;
+                let e = r
+                    .engine
+                    .prepare(op, r.clock.now_ms())
+                    .map_err(|source| ReplicaError::Op { index: i, source })?;
                 r.engine.apply(&e)?;
                 events.push(e);
                 if i % 10_000 == 9_999 {

@@ -151,8 +151,9 @@ impl Engine {
         self.hlc
     }
 
-    /// Turns change and conflict collection on or off. Off is for replaying events whose
-    /// effects the graph store already holds.
+    /// Turns change collection on or off. Off is for replaying events whose effects the
+    /// graph store already holds. Conflicts are recorded either way (replay rebuilds them),
+    /// except multiplicity conflicts, which are found while computing changes.
     pub fn set_tracking(&mut self, on: bool) {
         self.tracking = on;
     }
@@ -666,7 +667,7 @@ impl Engine {
                 let shown = self.display_node(&n).to_string();
                 let state = self.nodes.entry(n.clone()).or_default();
                 if let Some((del, _)) = &state.cleared {
-                    if !e.deps.contains(&del.id()) && self.tracking {
+                    if !e.deps.contains(&del.id()) {
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
                             strategy: "add_wins",
@@ -700,7 +701,7 @@ impl Engine {
                 let survivor = state.live_add(&[]);
                 self.prune_adjacency(&n);
                 if let Some(add) = survivor {
-                    if self.tracking {
+                    {
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
                             strategy: "add_wins",
@@ -763,10 +764,9 @@ impl Engine {
                 self.touch_entity(&entity);
                 self.note_delete_conflict(&entity, prop, e);
                 let key = prop.to_ascii_lowercase();
-                let tracking = self.tracking;
                 let state = self.entity_mut(&entity);
                 let ps = state.props.entry(key).or_default();
-                let concurrent: Option<(PeerId, u64, Value)> = if tracking {
+                let concurrent: Option<(PeerId, u64, Value)> = {
                     ps.incs
                         .iter()
                         .filter(|(p, _)| **p != e.id.peer)
@@ -776,8 +776,6 @@ impl Engine {
                                 .map(|(c, d)| (p.clone(), *c, d.clone()))
                         })
                         .next()
-                } else {
-                    None
                 };
                 ps.incs
                     .entry(e.id.peer.clone())
@@ -823,7 +821,7 @@ impl Engine {
             .table(s.table())
             .map(|t| t.name().to_string())
             .unwrap_or_else(|| s.table().to_string());
-        if !competing_before && self.schema.has_competing_definitions(s.table()) && self.tracking {
+        if !competing_before && self.schema.has_competing_definitions(s.table()) {
             self.conflicts.push(Conflict {
                 kind: ConflictKind::SchemaDefinition,
                 strategy: "earliest_definition_wins",
@@ -855,9 +853,6 @@ impl Engine {
     }
 
     fn note_delete_conflict(&mut self, entity: &Entity, prop: &str, e: &Event) {
-        if !self.tracking {
-            return;
-        }
         let exists = match entity {
             Entity::Node(n) => self.node_exists(n),
             Entity::Edge(ed) => self.edge_live(ed),
@@ -902,7 +897,6 @@ impl Engine {
         id: &EventId,
     ) {
         let key = prop.to_ascii_lowercase();
-        let tracking = self.tracking;
         let state = self.entity_mut(entity);
         let ps = state.props.entry(key).or_default();
         let new = Write {
@@ -915,7 +909,7 @@ impl Engine {
             Some(old) => {
                 let concurrent = !deps.contains(&old.stamp.id());
                 let wins = old.stamp < *stamp;
-                let c = if concurrent && tracking && old.value != *value {
+                let c = if concurrent && old.value != *value {
                     Some(if wins {
                         (new.clone(), old.clone())
                     } else {
@@ -945,7 +939,7 @@ impl Engine {
             });
             let _ = policy;
         }
-        if tracking {
+        {
             if let Some(col) = self
                 .schema
                 .table(entity.table())
@@ -1363,6 +1357,7 @@ impl Engine {
             ApplyBatch {
                 changes,
                 watermark: self.applied.clone(),
+                may_exist: false,
             },
             conflicts,
         )

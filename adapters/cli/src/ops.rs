@@ -5,13 +5,21 @@
 
 use kuzu_sync_engine::ddl::parse_ddl;
 use kuzu_sync_engine::json::op_from_json;
-use kuzu_sync_engine::{EventId, Hlc, Op, Schema, SchemaOp, Stamp};
+use kuzu_sync_engine::{EventId, Hlc, Op, ReplicaError, Schema, SchemaOp, Stamp};
 
 use crate::{Error, KuzuReplica};
 
 /// Parses JSON lines against `schema`, which evolves with the DDL lines in the input.
 /// Blank lines and lines starting with `#` or `//` are skipped. Errors name the line.
 pub fn parse_json_lines(text: &str, schema: &Schema) -> Result<Vec<Op>, Error> {
+    Ok(parse_with_lines(text, schema)?
+        .into_iter()
+        .map(|(_, op)| op)
+        .collect())
+}
+
+/// Like [`parse_json_lines`], with each op's 1-based line number.
+fn parse_with_lines(text: &str, schema: &Schema) -> Result<Vec<(usize, Op)>, Error> {
     let mut schema = schema.clone();
     let mut ops = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -31,7 +39,7 @@ pub fn parse_json_lines(text: &str, schema: &Schema) -> Result<Vec<Op>, Error> {
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| err("a ddl op needs a \"cypher\" string".into()))?;
             for op in schema_ops(cypher, &mut schema).map_err(|e| err(e.to_string()))? {
-                ops.push(Op::Schema(op));
+                ops.push((i + 1, Op::Schema(op)));
             }
             continue;
         }
@@ -40,7 +48,7 @@ pub fn parse_json_lines(text: &str, schema: &Schema) -> Result<Vec<Op>, Error> {
             schema.validate(s).map_err(|e| err(e.to_string()))?;
             apply_provisionally(&mut schema, s);
         }
-        ops.push(op);
+        ops.push((i + 1, op));
     }
     Ok(ops)
 }
@@ -86,7 +94,16 @@ fn apply_provisionally(schema: &mut Schema, op: &SchemaOp) {
 }
 
 /// Parses and writes JSON lines as one atomic write.
+/// A refused op's error names its line.
 pub fn write_json_lines(replica: &mut KuzuReplica, text: &str) -> Result<Vec<EventId>, Error> {
-    let ops = parse_json_lines(text, replica.engine().schema())?;
-    Ok(replica.write(ops)?)
+    let numbered = parse_with_lines(text, replica.engine().schema())?;
+    let lines: Vec<usize> = numbered.iter().map(|(l, _)| *l).collect();
+    let ops = numbered.into_iter().map(|(_, op)| op).collect();
+    replica.write(ops).map_err(|e| match e {
+        ReplicaError::Op { index, source } => Error::Line {
+            line: lines[index],
+            message: source.to_string(),
+        },
+        other => other.into(),
+    })
 }

@@ -71,6 +71,19 @@ pub fn read_expr(expr: &str, ty: &DataType) -> String {
     }
 }
 
+/// True if a UNION occurs anywhere in the type. Kuzu 0.11 evaluates `CAST(r.x AS UNION(…))`
+/// over an `UNWIND` of a parameter list as the first row's value for every row, so union
+/// columns are written row by row.
+pub fn contains_union(ty: &DataType) -> bool {
+    match ty {
+        DataType::Union(_) => true,
+        DataType::List(t) | DataType::Array(t, _) => contains_union(t),
+        DataType::Struct(f) => f.iter().any(|(_, t)| contains_union(t)),
+        DataType::Map(k, v) => contains_union(k) || contains_union(v),
+        _ => false,
+    }
+}
+
 fn contains_interval(ty: &DataType) -> bool {
     match ty {
         DataType::Interval => true,

@@ -18,6 +18,7 @@ fn watermark_survives_reopen() {
             &ApplyBatch {
                 changes: vec![],
                 watermark: vv(7),
+                ..Default::default()
             },
             &Schema::default(),
         )
@@ -70,6 +71,7 @@ fn a_failing_batch_rolls_back_rows_and_watermark() {
         &ApplyBatch {
             changes: vec![GraphChange::CreateTable(TableDef::Node(def)), node(1)],
             watermark: vv(1),
+            ..Default::default()
         },
         &schema,
     )
@@ -80,6 +82,7 @@ fn a_failing_batch_rolls_back_rows_and_watermark() {
             &ApplyBatch {
                 changes: vec![node(2), node(1)],
                 watermark: vv(2),
+                ..Default::default()
             },
             &schema,
         )
