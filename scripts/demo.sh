@@ -20,9 +20,10 @@ step() { echo; echo "== $*"; }
 step "create replica A (peer node_a) and load demo-db into it"
 "$KS" init "$A" --peer-id node_a
 "$KS" schema "$A" "$DATA/schema.cypher"
+"$KS" load "$A" "$DATA/copy.cypher"
+echo "and a replicated counter column:"
 printf '%s\n' '{"op":"ddl","cypher":"ALTER TABLE City ADD visits INT64 DEFAULT 0"}' \
               '{"op":"set_policy","table":"City","prop":"visits","policy":"counter"}' | "$KS" write "$A"
-"$KS" load "$A" "$DATA/copy.cypher"
 
 step "create replica B (peer node_b) from a bundle of A"
 "$KS" init "$B" --peer-id node_b

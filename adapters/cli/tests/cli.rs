@@ -458,9 +458,7 @@ fn sigkill_during_import_loses_nothing_and_applies_nothing_twice() {
     );
 }
 
-fn dataset_tables(
-    db: &kuzu_sync_kuzu::kuzu::Database,
-) -> Vec<(String, Vec<String>, Option<(String, String)>)> {
+fn dataset_tables(db: &kuzu_sync_kuzu::kuzu::Database) -> Vec<kuzu_sync_kuzu::DumpTable> {
     use kuzu_sync_kuzu::kuzu::{Connection, Value};
     let conn = Connection::new(db).unwrap();
     let tables: Vec<(String, String)> = conn

@@ -178,8 +178,7 @@ impl KuzuGraphStore {
         schema: &Schema,
     ) -> Result<bool, StoreError> {
         let mut new_nodes: BTreeMap<String, Vec<&[Value]>> = BTreeMap::new();
-        let mut new_edges: BTreeMap<(String, String, String), Vec<(&EdgeRef, &[Value])>> =
-            BTreeMap::new();
+        let mut new_edges: BTreeMap<EdgeGroup, Vec<(&EdgeRef, &[Value])>> = BTreeMap::new();
         let mut stmts = StatementCache::default();
         // Deletes first (the engine orders them first), then node upserts, then edges.
         for change in &batch.changes {
@@ -651,6 +650,12 @@ fn edge_tables<'s>(
     ))
 }
 
+/// (rel table, FROM table, TO table): new edges are inserted per group.
+type EdgeGroup = (String, String, String);
+
+/// A table to dump: name, columns, and for a rel table the FROM and TO primary keys.
+pub type DumpTable = (String, Vec<String>, Option<(String, String)>);
+
 /// A change that names a table the schema lacks: the engine never emits one.
 fn corrupt<T>(r: Result<T, kuzu_sync_engine::EngineError>) -> Result<T, StoreError> {
     r.map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -841,10 +846,7 @@ pub type TextDump = std::collections::BTreeMap<String, Vec<Vec<String>>>;
 /// (`CAST(x AS STRING)`), rows sorted: a dump that compares a replica with a database made
 /// by plain Kuzu, whatever the types. Rel rows are `[from key, to key, properties…]`
 /// (the hidden edge key is left out). `tables` gives (table, columns, Some((from pk, to pk)) for rel tables).
-pub fn text_dump(
-    db: &kuzu::Database,
-    tables: &[(String, Vec<String>, Option<(String, String)>)],
-) -> TextDump {
+pub fn text_dump(db: &kuzu::Database, tables: &[DumpTable]) -> TextDump {
     use kuzu::{Connection, Value};
     let conn = Connection::new(db).expect("connect");
     let mut out = std::collections::BTreeMap::new();
