@@ -33,7 +33,7 @@ proptest! {
     /// The convergence invariant with real Kuzu graphs: replicas that end with the same
     /// events hold identical Kuzu databases (and each equals its engine's view).
     #[test]
-    fn kuzu_replicas_converge(seed in any::<u64>(), replicas in 3usize..=4, steps in 5usize..30, keys in 2u64..5, schema in any::<bool>()) {
+    fn kuzu_replicas_converge(seed in any::<u64>(), replicas in 3usize..=5, steps in 5usize..30, keys in 2u64..5, schema in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let sc = Scenario { seed, replicas, steps, keys, schema_changes: schema, crash_percent: 5 };
         run(&mut KuzuBackend::new(dir.path()), &sc).unwrap();

@@ -459,3 +459,162 @@ fn unknown_table_and_wrong_type_are_rejected_locally_naming_the_input() {
         "{err}"
     );
 }
+
+/// Engines sharing the simulator's base schema (User, City, Follows, LivesIn, Marries) and
+/// users 1..=3.
+fn sim_pair() -> (Engine, Engine) {
+    let mut a = Engine::new(peer("a"));
+    let mut b = Engine::new(peer("b"));
+    let mut ops: Vec<Op> = crate::sim::base_schema()
+        .into_iter()
+        .map(Op::Schema)
+        .collect();
+    for i in 1..=3 {
+        ops.push(Op::AddNode {
+            table: "User".into(),
+            props: vec![("id".into(), Value::Int64(i))],
+        });
+    }
+    for op in ops {
+        let e = a.prepare(op, 1_000).unwrap();
+        a.apply(&e).unwrap();
+        b.apply(&e).unwrap();
+    }
+    let _ = (a.take_batch(), b.take_batch());
+    (a, b)
+}
+
+fn uref(i: i64) -> NodeRef {
+    NodeRef {
+        table: "User".into(),
+        key: Value::Int64(i),
+    }
+}
+
+fn rel(table: &str, from: i64, to: i64) -> EdgeRef {
+    EdgeRef {
+        table: table.into(),
+        from: uref(from),
+        to: uref(to),
+        key: String::new(),
+    }
+}
+
+#[test]
+fn an_edge_added_concurrently_with_deleting_its_endpoint_is_hidden_until_the_node_returns() {
+    let (mut a, mut b) = sim_pair();
+    let del = a.prepare(Op::DeleteNode(uref(2)), 2_000).unwrap();
+    let add = b
+        .prepare(
+            Op::AddEdge {
+                edge: rel("Follows", 1, 2),
+                props: vec![],
+            },
+            2_000,
+        )
+        .unwrap();
+    for e in [&del, &add] {
+        a.apply(e).unwrap();
+    }
+    for e in [&add, &del] {
+        b.apply(e).unwrap();
+    }
+    assert_eq!(a.dump(), b.dump());
+    assert!(a.dump()["Follows"].is_empty(), "no dangling edge");
+    // b had materialized the edge; its batch removes it again (never a dangling edge in Kuzu).
+    let (batch, _) = b.take_batch();
+    assert!(batch
+        .changes
+        .iter()
+        .any(|c| matches!(c, GraphChange::DeleteEdge(_) | GraphChange::DeleteNode(_))));
+    // Re-adding user 2 brings the concurrent edge back; an edge the delete had seen stays gone.
+    let readd = a
+        .prepare(
+            Op::AddNode {
+                table: "User".into(),
+                props: vec![("id".into(), Value::Int64(2))],
+            },
+            3_000,
+        )
+        .unwrap();
+    a.apply(&readd).unwrap();
+    b.apply(&readd).unwrap();
+    assert_eq!(a.dump()["Follows"].len(), 1);
+    assert_eq!(a.dump(), b.dump());
+}
+
+#[test]
+fn a_node_delete_removes_the_edges_it_had_seen_for_good() {
+    let (mut a, mut b) = sim_pair();
+    let add = a
+        .prepare(
+            Op::AddEdge {
+                edge: rel("Follows", 1, 2),
+                props: vec![],
+            },
+            2_000,
+        )
+        .unwrap();
+    a.apply(&add).unwrap();
+    b.apply(&add).unwrap();
+    let del = b.prepare(Op::DeleteNode(uref(2)), 3_000).unwrap();
+    b.apply(&del).unwrap();
+    a.apply(&del).unwrap();
+    let readd = a
+        .prepare(
+            Op::AddNode {
+                table: "User".into(),
+                props: vec![("id".into(), Value::Int64(2))],
+            },
+            4_000,
+        )
+        .unwrap();
+    a.apply(&readd).unwrap();
+    b.apply(&readd).unwrap();
+    assert!(a.dump()["Follows"].is_empty(), "{:?}", a.dump()["Follows"]);
+    assert_eq!(a.dump(), b.dump());
+}
+
+#[test]
+fn one_one_concurrent_marriages_keep_one_per_person_and_never_break_the_constraint() {
+    let (mut a, mut b) = sim_pair();
+    // a: 1 marries 2; b: 1 marries 3 (later). Both sides of ONE_ONE are constrained.
+    let ea = a
+        .prepare(
+            Op::AddEdge {
+                edge: rel("Marries", 1, 2),
+                props: vec![],
+            },
+            2_000,
+        )
+        .unwrap();
+    let eb = b
+        .prepare(
+            Op::AddEdge {
+                edge: rel("Marries", 1, 3),
+                props: vec![],
+            },
+            2_500,
+        )
+        .unwrap();
+    for e in [&ea, &eb] {
+        a.apply(e).unwrap();
+    }
+    for e in [&eb, &ea] {
+        b.apply(e).unwrap();
+    }
+    let rows = &a.dump()["Marries"];
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][3], Value::Int64(3), "the later edge wins");
+    assert_eq!(a.dump(), b.dump());
+    // Deleting the winner lets the other one show.
+    let del = a
+        .prepare(Op::DeleteEdge(rel("Marries", 1, 3)), 3_000)
+        .unwrap();
+    a.apply(&del).unwrap();
+    b.apply(&del).unwrap();
+    let rows = &a.dump()["Marries"];
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][3], Value::Int64(2));
+    assert_eq!(a.dump(), b.dump());
+}
