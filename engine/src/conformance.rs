@@ -687,6 +687,15 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
         ],
         multiplicity: Multiplicity::ManyMany,
     };
+    let likes = RelTableDef {
+        name: "Likes".into(),
+        connections: vec![("P".into(), "P".into())],
+        columns: vec![
+            col("weight", DataType::Double),
+            col("note", DataType::String),
+        ],
+        multiplicity: Multiplicity::ManyMany,
+    };
     let boss = RelTableDef {
         name: "Boss".into(),
         connections: vec![("P".into(), "P".into())],
@@ -698,12 +707,14 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
         SchemaOp::CreateNodeTable(every.clone()),
         SchemaOp::CreateRelTable(knows.clone()),
         SchemaOp::CreateRelTable(boss.clone()),
+        SchemaOp::CreateRelTable(likes.clone()),
     ];
     let mut changes: Vec<GraphChange> = vec![
         GraphChange::CreateTable(TableDef::Node(p.clone())),
         GraphChange::CreateTable(TableDef::Node(every.clone())),
         GraphChange::CreateTable(TableDef::Rel(knows.clone())),
         GraphChange::CreateTable(TableDef::Rel(boss.clone())),
+        GraphChange::CreateTable(TableDef::Rel(likes)),
     ];
     for row in every_rows.iter() {
         changes.push(GraphChange::UpsertNode {
@@ -712,23 +723,57 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
             is_new: true,
         });
     }
-    // 300 people: enough edges below to take the bulk (COPY) path of a store that has one.
+    // 300 people: enough rows to take the bulk (COPY) paths of a store that has them. Some
+    // names are hard for a CSV path: empty, NULL, quotes, commas, line breaks.
     for i in 0..300 {
+        let name = match i {
+            1 => Value::Null,
+            2 => Value::String("line one\nline \"two\", three".into()),
+            _ => Value::String(format!("p{i}")),
+        };
         changes.push(GraphChange::UpsertNode {
             node: node("P", Value::Int64(i)),
-            values: vec![Value::Int64(i), Value::String(format!("p{i}"))],
+            values: vec![Value::Int64(i), name],
             is_new: true,
         });
     }
     out.push(step(&mut schema, ops, changes));
-    // Many new edges at once, multi-edges included.
+    // Many new edges at once, multi-edges included; and many new nodes into a table that is
+    // not empty.
     let mut changes = Vec::new();
+    for i in 300..550 {
+        changes.push(GraphChange::UpsertNode {
+            node: node("P", Value::Int64(i)),
+            values: vec![Value::Int64(i), Value::String(format!("late {i}"))],
+            is_new: true,
+        });
+    }
     for i in 0..300 {
         changes.push(GraphChange::UpsertEdge {
             edge: edge("Knows", i, (i + 1) % 300, ""),
             values: vec![
                 Value::Int64(2000 + i),
                 Value::List(vec![Value::String("x".into())]),
+            ],
+            is_new: true,
+        });
+    }
+    // Simple-typed edges: a store's fastest bulk path (Kuzu: a CSV file and COPY).
+    for i in 0..250 {
+        changes.push(GraphChange::UpsertEdge {
+            edge: edge(
+                "Likes",
+                i,
+                (i * 3 + 1) % 300,
+                if i % 50 == 0 { "k, \"q\"" } else { "" },
+            ),
+            values: vec![
+                Value::Double(i as f64 / 3.0),
+                if i == 7 {
+                    Value::Null
+                } else {
+                    Value::String(format!("n{i}\n,x"))
+                },
             ],
             is_new: true,
         });
@@ -748,7 +793,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
     let changes = vec![
         GraphChange::UpsertNode {
             node: node("P", Value::Int64(1)),
-            values: vec![Value::Int64(1), Value::String("renamed".into())],
+            values: vec![Value::Int64(1), Value::String(String::new())],
             is_new: false,
         },
         GraphChange::UpsertNode {

@@ -14,7 +14,9 @@
 //!   ONE_ONE table it has the greatest priority (latest live add) among the existing edges
 //!   that share its constrained endpoint.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::change::{ApplyBatch, GraphChange};
@@ -120,13 +122,13 @@ impl Engine {
             schema: Schema::default(),
             applied: VersionVector::new(),
             hlc: Hlc::default(),
-            peer_hlcs: HashMap::new(),
-            nodes: HashMap::new(),
-            edges: HashMap::new(),
-            adjacency: HashMap::new(),
+            peer_hlcs: HashMap::default(),
+            nodes: HashMap::default(),
+            edges: HashMap::default(),
+            adjacency: HashMap::default(),
             tracking: true,
-            before_nodes: HashMap::new(),
-            before_edges: HashMap::new(),
+            before_nodes: HashMap::default(),
+            before_edges: HashMap::default(),
             edges_added: BTreeSet::new(),
             ddl: Vec::new(),
             rebuild: BTreeSet::new(),

@@ -8,6 +8,7 @@
 //! on primary keys, since Kuzu plans `UNWIND … MATCH` as a full scan.
 
 pub mod convert;
+pub mod csv;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -192,7 +193,7 @@ impl KuzuGraphStore {
                         conn,
                         &q,
                         vec![
-                            ("k", KValue::String(e.key.clone())),
+                            ("k", KValue::String(stored_key(&e.key))),
                             ("f", to_bare_param(&e.from.key, pk_f)),
                             ("t", to_bare_param(&e.to.key, pk_t)),
                         ],
@@ -235,7 +236,7 @@ impl KuzuGraphStore {
                             conn,
                             &q,
                             vec![
-                                ("k", KValue::String(edge.key.clone())),
+                                ("k", KValue::String(stored_key(&edge.key))),
                                 ("f", to_bare_param(&edge.from.key, pk_type(from))),
                                 ("t", to_bare_param(&edge.to.key, pk_type(to))),
                             ],
@@ -271,7 +272,7 @@ impl KuzuGraphStore {
                     let names: Vec<String> =
                         (0..rel.columns.len()).map(|i| format!("c{i}")).collect();
                     let mut params = vec![
-                        ("k", KValue::String(edge.key.clone())),
+                        ("k", KValue::String(stored_key(&edge.key))),
                         ("f", to_bare_param(&edge.from.key, pk_type(from))),
                         ("t", to_bare_param(&edge.to.key, pk_type(to))),
                     ];
@@ -285,11 +286,11 @@ impl KuzuGraphStore {
             // Node inserts must precede edge inserts that reference them: flush pending
             // node inserts before the first edge change.
         }
+        let mut copied = false;
         for (table, rows) in &new_nodes {
             let t = corrupt(schema.node_table(table))?;
-            self.insert_nodes(conn, &mut stmts, t, rows)?;
+            copied |= self.insert_nodes(conn, &mut stmts, t, rows)?;
         }
-        let mut copied = false;
         for ((rel, from, to), edges) in &new_edges {
             let rel = corrupt(schema.rel_table(rel))?;
             let from = corrupt(schema.node_table(from))?;
@@ -369,7 +370,14 @@ impl KuzuGraphStore {
         stmts: &mut StatementCache,
         t: &NodeTableDef,
         rows: &[&[Value]],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        if rows.len() >= COPY_THRESHOLD
+            && t.columns.iter().all(|c| csv::csv_safe(&c.ty))
+            && rows.iter().all(|r| csv::csv_values_safe(r.iter()))
+        {
+            self.copy_nodes_csv(conn, t, rows)?;
+            return Ok(true);
+        }
         let bulk: Vec<usize> = (0..t.columns.len())
             .filter(|&i| !contains_union(&t.columns[i].ty))
             .collect();
@@ -452,7 +460,7 @@ impl KuzuGraphStore {
                 )?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn insert_edges(
@@ -490,7 +498,7 @@ impl KuzuGraphStore {
             let names: Vec<String> = (0..rel.columns.len()).map(|i| format!("c{i}")).collect();
             for (e, values) in edges {
                 let mut params = vec![
-                    ("k", KValue::String(e.key.clone())),
+                    ("k", KValue::String(stored_key(&e.key))),
                     ("f", to_bare_param(&e.from.key, pk_f)),
                     ("t", to_bare_param(&e.to.key, pk_t)),
                 ];
@@ -501,7 +509,20 @@ impl KuzuGraphStore {
             }
             return Ok(false);
         }
-        // Many new edges: COPY from a subquery over the parameter list.
+        if std::iter::once(pk_f)
+            .chain(std::iter::once(pk_t))
+            .chain(rel.columns.iter().map(|c| &c.ty))
+            .all(csv::csv_safe)
+            && edges.iter().all(|(e, values)| {
+                csv::csv_values_safe([&e.from.key, &e.to.key].into_iter().chain(values.iter()))
+            })
+        {
+            self.copy_edges_csv(conn, rel, from, to, edges)?;
+            return Ok(true);
+        }
+        // Many new edges of other types: COPY from a subquery over the parameter list, its
+        // columns in Kuzu's own order.
+        let order = kuzu_columns(conn, &rel.name)?;
         let mut fields = vec![
             ("f".to_string(), param_type(pk_f)),
             ("t".to_string(), param_type(pk_t)),
@@ -513,17 +534,15 @@ impl KuzuGraphStore {
                 .enumerate()
                 .map(|(i, c)| (format!("c{i}"), param_type(&c.ty))),
         );
-        let mut ret = vec![
-            param_expr("r.f", pk_f),
-            param_expr("r.t", pk_t),
-            "r.k".to_string(),
-        ];
-        ret.extend(
-            rel.columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| param_expr(&format!("r.c{i}"), &c.ty)),
-        );
+        let mut ret = vec![param_expr("r.f", pk_f), param_expr("r.t", pk_t)];
+        for name in &order {
+            if name == EDGE_KEY_COLUMN {
+                ret.push("r.k".to_string());
+            } else {
+                let i = column_position(&rel.columns, name, &rel.name)?;
+                ret.push(param_expr(&format!("r.c{i}"), &rel.columns[i].ty));
+            }
+        }
         let opts = if rel.connections.len() > 1 {
             format!(" (from='{}', to='{}')", from.name, to.name)
         } else {
@@ -542,7 +561,7 @@ impl KuzuGraphStore {
                     let mut f = vec![
                         ("f".to_string(), to_param(&e.from.key, pk_f)),
                         ("t".to_string(), to_param(&e.to.key, pk_t)),
-                        ("k".to_string(), KValue::String(e.key.clone())),
+                        ("k".to_string(), KValue::String(stored_key(&e.key))),
                     ];
                     f.extend(
                         rel.columns
@@ -578,6 +597,88 @@ impl KuzuGraphStore {
         Ok(true)
     }
 
+    fn copy_nodes_csv(
+        &self,
+        conn: &Connection,
+        t: &NodeTableDef,
+        rows: &[&[Value]],
+    ) -> Result<(), StoreError> {
+        let order: Vec<usize> = kuzu_columns(conn, &t.name)?
+            .iter()
+            .map(|name| column_position(&t.columns, name, &t.name))
+            .collect::<Result<_, _>>()?;
+        let mut file = csv::CsvFile::new(self.dir(), &t.name);
+        for row in rows {
+            file.row(order.iter().map(|&i| &row[i]));
+        }
+        self.copy_file(conn, &t.name, "", &file)
+    }
+
+    fn copy_edges_csv(
+        &self,
+        conn: &Connection,
+        rel: &RelTableDef,
+        from: &NodeTableDef,
+        to: &NodeTableDef,
+        edges: &[(&EdgeRef, &[Value])],
+    ) -> Result<(), StoreError> {
+        // None stands for the edge key.
+        let order: Vec<Option<usize>> = kuzu_columns(conn, &rel.name)?
+            .iter()
+            .map(|name| {
+                if name == EDGE_KEY_COLUMN {
+                    Ok(None)
+                } else {
+                    column_position(&rel.columns, name, &rel.name).map(Some)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let mut file = csv::CsvFile::new(self.dir(), &rel.name);
+        for (e, values) in edges {
+            let key = Value::String(stored_key(&e.key));
+            let fields =
+                [&e.from.key, &e.to.key]
+                    .into_iter()
+                    .chain(order.iter().map(|o| match o {
+                        None => &key,
+                        Some(i) => &values[*i],
+                    }));
+            file.row(fields);
+        }
+        let opts = if rel.connections.len() > 1 {
+            format!("from='{}', to='{}'", from.name, to.name)
+        } else {
+            String::new()
+        };
+        self.copy_file(conn, &rel.name, &opts, &file)
+    }
+
+    fn copy_file(
+        &self,
+        conn: &Connection,
+        table: &str,
+        extra_opts: &str,
+        file: &csv::CsvFile,
+    ) -> Result<(), StoreError> {
+        let (path, mut opts) = file
+            .finish()
+            .map_err(|e| StoreError::backend(format!("writing a COPY file for {table}"), e))?;
+        if !extra_opts.is_empty() {
+            opts = format!("{}, {extra_opts})", &opts[..opts.len() - 1]);
+        }
+        let path = path
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'");
+        run(conn, &format!("COPY {} FROM '{path}' {opts}", ident(table)))
+    }
+
+    /// The folder of the database file, where COPY files are written.
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     fn read_watermark(&self, conn: &Connection) -> Result<VersionVector, StoreError> {
         let q = format!("MATCH (m:{META_TABLE}) WHERE m.k = 'watermark' RETURN m.v");
         let rows: Vec<Vec<KValue>> = conn
@@ -598,6 +699,39 @@ fn sidecar(path: &Path, ext: &str) -> PathBuf {
     s.push(".");
     s.push(ext);
     PathBuf::from(s)
+}
+
+/// An edge key as stored in `_ks_eid`: prefixed, so that the default (empty) key is not an
+/// empty string, which Kuzu's CSV reader would read as NULL.
+fn stored_key(key: &str) -> String {
+    format!("={key}")
+}
+
+/// The property names of a Kuzu table in Kuzu's own order, which COPY follows. It can differ
+/// from the engine's resolved order (columns added concurrently arrive in different orders).
+fn kuzu_columns(conn: &Connection, table: &str) -> Result<Vec<String>, StoreError> {
+    let q = format!(
+        "CALL table_info('{}') RETURN name",
+        table.replace('\'', "\\'")
+    );
+    Ok(query_rows(conn, &q)?
+        .into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(KValue::String(s)) => Some(s),
+            _ => None,
+        })
+        .collect())
+}
+
+fn column_position(columns: &[Column], name: &str, table: &str) -> Result<usize, StoreError> {
+    columns
+        .iter()
+        .position(|c| c.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "Kuzu table {table} has a column {name} that the replicated schema lacks"
+            ))
+        })
 }
 
 /// `MATCH (n:T {pk: $k})`, anchored on the primary-key index.
@@ -802,7 +936,14 @@ impl GraphStore for KuzuGraphStore {
                         ];
                         types.extend(r.columns.iter().cloned());
                         for row in query_rows(&conn, &q)? {
-                            let mut v = typed_row(row, &types, &q)?.into_iter();
+                            let mut v = typed_row(row, &types, &q)?.into_iter().enumerate().map(
+                                |(i, v)| match v {
+                                    Value::String(s) if i == 2 => {
+                                        Value::String(s.strip_prefix('=').unwrap_or(&s).to_string())
+                                    }
+                                    other => other,
+                                },
+                            );
                             let mut full = vec![
                                 Value::String(ft.name.clone()),
                                 v.next().unwrap_or(Value::Null),
