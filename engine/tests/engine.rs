@@ -40,3 +40,75 @@ fn memory_graph_store_conformance() {
         &mut kuzu_sync_engine::memory::MemoryGraphStore::new,
     );
 }
+
+/// A received event that names an unknown column or carries a wrongly typed value is refused
+/// with an error naming the event, and nothing of the import is applied (all or nothing),
+/// even the valid events before it.
+#[test]
+fn an_invalid_received_event_rejects_the_whole_import() {
+    use kuzu_sync_engine::memory::MemoryGraphStore;
+    use kuzu_sync_engine::sim::base_schema;
+    use kuzu_sync_engine::{
+        Entity, FixedClock, MemoryEventStore, NodeRef, Op, PeerId, Replica, Value, VersionVector,
+    };
+    let mut a = Replica::create(
+        MemoryEventStore::default(),
+        MemoryGraphStore::new(),
+        PeerId::new("a").unwrap(),
+        Box::new(FixedClock(1_000)),
+    )
+    .unwrap();
+    let mut ops: Vec<Op> = base_schema().into_iter().map(Op::Schema).collect();
+    ops.push(Op::AddNode {
+        table: "User".into(),
+        props: vec![("id".into(), Value::Int64(1))],
+    });
+    ops.push(Op::Update {
+        entity: Entity::Node(NodeRef {
+            table: "User".into(),
+            key: Value::Int64(1),
+        }),
+        prop: "name".into(),
+        value: Value::from("ok"),
+    });
+    a.write(ops).unwrap();
+    let good = a.events_since(&VersionVector::new()).unwrap();
+    for (what, tamper) in [
+        ("wrong type", Value::Int64(5)),
+        ("unknown column", Value::from("x")),
+    ] {
+        let mut events = good.clone();
+        let last = events.last_mut().unwrap();
+        if let Op::Update { prop, value, .. } = &mut last.op {
+            *value = tamper;
+            if what == "unknown column" {
+                *prop = "shoe_size".into();
+            }
+        }
+        let bad_id = last.id.to_string();
+        let mut b = Replica::create(
+            MemoryEventStore::default(),
+            MemoryGraphStore::new(),
+            PeerId::new("b").unwrap(),
+            Box::new(FixedClock(2_000)),
+        )
+        .unwrap();
+        let err = b.import(events).unwrap_err().to_string();
+        assert!(
+            err.contains(&bad_id),
+            "{what}: the error names the event: {err}"
+        );
+        assert!(
+            b.version_vector().is_empty(),
+            "{what}: nothing applied, not even the valid events before it"
+        );
+        assert_eq!(
+            b.status().unwrap().stored_events,
+            0,
+            "{what}: nothing logged"
+        );
+        // The untampered events still import.
+        b.import(good.clone()).unwrap();
+        assert_eq!(b.dump().unwrap(), a.dump().unwrap());
+    }
+}

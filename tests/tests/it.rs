@@ -7,14 +7,28 @@ use kuzu_sync_sqlite::SqliteEventStore;
 use kuzu_sync_tests::KuzuBackend;
 use proptest::prelude::*;
 
+/// The suite twice: with the default thresholds, and with low ones so that its batches take
+/// the COPY paths (CSV files, COPY from a parameter list, the checkpointed commit).
 #[test]
 fn kuzu_graph_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
-    let mut n = 0;
-    kuzu_sync_engine::conformance::graph_store_suite(&mut || {
-        n += 1;
-        KuzuGraphStore::open(&dir.path().join(format!("g{n}.kuzu")), &KuzuConfig::small()).unwrap()
-    });
+    for (name, config) in [
+        ("default", KuzuConfig::small()),
+        (
+            "copy",
+            KuzuConfig {
+                node_copy_threshold: 100,
+                edge_copy_threshold: 100,
+                ..KuzuConfig::small()
+            },
+        ),
+    ] {
+        let mut n = 0;
+        kuzu_sync_engine::conformance::graph_store_suite(&mut || {
+            n += 1;
+            KuzuGraphStore::open(&dir.path().join(format!("{name}{n}.kuzu")), &config).unwrap()
+        });
+    }
 }
 
 #[test]

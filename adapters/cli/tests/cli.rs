@@ -366,7 +366,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 fn sigkill_during_import_loses_nothing_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let a = replica(dir.path(), "a", "node_a");
-    // ~6,000 events: nodes, edges, counter increments.
+    // ~6,100 events: nodes, edges, counter increments.
     let mut ops = String::new();
     for i in 0..800 {
         ops.push_str(&format!(
@@ -378,10 +378,14 @@ fn sigkill_during_import_loses_nothing_and_applies_nothing_twice() {
             "{{\"op\":\"add_node\",\"table\":\"Product\",\"props\":{{\"id\":{i},\"stock\":0}}}}\n"
         ));
     }
-    for i in 0..800 {
+    // 1,200 edges: above the store's COPY threshold, so the import takes the COPY path and its
+    // two-step (data, checkpoint, watermark) commit.
+    for i in 0..1200 {
         ops.push_str(&format!(
-            "{{\"op\":\"add_edge\",\"table\":\"Follows\",\"from\":\"u{i}\",\"to\":\"u{}\",\"props\":{{\"since\":{i}}}}}\n",
-            (i * 7 + 1) % 800
+            "{{\"op\":\"add_edge\",\"table\":\"Follows\",\"from\":\"u{}\",\"to\":\"u{}\",\"key\":\"{}\",\"props\":{{\"since\":{i}}}}}\n",
+            i % 800,
+            (i * 7 + 1) % 800,
+            i / 800
         ));
     }
     ok(ks_stdin(&["write", p(&a)], &ops));

@@ -30,9 +30,13 @@ use convert::{
 /// Name of the hidden node table that holds replica metadata (the apply watermark).
 pub const META_TABLE: &str = "_ks_meta";
 
-/// Edges per `COPY` statement; below [`COPY_THRESHOLD`] new edges use single-row statements,
-/// because each COPY has a fixed cost of about a tenth of a second.
-const COPY_THRESHOLD: usize = 200;
+/// Below this many new edges in a batch, single-row statements; from it on, `COPY`. A batch
+/// that uses COPY also pays a `CHECKPOINT` (see `apply`), so the threshold is high enough for
+/// the checkpoint to pay off.
+pub const EDGE_COPY_THRESHOLD: usize = 1_000;
+/// From this many new nodes of one table in a batch, `COPY` from a CSV file instead of
+/// `UNWIND … CREATE` (which needs no checkpoint).
+pub const NODE_COPY_THRESHOLD: usize = 20_000;
 /// Rows per `UNWIND $rows CREATE` statement.
 const UNWIND_CHUNK: usize = 10_000;
 
@@ -44,6 +48,10 @@ pub struct KuzuConfig {
     pub max_db_bytes: u64,
     pub threads: u64,
     pub read_only: bool,
+    /// See [`NODE_COPY_THRESHOLD`].
+    pub node_copy_threshold: usize,
+    /// See [`EDGE_COPY_THRESHOLD`].
+    pub edge_copy_threshold: usize,
 }
 
 impl Default for KuzuConfig {
@@ -53,6 +61,8 @@ impl Default for KuzuConfig {
             max_db_bytes: 64 << 30,
             threads: 2,
             read_only: false,
+            node_copy_threshold: NODE_COPY_THRESHOLD,
+            edge_copy_threshold: EDGE_COPY_THRESHOLD,
         }
     }
 }
@@ -65,6 +75,8 @@ impl KuzuConfig {
             max_db_bytes: 4 << 30,
             threads: 1,
             read_only: false,
+            node_copy_threshold: NODE_COPY_THRESHOLD,
+            edge_copy_threshold: EDGE_COPY_THRESHOLD,
         }
     }
 }
@@ -77,6 +89,8 @@ fn kerr(context: impl Into<String>, e: kuzu::Error) -> StoreError {
 pub struct KuzuGraphStore {
     db: Database,
     path: PathBuf,
+    node_copy_threshold: usize,
+    edge_copy_threshold: usize,
 }
 
 impl std::fmt::Debug for KuzuGraphStore {
@@ -116,6 +130,8 @@ impl KuzuGraphStore {
         let store = KuzuGraphStore {
             db,
             path: path.to_path_buf(),
+            node_copy_threshold: config.node_copy_threshold.max(1),
+            edge_copy_threshold: config.edge_copy_threshold.max(1),
         };
         if !config.read_only {
             let conn = store.conn()?;
@@ -371,7 +387,7 @@ impl KuzuGraphStore {
         t: &NodeTableDef,
         rows: &[&[Value]],
     ) -> Result<bool, StoreError> {
-        if rows.len() >= COPY_THRESHOLD
+        if rows.len() >= self.node_copy_threshold
             && t.columns.iter().all(|c| csv::csv_safe(&c.ty))
             && rows.iter().all(|r| csv::csv_values_safe(r.iter()))
         {
@@ -475,7 +491,7 @@ impl KuzuGraphStore {
         let pk_f = pk_type(from);
         let pk_t = pk_type(to);
         let has_union = rel.columns.iter().any(|c| contains_union(&c.ty));
-        if edges.len() < COPY_THRESHOLD || has_union {
+        if edges.len() < self.edge_copy_threshold || has_union {
             let mut props = vec![format!("{}: $k", EDGE_KEY_COLUMN)];
             props.extend(rel.columns.iter().enumerate().map(|(i, c)| {
                 format!(
