@@ -489,6 +489,18 @@ pub fn every_type_table() -> (NodeTableDef, Vec<Vec<Value>>) {
             Value::Null,
         ),
         (
+            col("ivs", DataType::List(Box::new(DataType::Interval))),
+            Value::List(vec![
+                Value::Interval {
+                    months: 14,
+                    days: 3,
+                    micros: 1_500_000,
+                },
+                Value::Null,
+            ]),
+            Value::Null,
+        ),
+        (
             col("list", DataType::List(Box::new(DataType::Int64))),
             Value::List(vec![Value::Int64(1), Value::Null, Value::Int64(3)]),
             Value::Null,

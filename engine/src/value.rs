@@ -300,8 +300,17 @@ impl Value {
             | (Value::TimestampNs(_), DataType::TimestampNs)
             | (Value::TimestampMs(_), DataType::TimestampMs)
             | (Value::TimestampSec(_), DataType::TimestampSec)
-            | (Value::TimestampTz(_), DataType::TimestampTz)
-            | (Value::Interval { .. }, DataType::Interval) => true,
+            | (Value::TimestampTz(_), DataType::TimestampTz) => true,
+            // Kuzu 0.11 cannot parse an interval with a negative part back from text, which
+            // is how intervals reach it exactly; such a value would stall apply everywhere.
+            (
+                Value::Interval {
+                    months,
+                    days,
+                    micros,
+                },
+                DataType::Interval,
+            ) => *months >= 0 && *days >= 0 && *micros >= 0,
             (
                 Value::Decimal { mantissa, scale },
                 DataType::Decimal {

@@ -173,6 +173,13 @@ pub fn to_param(v: &Value, ty: &DataType) -> KValue {
 /// The text Kuzu's CAST from STRING accepts for a value (its CSV literal syntax).
 pub fn literal_text(v: &Value) -> String {
     match v {
+        // Kuzu's interval parser does not read every form it prints ("… 00:00:01.5"), but it
+        // reads explicit units, as in its CSV files.
+        Value::Interval {
+            months,
+            days,
+            micros,
+        } => format!("{months} months {days} days {micros} us"),
         Value::Union { value, .. } => literal_text(value),
         Value::List(items) => {
             let inner: Vec<String> = items.iter().map(nested_literal).collect();
@@ -450,6 +457,7 @@ fn from_text(s: &str, ty: &DataType) -> Result<Value, String> {
                 micros,
             })
         }
-        other => Err(format!("cannot read {other} from text {s:?}")),
+        // A nested type with an interval inside, read as Kuzu's text form of the whole value.
+        other => text::parse_value(s, other),
     }
 }

@@ -551,7 +551,7 @@ fn every_type_of_default_round_trips() {
         ("TIMESTAMP_SEC", Value::TimestampSec(12345)),
         ("TIMESTAMP_TZ", Value::TimestampTz(-5)),
         ("INTERVAL", {
-            let (months, days, micros) = parse_interval("-1 years 3 days 01:00:00.5").unwrap();
+            let (months, days, micros) = parse_interval("1 years 3 days 01:00:00.5").unwrap();
             Value::Interval {
                 months,
                 days,

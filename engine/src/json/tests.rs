@@ -300,9 +300,9 @@ fn values_round_trip_through_json() {
         (
             "INTERVAL",
             Value::Interval {
-                months: -14,
+                months: 14,
                 days: 3,
-                micros: -1,
+                micros: 1,
             },
         ),
         (
