@@ -181,6 +181,9 @@ struct TableEntry {
 pub struct Schema {
     /// Keyed by lower-cased name: Kuzu names are case-insensitive.
     tables: BTreeMap<String, TableEntry>,
+    /// Each table's resolved spelling → its key in `tables`, so that the common lookup (by
+    /// the spelling events carry) allocates nothing.
+    spellings: BTreeMap<String, String>,
     /// (table, column) → (stamp, policy), last writer wins.
     policies: BTreeMap<(String, String), (Stamp, Policy)>,
     /// Number of schema ops applied.
@@ -190,6 +193,9 @@ pub struct Schema {
 impl Schema {
     /// Case-insensitive table lookup, as Kuzu does.
     pub fn table(&self, name: &str) -> Option<&TableDef> {
+        if let Some(key) = self.spellings.get(name) {
+            return self.tables.get(key).map(|e| &e.resolved);
+        }
         self.tables
             .get(&name.to_ascii_lowercase())
             .map(|e| &e.resolved)
@@ -452,6 +458,14 @@ impl Schema {
         };
         if change != TableChange::None {
             self.version += 1;
+        }
+        if let Some(entry) = self.tables.get(&op.table().to_ascii_lowercase()) {
+            self.spellings
+                .retain(|_, key| *key != op.table().to_ascii_lowercase());
+            self.spellings.insert(
+                entry.resolved.name().to_string(),
+                op.table().to_ascii_lowercase(),
+            );
         }
         change
     }

@@ -608,6 +608,12 @@ impl Engine {
     }
 
     fn check_remote_value(&self, table: &str, column: &str, v: &Value) -> Result<(), EngineError> {
+        // The common case: the value fits the column's resolved type.
+        if let Some(c) = self.schema.table(table).and_then(|t| t.column(column)) {
+            if v.conforms_to(&c.ty) {
+                return Ok(());
+            }
+        }
         let types = self.schema.declared_types(table, column);
         if types.is_empty() {
             return Err(EngineError::UnknownColumn {

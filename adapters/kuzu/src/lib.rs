@@ -222,7 +222,7 @@ impl KuzuGraphStore {
                 }
                 GraphChange::UpsertNode { node, values, .. } if batch.may_exist => {
                     let t = corrupt(schema.node_table(&node.table))?;
-                    self.merge_node(conn, &mut stmts, t, node, values)?;
+                    self.write_node(conn, &mut stmts, t, node, values, true)?;
                 }
                 GraphChange::UpsertNode {
                     node,
@@ -238,7 +238,7 @@ impl KuzuGraphStore {
                     is_new: false,
                 } => {
                     let t = corrupt(schema.node_table(&node.table))?;
-                    self.update_node(conn, &mut stmts, t, node, values)?;
+                    self.write_node(conn, &mut stmts, t, node, values, false)?;
                 }
                 GraphChange::UpsertEdge {
                     edge,
@@ -299,9 +299,8 @@ impl KuzuGraphStore {
                 }
                 _ => {}
             }
-            // Node inserts must precede edge inserts that reference them: flush pending
-            // node inserts before the first edge change.
         }
+        // New nodes before new edges, which may reference them.
         let mut copied = false;
         for (table, rows) in &new_nodes {
             let t = corrupt(schema.node_table(table))?;
@@ -316,49 +315,20 @@ impl KuzuGraphStore {
         Ok(copied)
     }
 
-    fn update_node(
+    /// `MATCH (n:T {pk}) SET …` for an existing node, or with `merge` the idempotent
+    /// `MERGE (n:T {pk}) SET …`, harmless if the node is there already.
+    fn write_node(
         &self,
         conn: &Connection,
         stmts: &mut StatementCache,
         t: &NodeTableDef,
         node: &NodeRef,
         values: &[Value],
+        merge: bool,
     ) -> Result<(), StoreError> {
-        let mut sets = Vec::new();
-        let mut params = Vec::new();
         let names: Vec<String> = (0..t.columns.len()).map(|i| format!("c{i}")).collect();
-        for (i, c) in t.columns.iter().enumerate() {
-            if c.name == t.primary_key {
-                continue;
-            }
-            sets.push(format!(
-                "n.{} = {}",
-                ident(&c.name),
-                param_expr(&format!("${}", names[i]), &c.ty)
-            ));
-            params.push((names[i].as_str(), to_bare_param(&values[i], &c.ty)));
-        }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let q = format!("{} SET {}", match_node(t), sets.join(", "));
-        params.push(("k", to_bare_param(&node.key, pk_type(t))));
-        stmts.execute(conn, &q, params)
-    }
-
-    /// `MERGE (n:T {pk}) SET …`: an insert that is harmless if the node is there already.
-    fn merge_node(
-        &self,
-        conn: &Connection,
-        stmts: &mut StatementCache,
-        t: &NodeTableDef,
-        node: &NodeRef,
-        values: &[Value],
-    ) -> Result<(), StoreError> {
-        let merge = match_node(t).replacen("MATCH", "MERGE", 1);
         let mut sets = Vec::new();
         let mut params = vec![("k", to_bare_param(&node.key, pk_type(t)))];
-        let names: Vec<String> = (0..t.columns.len()).map(|i| format!("c{i}")).collect();
         for (i, c) in t.columns.iter().enumerate() {
             if c.name == t.primary_key {
                 continue;
@@ -370,10 +340,17 @@ impl KuzuGraphStore {
             ));
             params.push((names[i].as_str(), to_bare_param(&values[i], &c.ty)));
         }
-        let q = if sets.is_empty() {
-            merge
+        let head = if merge {
+            match_node(t).replacen("MATCH", "MERGE", 1)
+        } else if sets.is_empty() {
+            return Ok(());
         } else {
-            format!("{merge} SET {}", sets.join(", "))
+            match_node(t)
+        };
+        let q = if sets.is_empty() {
+            head
+        } else {
+            format!("{head} SET {}", sets.join(", "))
         };
         stmts.execute(conn, &q, params)
     }
