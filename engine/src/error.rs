@@ -39,6 +39,12 @@ pub enum EngineError {
     Equivocation { id: EventId },
     #[error("cannot parse {what}: {reason}")]
     Parse { what: String, reason: String },
+    /// An error in one line of a multi-line input (1-based).
+    #[error("line {line}: {source}")]
+    AtLine {
+        line: usize,
+        source: Box<EngineError>,
+    },
 }
 
 impl EngineError {

@@ -824,5 +824,92 @@ fn describe_connections(rel: &RelTableDef) -> String {
         .join(", ")
 }
 
+/// Parses JSON op lines (the `kuzu-sync write` format) against `schema`, which evolves with
+/// the lines' own schema changes: a `{"op":"ddl","cypher":"…"}` line makes its tables usable
+/// by the lines after it. Blank lines and lines starting with `#` or `//` are skipped. Every
+/// op comes with its 1-based line number; an error names the line.
+pub fn parse_op_lines(text: &str, schema: &Schema) -> Result<Vec<(usize, Op)>, EngineError> {
+    let mut schema = schema.clone();
+    let mut ops = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("//") {
+            continue;
+        }
+        let at = |source: EngineError| EngineError::AtLine {
+            line: i + 1,
+            source: Box::new(source),
+        };
+        let json: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            at(EngineError::Parse {
+                what: "op".into(),
+                reason: format!("malformed JSON: {e}"),
+            })
+        })?;
+        if json.get("op").and_then(|v| v.as_str()) == Some("ddl") {
+            let cypher = json.get("cypher").and_then(|v| v.as_str()).ok_or_else(|| {
+                at(EngineError::Parse {
+                    what: "ddl op".into(),
+                    reason: "it needs a \"cypher\" string".into(),
+                })
+            })?;
+            for op in schema_ops(cypher, &mut schema).map_err(at)? {
+                ops.push((i + 1, Op::Schema(op)));
+            }
+            continue;
+        }
+        let op = op_from_json(line, &schema).map_err(at)?;
+        if let Op::Schema(s) = &op {
+            schema.validate(s).map_err(at)?;
+            apply_provisionally(&mut schema, s);
+        }
+        ops.push((i + 1, op));
+    }
+    Ok(ops)
+}
+
+/// Parses a DDL script against `schema` (which it updates), skipping `IF NOT EXISTS`
+/// statements for tables or columns that exist. Errors name the statement.
+pub fn schema_ops(cypher: &str, schema: &mut Schema) -> Result<Vec<SchemaOp>, EngineError> {
+    let mut out = Vec::new();
+    for parsed in crate::ddl::parse_ddl(cypher)? {
+        let exists = match &parsed.op {
+            SchemaOp::CreateNodeTable(t) => schema.table(&t.name).is_some(),
+            SchemaOp::CreateRelTable(t) => schema.table(&t.name).is_some(),
+            SchemaOp::AddColumn { table, column } => schema
+                .table(table)
+                .is_some_and(|t| t.column(&column.name).is_some()),
+            SchemaOp::SetPolicy { .. } => false,
+        };
+        if exists && parsed.if_not_exists {
+            continue;
+        }
+        schema
+            .validate(&parsed.op)
+            .map_err(|e| EngineError::Parse {
+                what: parsed.text.trim().to_string(),
+                reason: e.to_string(),
+            })?;
+        apply_provisionally(schema, &parsed.op);
+        out.push(parsed.op);
+    }
+    Ok(out)
+}
+
+/// Applies a schema op to a scratch copy of the schema so later lines can use it. The stamp
+/// sorts after every real one; the copy is thrown away.
+fn apply_provisionally(schema: &mut Schema, op: &SchemaOp) {
+    let n = schema.version;
+    let stamp = crate::clock::Stamp {
+        hlc: crate::clock::Hlc {
+            wall_ms: u64::MAX,
+            logical: n as u32,
+        },
+        peer: crate::clock::PeerId::new("provisional").expect("valid peer id"),
+        counter: n,
+    };
+    schema.apply(op, &stamp);
+}
+
 #[cfg(test)]
 mod tests;

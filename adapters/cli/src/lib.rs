@@ -52,8 +52,6 @@ pub enum Error {
     NotAReplica(PathBuf),
     #[error("{0} is already a replica")]
     AlreadyExists(PathBuf),
-    #[error("line {line}: {message}")]
-    Line { line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -693,3 +693,33 @@ fn op_errors_name_the_problem() {
         }
     );
 }
+
+#[test]
+fn op_lines_use_the_tables_their_ddl_lines_create_and_errors_name_the_line() {
+    let text = r#"
+# a comment
+{"op":"ddl","cypher":"CREATE NODE TABLE T(id INT64, n INT64, PRIMARY KEY(id))"}
+{"op":"set_policy","table":"T","prop":"n","policy":"counter"}
+{"op":"add_node","table":"t","props":{"id":1}}
+"#;
+    let ops = parse_op_lines(text, &Schema::default()).unwrap();
+    assert_eq!(
+        ops.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert!(matches!(&ops[2].1, Op::AddNode { table, .. } if table == "T"));
+    let err = parse_op_lines(
+        &format!("{text}{{\"op\":\"add_node\",\"table\":\"T\",\"props\":{{\"id\":\"x\"}}}}\n"),
+        &Schema::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("line 6: "), "{err}");
+    let err = parse_op_lines("{nope", &Schema::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("line 1: ") && err.contains("malformed JSON"),
+        "{err}"
+    );
+}
