@@ -308,9 +308,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 .partition(|e| !r.engine.is_applied(&e.id));
             let order = causal_order(fresh, r.engine.version_vector())?;
             // `apply` checks each event once its causal past is applied (schema checks
-            // need the tables its author had).
-            for e in &order {
+            // need the tables its author had). Progress: applying in memory is the first
+            // half of the work, storing and writing the graph the second.
+            let total = order.len() as u64 * 2;
+            for (i, e) in order.iter().enumerate() {
                 r.engine.apply(e)?;
+                if i % 10_000 == 9_999 {
+                    progress(i as u64 + 1, total);
+                }
             }
             let mut to_store = order.clone();
             to_store.extend(dups.iter().cloned());
@@ -318,7 +323,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             let (batch, conflicts) = r.engine.take_batch();
             r.conflicts.extend(conflicts);
             r.apply_batch(&batch)?;
-            progress(order.len() as u64, order.len() as u64);
+            progress(total, total);
             Ok(ImportOutcome {
                 received,
                 applied: order.len(),
