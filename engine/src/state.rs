@@ -231,6 +231,16 @@ impl Engine {
                         })
                     }
                 }
+                // The key goes first: a received add_node is keyed by its first property,
+                // whatever primary key the receiver's schema resolves to at that moment (a
+                // concurrent create of the same table may disagree), so that every replica
+                // gives the node the same identity.
+                let pk_pos = out
+                    .iter()
+                    .position(|(n, _)| n.eq_ignore_ascii_case(&def.primary_key))
+                    .expect("checked above");
+                let pk = out.remove(pk_pos);
+                out.insert(0, pk);
                 Ok(Op::AddNode {
                     table: def.name.clone(),
                     props: out,
@@ -533,19 +543,22 @@ impl Engine {
                 }
             },
             Op::AddNode { table, props } => {
-                let def = self.schema.node_table(table)?;
-                let mut has_pk = false;
-                for (name, v) in props {
-                    self.check_remote_value(table, name, v)?;
-                    if name.eq_ignore_ascii_case(&def.primary_key) && !v.is_null() {
-                        has_pk = true;
+                // The table must exist, of either kind: a concurrent create of the other kind
+                // may have won, and the event must still be accepted (its rows stay hidden).
+                self.schema
+                    .table(table)
+                    .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                match props.first() {
+                    Some((_, v)) if !v.is_null() => {}
+                    _ => {
+                        return Err(EngineError::InvalidOp {
+                            table: table.clone(),
+                            reason: "add_node without a primary key first".into(),
+                        })
                     }
                 }
-                if !has_pk {
-                    return Err(EngineError::InvalidOp {
-                        table: table.clone(),
-                        reason: format!("add_node without primary key {}", def.primary_key),
-                    });
+                for (name, v) in props {
+                    self.check_remote_value(table, name, v)?;
                 }
                 Ok(())
             }
@@ -590,19 +603,26 @@ impl Engine {
         }
     }
 
+    /// A received node reference: its table exists (of either kind, see `check_op`) and its
+    /// key is not null. The key's type is not checked against the resolved key column, which
+    /// a concurrent create may have changed; a key that does not fit leaves the node hidden.
     fn check_remote_node(&self, n: &NodeRef) -> Result<(), EngineError> {
-        let def = self.schema.node_table(&n.table)?;
+        self.schema
+            .table(&n.table)
+            .ok_or_else(|| EngineError::UnknownTable(n.table.clone()))?;
         if n.key.is_null() {
             return Err(EngineError::InvalidOp {
                 table: n.table.clone(),
                 reason: "null primary key".into(),
             });
         }
-        self.check_remote_value(&def.name, &def.primary_key, &n.key)
+        Ok(())
     }
 
     fn check_remote_edge(&self, e: &EdgeRef) -> Result<(), EngineError> {
-        self.schema.rel_table(&e.table)?;
+        self.schema
+            .table(&e.table)
+            .ok_or_else(|| EngineError::UnknownTable(e.table.clone()))?;
         self.check_remote_node(&e.from)?;
         self.check_remote_node(&e.to)
     }
@@ -656,12 +676,8 @@ impl Engine {
         match &e.op {
             Op::Schema(s) => self.apply_schema(s, &stamp, &e.id),
             Op::AddNode { table, props } => {
-                let def = self.schema.node_table(table)?.clone();
-                let key = props
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&def.primary_key))
-                    .map(|(_, v)| v.clone())
-                    .expect("checked primary key");
+                // Keyed by the first property, the author's primary key (see `prepare`).
+                let key = props.first().map(|(_, v)| v.clone()).expect("checked");
                 let n = NodeRef {
                     table: table.to_ascii_lowercase(),
                     key,
@@ -690,10 +706,7 @@ impl Engine {
                 }
                 let state = self.nodes.get_mut(&n).expect("just inserted");
                 state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
-                for (name, value) in props {
-                    if name.eq_ignore_ascii_case(&def.primary_key) {
-                        continue;
-                    }
+                for (name, value) in &props[1..] {
                     self.write_prop(&Entity::Node(n.clone()), name, value, &stamp, &deps, &e.id);
                 }
             }
@@ -848,7 +861,9 @@ impl Engine {
             TableChange::None | TableChange::PolicyChanged => {}
             TableChange::Created => {
                 let def = self.schema.table(s.table()).expect("created").clone();
-                self.ddl.push(GraphChange::CreateTable(def));
+                if let Some(def) = self.materializable(&def) {
+                    self.ddl.push(GraphChange::CreateTable(def));
+                }
             }
             TableChange::ColumnsAdded(columns) => self.ddl.push(GraphChange::AddColumns {
                 table: table_name,
@@ -1001,8 +1016,37 @@ impl Engine {
 
     // --------------------------------------------------------- visibility (reads)
 
+    /// Visible: alive, its table resolves to a node table, and its key fits that table's
+    /// key type (after competing creates of one table, some nodes may not).
     fn node_exists(&self, n: &NodeRef) -> bool {
-        self.nodes.get(n).is_some_and(|s| s.live_add(&[]).is_some())
+        self.nodes.get(n).is_some_and(|s| s.live_add(&[]).is_some()) && self.node_fits_schema(n)
+    }
+
+    fn node_fits_schema(&self, n: &NodeRef) -> bool {
+        match self.schema.node_table(&n.table) {
+            Ok(def) => def
+                .columns
+                .iter()
+                .find(|c| c.name == def.primary_key)
+                .is_some_and(|pk| !n.key.is_null() && n.key.conforms_to(&pk.ty)),
+            Err(_) => false,
+        }
+    }
+
+    /// A table definition as a store can hold it: a rel table keeps only the FROM/TO pairs
+    /// that are node tables now (None if none is). Competing creates of one name with
+    /// different kinds can leave a rel table pointing at a table that is not a node table.
+    fn materializable(&self, def: &TableDef) -> Option<TableDef> {
+        match def {
+            TableDef::Node(_) => Some(def.clone()),
+            TableDef::Rel(r) => {
+                let mut r = r.clone();
+                r.connections.retain(|(f, t)| {
+                    self.schema.node_table(f).is_ok() && self.schema.node_table(t).is_ok()
+                });
+                (!r.connections.is_empty()).then_some(TableDef::Rel(r))
+            }
+        }
     }
 
     /// The latest live add of the edge, counting deletes of its endpoints; None if dead.
@@ -1235,7 +1279,9 @@ impl Engine {
                 changes.push(GraphChange::DropTable(t.name().to_string()));
             }
             for t in nodes.iter().chain(rels.iter()) {
-                changes.push(GraphChange::CreateTable((*t).clone()));
+                if let Some(def) = self.materializable(t) {
+                    changes.push(GraphChange::CreateTable(def));
+                }
             }
         }
 
