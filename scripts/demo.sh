@@ -9,7 +9,15 @@ source scripts/env.sh
 DATA="${DEMO_DATA:-$(cd .. && pwd)/shared/datasets/demo-db}"
 [ -d "$DATA" ] || { echo "demo data not found at $DATA (set DEMO_DATA)" >&2; exit 1; }
 
-echo "== building (the first build compiles KuzuDB's C++: ~35 minutes on 2 cores)" >&2
+# Kuzu's C++ build needs cmake, ninja and ccache (the latter two keep rebuilds fast).
+if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null || ! command -v ccache >/dev/null; then
+  echo "== installing cmake, ninja-build and ccache" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq cmake ninja-build ccache >/dev/null
+fi
+
+echo "== building (the first build compiles KuzuDB's C++: 35-45 minutes on 2 cores)" >&2
 cargo build --workspace --all-targets --quiet
 KS="$CARGO_TARGET_DIR/debug/kuzu-sync"
 

@@ -193,6 +193,10 @@ pub struct Schema {
 impl Schema {
     /// Case-insensitive table lookup, as Kuzu does.
     pub fn table(&self, name: &str) -> Option<&TableDef> {
+        // Internal keys are lower case already; events carry the resolved spelling.
+        if let Some(e) = self.tables.get(name) {
+            return Some(&e.resolved);
+        }
         if let Some(key) = self.spellings.get(name) {
             return self.tables.get(key).map(|e| &e.resolved);
         }
