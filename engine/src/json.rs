@@ -593,9 +593,7 @@ impl<'a> Reader<'a> {
             )));
         }
         let pk = node
-            .columns
-            .iter()
-            .find(|c| c.name == node.primary_key)
+            .key_column()
             .ok_or_else(|| self.invalid(format!("table {} has no key column", node.name)))?;
         self.typed(&node.name, pk, j)
     }

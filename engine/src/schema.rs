@@ -55,6 +55,18 @@ pub struct NodeTableDef {
     pub primary_key: String,
 }
 
+impl NodeTableDef {
+    /// The primary-key column. `None` only for a definition that has not been validated.
+    pub fn key_column(&self) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == self.primary_key)
+    }
+
+    /// The position of the primary-key column among `columns`.
+    pub fn key_index(&self) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == self.primary_key)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RelTableDef {
     pub name: String,
@@ -328,14 +340,10 @@ impl Schema {
         match op {
             SchemaOp::CreateNodeTable(def) => {
                 validate_columns(&def.name, &def.columns)?;
-                let pk = def
-                    .columns
-                    .iter()
-                    .find(|c| c.name == def.primary_key)
-                    .ok_or_else(|| EngineError::InvalidSchema {
-                        table: def.name.clone(),
-                        reason: format!("primary key {} is not a column", def.primary_key),
-                    })?;
+                let pk = def.key_column().ok_or_else(|| EngineError::InvalidSchema {
+                    table: def.name.clone(),
+                    reason: format!("primary key {} is not a column", def.primary_key),
+                })?;
                 if !pk.ty.is_valid_primary_key() {
                     return Err(EngineError::InvalidSchema {
                         table: def.name.clone(),

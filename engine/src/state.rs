@@ -388,11 +388,7 @@ impl Engine {
 
     fn canonical_node(&self, n: &NodeRef) -> Result<NodeRef, EngineError> {
         let def = self.schema.node_table(&n.table)?;
-        let pk = def
-            .columns
-            .iter()
-            .find(|c| c.name == def.primary_key)
-            .expect("validated primary key");
+        let pk = def.key_column().expect("validated primary key");
         if n.key.is_null() || !n.key.conforms_to(&pk.ty) {
             return Err(EngineError::TypeMismatch {
                 table: def.name.clone(),
@@ -1025,9 +1021,7 @@ impl Engine {
     fn node_fits_schema(&self, n: &NodeRef) -> bool {
         match self.schema.node_table(&n.table) {
             Ok(def) => def
-                .columns
-                .iter()
-                .find(|c| c.name == def.primary_key)
+                .key_column()
                 .is_some_and(|pk| !n.key.is_null() && n.key.conforms_to(&pk.ty)),
             Err(_) => false,
         }

@@ -199,6 +199,17 @@ mod review {
     }
 
     impl Net {
+        /// Full exchange, then the checks every scenario ends with: all replicas equal, every
+        /// row well formed, and the whole log replayed in `orders` random causal orders.
+        pub fn finish(&mut self, orders: u64) {
+            self.sync_all();
+            self.assert_converged();
+            for e in &self.engines {
+                assert_well_formed(e);
+            }
+            check_orders(&self.log.clone(), orders);
+        }
+
         pub fn new(n: usize) -> Self {
             let names = ["a", "b", "c", "d", "e"];
             Net {
@@ -680,12 +691,7 @@ fn competing_rel_multiplicity_rebuild_converges() {
     net.sync(2, 1);
     net.sync(1, 0);
     net.write(0, Op::DeleteEdge(eref("Boss", user(1), user(1))), 4_000);
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 30);
+    net.finish(30);
 }
 
 /// Competing node definitions (column order, types, defaults) rebuild the node table and
@@ -784,12 +790,7 @@ fn node_table_rebuild_keeps_attached_edges() {
     // a learns b's events (rebuild + user delete in one batch), then c's.
     net.sync(1, 0);
     net.sync(2, 0);
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 30);
+    net.finish(30);
 }
 
 /// A policy change concurrent with increments and sets: the value does not depend on the
@@ -863,12 +864,7 @@ fn node_delete_concurrent_with_many_one_edge_add_and_readd() {
         Op::DeleteEdge(eref("LivesIn", user(1), city("Lima"))),
         2_600,
     );
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 40);
+    net.finish(40);
 }
 
 /// ONE_ONE chains: the winner of one group decides the visibility of the edges of the
@@ -902,12 +898,7 @@ fn one_one_chains_emit_every_visibility_change() {
     net.write(0, Op::DeleteEdge(eref("Marries", user(3), user(2))), 3_205);
     net.write(0, add_edge("Marries", user(3), user(4)), 3_210);
     net.write(2, add_edge("Marries", user(1), user(2)), 3_220);
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 40);
+    net.finish(40);
 }
 
 /// add_node of a node that already exists (here and concurrently elsewhere), with edges
@@ -950,12 +941,7 @@ fn add_node_of_existing_node_with_edges_and_concurrent_delete() {
         add_node("User", vec![("id", Value::Int64(1)), ("name", "bo".into())]),
         2_200,
     );
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 40);
+    net.finish(40);
 }
 
 /// Concurrent ADD COLUMN of one name with different types (and a counter policy on one):
@@ -1006,12 +992,7 @@ fn concurrent_add_column_types_with_counters_converge() {
     net.sync(0, 2);
     net.write(2, inc(u1.clone(), "score", Value::Int64(5)), 3_500);
     net.sync(1, 2);
-    net.sync_all();
-    net.assert_converged();
-    for e in &net.engines {
-        assert_well_formed(e);
-    }
-    check_orders(&net.log.clone(), 40);
+    net.finish(40);
 }
 
 /// The simulator's scenario with competing table definitions: every replica first creates

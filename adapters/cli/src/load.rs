@@ -181,12 +181,7 @@ fn source_columns(replica: &KuzuReplica, def: &TableDef) -> Result<Vec<DataType>
             })?;
             let pk = |name: &str| -> Result<DataType, Error> {
                 let n = schema.node_table(name)?;
-                Ok(n.columns
-                    .iter()
-                    .find(|c| c.name == n.primary_key)
-                    .expect("validated primary key")
-                    .ty
-                    .clone())
+                Ok(n.key_column().expect("validated primary key").ty.clone())
             };
             let mut cols = vec![pk(f)?, pk(t)?];
             cols.extend(r.columns.iter().map(|c| c.ty.clone()));

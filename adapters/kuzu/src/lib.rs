@@ -427,11 +427,7 @@ impl KuzuGraphStore {
                 )
             })?;
         }
-        let pk = t
-            .columns
-            .iter()
-            .position(|c| c.name == t.primary_key)
-            .expect("validated primary key");
+        let pk = t.key_index().expect("validated primary key");
         for (i, c) in t.columns.iter().enumerate() {
             if !contains_union(&c.ty) {
                 continue;
@@ -759,11 +755,7 @@ fn run(conn: &Connection, q: &str) -> Result<(), StoreError> {
 }
 
 fn pk_type(t: &NodeTableDef) -> &DataType {
-    &t.columns
-        .iter()
-        .find(|c| c.name == t.primary_key)
-        .expect("validated primary key")
-        .ty
+    &t.key_column().expect("validated primary key").ty
 }
 
 fn edge_tables<'s>(
