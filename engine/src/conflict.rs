@@ -42,7 +42,7 @@ impl ConflictSide {
 pub struct Conflict {
     #[serde(rename = "type")]
     pub kind: ConflictKind,
-    /// `last_write_wins`, `cumulative`, `delete_wins`, `add_wins`, `latest_edge_wins`,
+    /// `last_write_wins`, `cumulative`, `online_wins`, `delete_wins`, `add_wins`, `latest_edge_wins`,
     /// `earliest_definition_wins`, `null_on_type_mismatch`.
     pub strategy: &'static str,
     /// The entity, e.g. `User(Alice)` or `Adam-[Follows]->Karissa`.

@@ -114,10 +114,14 @@ pub enum Op {
         prop: String,
         delta: Value,
     },
+    /// A hub's statement that every event in this event's causal past (`deps`) has reached
+    /// the shared history, in that order relative to the hub's earlier seals. It changes no
+    /// row; it orders writes for the `online_wins` policy.
+    Seal,
 }
 
 impl Op {
-    /// The table the op writes to.
+    /// The table the op writes to ("" for a seal, which writes to none).
     pub fn table(&self) -> &str {
         match self {
             Op::Schema(s) => s.table(),
@@ -126,6 +130,7 @@ impl Op {
             Op::AddEdge { edge, .. } => &edge.table,
             Op::DeleteEdge(e) => &e.table,
             Op::Update { entity, .. } | Op::Increment { entity, .. } => entity.table(),
+            Op::Seal => "",
         }
     }
 
@@ -138,6 +143,7 @@ impl Op {
             Op::DeleteEdge(_) => "delete_edge",
             Op::Update { .. } => "update",
             Op::Increment { .. } => "increment",
+            Op::Seal => "seal",
         }
     }
 }

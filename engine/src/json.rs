@@ -393,12 +393,16 @@ pub fn op_from_json(line: &str, schema: &Schema) -> Result<Op, EngineError> {
         "delete_node" => r.delete_node(),
         "delete_edge" => r.delete_edge(),
         "set_policy" => r.set_policy(),
+        "seal" => {
+            r.check_fields(&["op"], "seal")?;
+            Ok(Op::Seal)
+        }
         "ddl" => Err(r.invalid(
             "\"ddl\" ops carry Cypher DDL: parse their \"cypher\" with ddl::parse_ddl".into(),
         )),
         other => Err(r.invalid(format!(
             "unknown op {other:?} (expected add_node, add_edge, update, increment, \
-             delete_node, delete_edge or set_policy)"
+             delete_node, delete_edge, set_policy or seal)"
         ))),
     }
 }
@@ -451,6 +455,7 @@ pub fn op_to_json(op: &Op) -> J {
             put("op", "delete_edge".into());
             edge_to_json(&mut put, e);
         }
+        Op::Seal => put("op", "seal".into()),
         Op::Schema(SchemaOp::SetPolicy {
             table,
             column,
@@ -476,6 +481,7 @@ fn policy_name(p: Policy) -> &'static str {
     match p {
         Policy::Lww => "lww",
         Policy::Counter => "counter",
+        Policy::OnlineWins => "online_wins",
     }
 }
 
@@ -799,12 +805,13 @@ impl<'a> Reader<'a> {
         let policy = match self.str_field("policy")?.to_ascii_lowercase().as_str() {
             "lww" => Policy::Lww,
             "counter" => Policy::Counter,
-            other => {
-                return Err(EngineError::InvalidOp {
-                    table: def.name().to_string(),
-                    reason: format!("unknown policy {other:?} (expected \"lww\" or \"counter\")"),
-                })
-            }
+            "online_wins" => Policy::OnlineWins,
+            other => return Err(EngineError::InvalidOp {
+                table: def.name().to_string(),
+                reason: format!(
+                    "unknown policy {other:?} (expected \"lww\", \"counter\" or \"online_wins\")"
+                ),
+            }),
         };
         Ok(Op::Schema(SchemaOp::SetPolicy {
             table: def.name().to_string(),

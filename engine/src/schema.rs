@@ -126,6 +126,9 @@ pub enum Policy {
     Lww,
     /// `increment` deltas sum, each exactly once; a set resets the deltas it has seen.
     Counter,
+    /// Among concurrent writes, the one a hub sealed first wins (see `Op::Seal`); writes no
+    /// hub has sealed yet resolve as `Lww` meanwhile.
+    OnlineWins,
 }
 
 impl Policy {
@@ -133,6 +136,7 @@ impl Policy {
         match self {
             Policy::Lww => "last_write_wins",
             Policy::Counter => "cumulative",
+            Policy::OnlineWins => "online_wins",
         }
     }
 }

@@ -96,6 +96,11 @@ pub fn base_schema() -> Vec<SchemaOp> {
             column: "stock".into(),
             policy: Policy::Counter,
         },
+        SchemaOp::SetPolicy {
+            table: "City".into(),
+            column: "pop".into(),
+            policy: Policy::OnlineWins,
+        },
     ]
 }
 
@@ -131,6 +136,19 @@ pub fn random_op(rng: &mut Rng, keys: u64, schema_changes: bool) -> Op {
             key,
         }
     };
+    if rng.chance(8) {
+        // `online_wins`: concurrent sets of a city's population, and seals by any replica
+        // (so the sequencer, too, is contested).
+        return if rng.chance(50) {
+            Op::Seal
+        } else {
+            Op::Update {
+                entity: Entity::Node(city(rng)),
+                prop: "pop".into(),
+                value: Value::Int64(rng.below(1000) as i64),
+            }
+        };
+    }
     match rng.below(if schema_changes { 100 } else { 96 }) {
         0..=17 => {
             let mut props = vec![("id".to_string(), Value::Int64(rng.below(keys) as i64))];

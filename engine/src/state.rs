@@ -38,8 +38,12 @@ struct Write {
 
 #[derive(Clone, Debug, Default)]
 struct PropState {
-    /// The winning set, if any.
+    /// The winning set by stamp, if any.
     reg: Option<Write>,
+    /// The other writes of the multi-value register: sets concurrent with `reg` and with
+    /// each other, not in the causal past of any later set. Almost always empty; the
+    /// `online_wins` policy chooses among `reg` and these.
+    others: Vec<Write>,
     /// Increments per peer, in counter order: (counter, delta).
     incs: BTreeMap<PeerId, Vec<(u64, Value)>>,
 }
@@ -68,6 +72,38 @@ impl EntityState {
                 counter: *c,
             })
             .max()
+    }
+}
+
+/// The hubs' seals (`Op::Seal`), for the `online_wins` policy.
+#[derive(Clone, Debug, Default)]
+struct Seals {
+    /// Per sealing peer, the causal past of each of its seals, in counter order (so each
+    /// contains the previous one).
+    by_peer: HashMap<PeerId, Vec<Arc<VersionVector>>>,
+    /// The sequencer: the author of the seal with the smallest stamp.
+    sequencer: Option<(Stamp, PeerId)>,
+}
+
+impl Seals {
+    /// The index of the sequencer's first seal that covers `id`, if any.
+    fn position(&self, id: &EventId) -> Option<usize> {
+        let (_, peer) = self.sequencer.as_ref()?;
+        let list = self.by_peer.get(peer)?;
+        let i = list.partition_point(|vv| !vv.contains(id));
+        (i < list.len()).then_some(i)
+    }
+
+    /// The `online_wins` winner among the register's writes: the earliest sealed (ties by
+    /// smaller stamp); if none is sealed, the latest stamp.
+    fn winner<'a>(&self, ps: &'a PropState) -> Option<&'a Write> {
+        let reg = ps.reg.as_ref()?;
+        std::iter::once(reg)
+            .chain(ps.others.iter())
+            .filter_map(|w| self.position(&w.stamp.id()).map(|p| (p, w)))
+            .min_by(|a, b| (a.0, &a.1.stamp).cmp(&(b.0, &b.1.stamp)))
+            .map(|(_, w)| w)
+            .or(Some(reg))
     }
 }
 
@@ -104,6 +140,9 @@ pub struct Engine {
     edges: HashMap<EdgeRef, EntityState>,
     /// Every edge attached to a node, either direction.
     adjacency: HashMap<NodeRef, BTreeSet<EdgeRef>>,
+    seals: Seals,
+    /// Properties whose register holds concurrent writes: (entity, lower-cased property).
+    contended: BTreeSet<(Entity, String)>,
 
     /// Whether changes and conflicts are being collected (off during silent replay).
     tracking: bool,
@@ -126,6 +165,8 @@ impl Engine {
             nodes: HashMap::default(),
             edges: HashMap::default(),
             adjacency: HashMap::default(),
+            seals: Seals::default(),
+            contended: BTreeSet::new(),
             tracking: true,
             before_nodes: HashMap::default(),
             before_edges: HashMap::default(),
@@ -190,6 +231,7 @@ impl Engine {
     /// Checks a local op and returns it with table and column names in the schema's spelling.
     fn validate_local(&self, op: Op) -> Result<Op, EngineError> {
         match op {
+            Op::Seal => Ok(Op::Seal),
             Op::Schema(s) => {
                 self.schema.validate(&s)?;
                 Ok(Op::Schema(s))
@@ -505,6 +547,7 @@ impl Engine {
 
     fn check_op(&self, op: &Op) -> Result<(), EngineError> {
         match op {
+            Op::Seal => Ok(()),
             Op::Schema(s) => match s {
                 SchemaOp::CreateNodeTable(_) | SchemaOp::CreateRelTable(_) => {
                     self.schema.validate_structure(s)
@@ -762,6 +805,7 @@ impl Engine {
                     self.unlink(&ed);
                 }
             }
+            Op::Seal => self.apply_seal(e, &stamp, &deps),
             Op::Update {
                 entity,
                 prop,
@@ -831,6 +875,19 @@ impl Engine {
     }
 
     fn apply_schema(&mut self, s: &SchemaOp, stamp: &Stamp, id: &EventId) {
+        if let SchemaOp::SetPolicy { table, .. } = s {
+            // Only `online_wins` reads the policy when resolving, and only where the
+            // register holds concurrent writes: those rows may change.
+            let touched: Vec<Entity> = self
+                .contended
+                .iter()
+                .filter(|(e, _)| e.table().eq_ignore_ascii_case(table))
+                .map(|(e, _)| e.clone())
+                .collect();
+            for e in touched {
+                self.touch_entity(&e);
+            }
+        }
         let competing_before = self.schema.has_competing_definitions(s.table());
         let change = self.schema.apply(s, stamp);
         let table_name = self
@@ -869,6 +926,59 @@ impl Engine {
                 self.rebuild.insert(table_name.to_ascii_lowercase());
             }
         }
+    }
+
+    /// Records a seal. Where it changes an `online_wins` winner, the row is recomputed and
+    /// the change recorded as a conflict.
+    fn apply_seal(&mut self, e: &Event, stamp: &Stamp, deps: &Arc<VersionVector>) {
+        let watched: Vec<(Entity, String)> = self
+            .contended
+            .iter()
+            .filter(|(ent, prop)| self.schema.policy(ent.table(), prop) == Policy::OnlineWins)
+            .cloned()
+            .collect();
+        let winners_before: Vec<Option<Stamp>> = watched
+            .iter()
+            .map(|(ent, prop)| self.online_winner(ent, prop))
+            .collect();
+        for (ent, _) in &watched {
+            self.touch_entity(ent);
+        }
+        let list = self.seals.by_peer.entry(e.id.peer.clone()).or_default();
+        let first = list.is_empty();
+        list.push(deps.clone());
+        if first && self.seals.sequencer.as_ref().is_none_or(|(s, _)| stamp < s) {
+            self.seals.sequencer = Some((stamp.clone(), e.id.peer.clone()));
+        }
+        for ((ent, prop), before) in watched.iter().zip(winners_before) {
+            let after = self.online_winner(ent, prop);
+            if after == before {
+                continue;
+            }
+            if let (Some(w), Some(l)) = (after, before) {
+                let resolved = self.property_value(ent, prop);
+                self.conflicts.push(Conflict {
+                    kind: ConflictKind::ConcurrentUpdate,
+                    strategy: Policy::OnlineWins.strategy_name(),
+                    entity: self.display_entity(ent).to_string(),
+                    property: Some(prop.clone()),
+                    winner: ConflictSide::new(&w.id(), "sealed first"),
+                    loser: ConflictSide::new(&l.id(), "sealed later or not at all"),
+                    resolved: resolved.map(|v| format!("{v:?}")),
+                    detected_at: e.id.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The stamp of the `online_wins` winner of one property's register.
+    fn online_winner(&self, entity: &Entity, prop: &str) -> Option<Stamp> {
+        let state = match entity {
+            Entity::Node(n) => self.nodes.get(n)?,
+            Entity::Edge(e) => self.edges.get(e)?,
+        };
+        let ps = state.props.get(prop)?;
+        self.seals.winner(ps).map(|w| w.stamp.clone())
     }
 
     fn note_delete_conflict(&mut self, entity: &Entity, prop: &str, e: &Event) {
@@ -916,13 +1026,16 @@ impl Engine {
         id: &EventId,
     ) {
         let key = prop.to_ascii_lowercase();
+        let policy = self.schema.policy(entity.table(), prop);
         let state = self.entity_mut(entity);
-        let ps = state.props.entry(key).or_default();
+        let ps = state.props.entry(key.clone()).or_default();
         let new = Write {
             stamp: stamp.clone(),
             value: value.clone(),
             deps: deps.clone(),
         };
+        // The multi-value register: drop what this write had seen, keep what it had not.
+        ps.others.retain(|w| !deps.contains(&w.stamp.id()));
         let (conflict, wins) = match &ps.reg {
             None => (None, true),
             Some(old) => {
@@ -940,15 +1053,43 @@ impl Engine {
                 (c, wins)
             }
         };
+        let concurrent_old = ps
+            .reg
+            .as_ref()
+            .filter(|old| !deps.contains(&old.stamp.id()))
+            .cloned();
         if wins {
+            if let Some(old) = concurrent_old {
+                ps.others.push(old);
+            }
             ps.reg = Some(new);
+        } else {
+            ps.others.push(new);
         }
-        if let Some((w, l)) = conflict {
-            let policy = self.schema.policy(entity.table(), prop);
+        let contended = !ps.others.is_empty();
+        let online = policy == Policy::OnlineWins;
+        let online_pick = online.then(|| self.online_winner(entity, &key));
+        let slot = (entity.clone(), key);
+        if contended {
+            self.contended.insert(slot);
+        } else {
+            self.contended.remove(&slot);
+        }
+        if let Some((mut w, mut l)) = conflict {
+            if let Some(Some(pick)) = online_pick {
+                if l.stamp == pick {
+                    std::mem::swap(&mut w, &mut l);
+                }
+            }
+            let strategy = if online {
+                Policy::OnlineWins.strategy_name()
+            } else {
+                Policy::Lww.strategy_name()
+            };
             let resolved = self.property_value(entity, prop);
             self.conflicts.push(Conflict {
                 kind: ConflictKind::ConcurrentUpdate,
-                strategy: Policy::Lww.strategy_name(),
+                strategy,
                 entity: self.display_entity(entity).to_string(),
                 property: Some(prop.to_string()),
                 winner: ConflictSide::new(&w.stamp.id(), format!("{:?}", w.value)),
@@ -956,7 +1097,6 @@ impl Engine {
                 resolved: resolved.map(|v| format!("{v:?}")),
                 detected_at: id.to_string(),
             });
-            let _ = policy;
         }
         {
             if let Some(col) = self
@@ -1118,6 +1258,11 @@ impl Engine {
         None
     }
 
+    /// The seals, if the column resolves by `online_wins`.
+    fn online(&self, table: &str, column: &str) -> Option<&Seals> {
+        (self.schema.policy(table, column) == Policy::OnlineWins).then_some(&self.seals)
+    }
+
     /// The resolved value of one property (None if the entity has no state).
     fn property_value(&self, entity: &Entity, prop: &str) -> Option<Value> {
         let table = self.schema.table(entity.table())?;
@@ -1141,6 +1286,7 @@ impl Engine {
             state.props.get(&col.name.to_ascii_lowercase()),
             cleared.as_ref(),
             col,
+            self.online(entity.table(), &col.name),
         ))
     }
 
@@ -1161,6 +1307,7 @@ impl Engine {
                             state.props.get(&c.name.to_ascii_lowercase()),
                             state.cleared.as_ref(),
                             c,
+                            self.online(&def.name, &c.name),
                         )
                     }
                 })
@@ -1537,12 +1684,17 @@ fn resolve_property(
     ps: Option<&PropState>,
     cleared: Option<&(Stamp, Arc<VersionVector>)>,
     col: &Column,
+    online: Option<&Seals>,
 ) -> Value {
     let unset = || col.default.clone().unwrap_or(Value::Null);
     let Some(ps) = ps else {
         return unset();
     };
-    let (base, base_deps): (Option<&Value>, Option<&VersionVector>) = match (&ps.reg, cleared) {
+    let set = match online {
+        Some(seals) => seals.winner(ps),
+        None => ps.reg.as_ref(),
+    };
+    let (base, base_deps): (Option<&Value>, Option<&VersionVector>) = match (set, cleared) {
         (Some(w), Some((s, d))) => {
             if w.stamp > *s {
                 (Some(&w.value), Some(&w.deps))

@@ -618,3 +618,117 @@ fn one_one_concurrent_marriages_keep_one_per_person_and_never_break_the_constrai
     assert_eq!(rows[0][3], Value::Int64(2));
     assert_eq!(a.dump(), b.dump());
 }
+
+/// SPEC §4: node_a, offline, sets `status = inactive`; node_b, online, sets `banned`, which
+/// the hub seals; when node_a comes back, `banned` wins everywhere, in every arrival order,
+/// even though node_a's write has the later timestamp.
+#[test]
+fn spec_offline_conflict_online_wins() {
+    let status_col = Column {
+        name: "status".into(),
+        ty: DataType::String,
+        default: None,
+    };
+    let (mut a, mut b) = pair();
+    let mut hub = Engine::new(peer("hub"));
+    let setup: Vec<Event> = {
+        let mut out = Vec::new();
+        for op in [
+            Op::Schema(SchemaOp::AddColumn {
+                table: "User".into(),
+                column: status_col,
+            }),
+            Op::Schema(SchemaOp::SetPolicy {
+                table: "User".into(),
+                column: "status".into(),
+                policy: Policy::OnlineWins,
+            }),
+        ] {
+            let e = a.prepare(op, 2_000).unwrap();
+            a.apply(&e).unwrap();
+            out.push(e);
+        }
+        out
+    };
+    let base = {
+        let mut v: Vec<Event> = Vec::new();
+        // Replay node_a's first events into b and the hub: b already has the schema ops.
+        let mut fresh = Engine::new(peer("node_a"));
+        for op in schema_ops() {
+            let e = fresh.prepare(op, 1_000).unwrap();
+            fresh.apply(&e).unwrap();
+            v.push(e);
+        }
+        v
+    };
+    for e in base.iter().chain(&setup) {
+        hub.apply(e).unwrap();
+    }
+    for e in &setup {
+        b.apply(e).unwrap();
+    }
+    let status = |e: &Engine| e.property_value(&norm_entity(&user()), "status").unwrap();
+    let set = |e: &mut Engine, v: &str, t: u64| {
+        let ev = e
+            .prepare(
+                Op::Update {
+                    entity: user(),
+                    prop: "status".into(),
+                    value: Value::from(v),
+                },
+                t,
+            )
+            .unwrap();
+        e.apply(&ev).unwrap();
+        ev
+    };
+    // node_b online: banned at t=3000, reaches the hub, which seals it.
+    let banned = set(&mut b, "banned", 3_000);
+    hub.apply(&banned).unwrap();
+    let seal1 = hub.prepare(Op::Seal, 3_100).unwrap();
+    hub.apply(&seal1).unwrap();
+    // node_a offline: inactive at t=9000, later than banned by the clock.
+    let inactive = set(&mut a, "inactive", 9_000);
+    assert_eq!(
+        status(&a),
+        Value::from("inactive"),
+        "provisional while offline"
+    );
+    // node_a comes back: the hub takes its write (and seals it second), then node_a
+    // receives banned and the first seal.
+    hub.apply(&inactive).unwrap();
+    let seal2 = hub.prepare(Op::Seal, 9_100).unwrap();
+    hub.apply(&seal2).unwrap();
+    assert_eq!(status(&hub), Value::from("banned"));
+    let (_, conflicts) = hub.take_batch();
+    let online_conflicts: Vec<&Conflict> = conflicts
+        .iter()
+        .filter(|c| c.strategy == Policy::OnlineWins.strategy_name())
+        .collect();
+    assert_eq!(online_conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(online_conflicts[0].winner.event, banned.id.to_string());
+    for e in [&banned, &seal1, &seal2] {
+        a.apply(e).unwrap();
+    }
+    assert_eq!(status(&a), Value::from("banned"));
+    for e in [&inactive, &seal1, &seal2] {
+        b.apply(e).unwrap();
+    }
+    assert_eq!(status(&b), Value::from("banned"));
+    // Plain LWW would have kept the later write: the register's latest stamp is
+    // `inactive`, so the policy made the difference.
+    let reg = a.nodes[&norm_node(&NodeRef {
+        table: "User".into(),
+        key: Value::from("user_123"),
+    })]
+        .props["status"]
+        .reg
+        .clone()
+        .unwrap();
+    assert_eq!(reg.value, Value::from("inactive"));
+    // A write made after seeing `banned` wins as usual.
+    let active = set(&mut a, "active", 10_000);
+    b.apply(&active).unwrap();
+    assert_eq!(status(&a), Value::from("active"));
+    assert_eq!(status(&b), Value::from("active"));
+}
