@@ -134,6 +134,13 @@ impl VersionVector {
         self.0.iter().map(|(p, c)| (p, *c))
     }
 
+    /// How many events this vector holds that `other` does not.
+    pub fn count_missing(&self, other: &VersionVector) -> u64 {
+        self.iter()
+            .map(|(p, c)| c.saturating_sub(other.get(p)))
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -806,12 +806,14 @@ impl<'a> Reader<'a> {
             "lww" => Policy::Lww,
             "counter" => Policy::Counter,
             "online_wins" => Policy::OnlineWins,
-            other => return Err(EngineError::InvalidOp {
-                table: def.name().to_string(),
-                reason: format!(
+            other => {
+                return Err(EngineError::InvalidOp {
+                    table: def.name().to_string(),
+                    reason: format!(
                     "unknown policy {other:?} (expected \"lww\", \"counter\" or \"online_wins\")"
                 ),
-            }),
+                })
+            }
         };
         Ok(Op::Schema(SchemaOp::SetPolicy {
             table: def.name().to_string(),

@@ -20,6 +20,7 @@ pub mod replica;
 pub mod schema;
 pub mod sim;
 pub mod state;
+pub mod sync;
 pub mod text;
 pub mod value;
 

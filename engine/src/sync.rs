@@ -1,0 +1,670 @@
+//! Live sync, protocol 1.0: the messages and the per-connection session state machine.
+//!
+//! Pure: a [`Session`] is fed received [`Message`]s and "the replica changed" ticks, and
+//! answers with [`Output`]s (messages to send, lifecycle events, close). It reads and
+//! imports through a [`Replica`], so it runs the same over memory, SQLite and Kuzu.
+//! Transports, framing and compression live in the `protocol` crate. ARCHITECTURE.md
+//! ("Live sync") has the semantics; PROTOCOL.md the wire format.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{PeerId, VersionVector};
+use crate::conflict::Conflict;
+use crate::event::{Event, Op};
+use crate::ports::{EventStore, GraphStore};
+use crate::replica::{Replica, ReplicaError};
+use crate::schema::Policy;
+
+/// The protocol version this build speaks. Peers must share the major version.
+pub const PROTOCOL_VERSION: &str = "1.0";
+/// Events per `Events` message.
+pub const DEFAULT_BATCH: usize = 4096;
+/// The capability of compressing frames with zstd.
+pub const CAP_ZSTD: &str = "zstd";
+
+/// A protocol message. New variants may be added in minor versions; a peer that cannot
+/// decode one closes the connection with an "unknown message type" error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// Client → server, first message.
+    Hello(Hello),
+    /// Server → client: the session is established.
+    Welcome(Welcome),
+    /// Server → client: the handshake is refused; the connection closes.
+    Refused(Refused),
+    /// A batch of events the receiver lacks, in causal order.
+    Events(Vec<Event>),
+    /// End of stored events: everything the sender held at the handshake has been sent.
+    Eose,
+    /// The receiver's version vector after importing.
+    Ack(VersionVector),
+    /// A fatal error; the sender closes the connection.
+    Error(String),
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Welcome(_) => "welcome",
+            Message::Refused(_) => "refused",
+            Message::Events(_) => "events",
+            Message::Eose => "eose",
+            Message::Ack(_) => "ack",
+            Message::Error(_) => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub peer: String,
+    pub protocol_version: String,
+    /// The application's schema version (0 if unset).
+    pub schema_version: u64,
+    pub capabilities: Vec<String>,
+    pub auth_token: Option<String>,
+    pub version_vector: VersionVector,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub peer: String,
+    pub protocol_version: String,
+    /// Always `established`.
+    pub status: String,
+    pub sync_mode: SyncMode,
+    pub schema_version: u64,
+    /// The capabilities both sides have.
+    pub capabilities: Vec<String>,
+    pub version_vector: VersionVector,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Only what the other side lacks, decided by version vectors.
+    Incremental,
+    /// The whole history: the other side has nothing to start from.
+    Full,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Incremental => "incremental",
+            SyncMode::Full => "full",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "code")]
+pub enum Refused {
+    /// The token is missing or wrong.
+    Auth { reason: String },
+    /// The major protocol versions differ.
+    ProtocolVersion { supported: String, got: String },
+    /// The client's schema version is older than the hub's.
+    Outdated { required: u64, got: u64 },
+    /// The peer id is invalid or is the hub's own.
+    Peer { reason: String },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Auth { reason } => write!(f, "authentication failed: {reason}"),
+            Refused::ProtocolVersion { supported, got } => write!(
+                f,
+                "protocol version {got:?} is not supported (this side speaks {supported})"
+            ),
+            Refused::Outdated { required, got } => write!(
+                f,
+                "schema version {got} is outdated: the hub requires {required} or newer"
+            ),
+            Refused::Peer { reason } => write!(f, "peer refused: {reason}"),
+        }
+    }
+}
+
+/// What happened on a session, for users (the CLI prints these as JSON lines).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Lifecycle {
+    /// The handshake completed with `peer`.
+    Connect {
+        peer: String,
+        status: &'static str,
+        protocol_version: String,
+        sync_mode: &'static str,
+    },
+    /// Stored events are being exchanged with `peer`.
+    Sync {
+        peer: String,
+        sending: usize,
+        remote_version_vector: VersionVector,
+    },
+    /// `peer` has sent all the events it held at the handshake.
+    Eose { peer: String },
+    /// Events from `peer` were applied here.
+    Change {
+        peer: String,
+        tables: Vec<String>,
+        events: usize,
+    },
+    /// A schema version newer than ours is required (or the peer runs a newer one).
+    Outdated { peer: String, required: u64 },
+    /// A conflict resolved while applying events from `peer`.
+    Conflict { peer: String, conflict: Conflict },
+    /// The handshake was refused (by either side).
+    Refused { reason: String },
+    /// The session failed; the connection closes.
+    Error { reason: String },
+}
+
+/// What the driver of a session must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send(Message),
+    Event(Lifecycle),
+    /// Close the connection (after sending what precedes).
+    Close,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The application schema version of this side.
+    pub schema_version: u64,
+    /// Client: the token to present. Server: the token required (None: open hub).
+    pub auth_token: Option<String>,
+    pub capabilities: Vec<String>,
+    pub batch_size: usize,
+    /// Server: write a seal after each import that brings events, when the schema has an
+    /// `online_wins` property. Hubs do.
+    pub seal: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            schema_version: 0,
+            auth_token: None,
+            capabilities: vec![CAP_ZSTD.to_string()],
+            batch_size: DEFAULT_BATCH,
+            seal: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Client: Hello not sent yet. Server: waiting for Hello.
+    Start,
+    /// Client: Hello sent, waiting for Welcome.
+    AwaitWelcome,
+    Established,
+    Closed,
+}
+
+/// One side of one connection.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    config: SessionConfig,
+    state: State,
+    remote: Option<String>,
+    /// What the remote holds, as far as we know: its vector at the handshake, joined with
+    /// everything sent to it and received from it.
+    remote_has: VersionVector,
+    /// What the remote has acknowledged holding.
+    remote_acked: VersionVector,
+    /// Everything we have sent on this session.
+    sent: VersionVector,
+    capabilities: Vec<String>,
+    got_eose: bool,
+    sent_eose: bool,
+}
+
+impl Session {
+    pub fn new(role: Role, config: SessionConfig) -> Self {
+        Session {
+            role,
+            config,
+            state: State::Start,
+            remote: None,
+            remote_has: VersionVector::new(),
+            remote_acked: VersionVector::new(),
+            sent: VersionVector::new(),
+            capabilities: Vec::new(),
+            got_eose: false,
+            sent_eose: false,
+        }
+    }
+
+    pub fn client(config: SessionConfig) -> Self {
+        Session::new(Role::Client, config)
+    }
+
+    pub fn server(config: SessionConfig) -> Self {
+        Session::new(Role::Server, config)
+    }
+
+    pub fn is_client(&self) -> bool {
+        self.role == Role::Client
+    }
+
+    /// The remote's peer id, once the handshake has named it.
+    pub fn remote(&self) -> Option<&str> {
+        self.remote.as_deref()
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The capabilities both sides have (after the handshake).
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    pub fn compression(&self) -> bool {
+        self.capabilities.iter().any(|c| c == CAP_ZSTD)
+    }
+
+    /// One-shot sync is complete: the remote's stored events are all here and it has
+    /// acknowledged everything we sent.
+    pub fn is_synced(&self) -> bool {
+        self.is_established()
+            && self.got_eose
+            && self.sent_eose
+            && self.remote_acked.dominates(&self.sent)
+    }
+
+    /// Client: the opening message.
+    pub fn start<E: EventStore, G: GraphStore>(&mut self, replica: &Replica<E, G>) -> Vec<Output> {
+        assert_eq!(self.role, Role::Client, "only a client starts a session");
+        assert_eq!(self.state, State::Start, "a session starts once");
+        self.state = State::AwaitWelcome;
+        vec![Output::Send(Message::Hello(Hello {
+            peer: replica.peer().to_string(),
+            protocol_version: PROTOCOL_VERSION.to_string(),
+            schema_version: self.config.schema_version,
+            capabilities: self.config.capabilities.clone(),
+            auth_token: self.config.auth_token.clone(),
+            version_vector: replica.version_vector().clone(),
+        }))]
+    }
+
+    /// Handles one received message.
+    pub fn receive<E: EventStore, G: GraphStore>(
+        &mut self,
+        msg: Message,
+        replica: &mut Replica<E, G>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.state == State::Closed {
+            return out;
+        }
+        let result = match (self.role, self.state, msg) {
+            (_, _, Message::Error(reason)) => {
+                out.push(Output::Event(Lifecycle::Error {
+                    reason: format!("the remote reported an error: {reason}"),
+                }));
+                self.close(&mut out);
+                Ok(())
+            }
+            (Role::Server, State::Start, Message::Hello(h)) => self.on_hello(h, replica, &mut out),
+            (Role::Client, State::AwaitWelcome, Message::Welcome(w)) => {
+                self.on_welcome(w, replica, &mut out)
+            }
+            (Role::Client, State::AwaitWelcome, Message::Refused(r)) => {
+                if let Refused::Outdated { required, .. } = &r {
+                    out.push(Output::Event(Lifecycle::Outdated {
+                        peer: String::new(),
+                        required: *required,
+                    }));
+                }
+                out.push(Output::Event(Lifecycle::Refused {
+                    reason: r.to_string(),
+                }));
+                self.close(&mut out);
+                Ok(())
+            }
+            (_, State::Established, Message::Events(events)) => {
+                self.on_events(events, replica, &mut out)
+            }
+            (_, State::Established, Message::Eose) => {
+                if self.got_eose {
+                    Err("a second eose".to_string())
+                } else {
+                    self.got_eose = true;
+                    out.push(Output::Event(Lifecycle::Eose {
+                        peer: self.remote_name(),
+                    }));
+                    Ok(())
+                }
+            }
+            (_, State::Established, Message::Ack(vv)) => {
+                self.remote_acked.merge(&vv);
+                self.remote_has.merge(&vv);
+                Ok(())
+            }
+            (_, state, msg) => Err(format!(
+                "unexpected {} message {}",
+                msg.kind(),
+                match state {
+                    State::Start | State::AwaitWelcome => "before the handshake",
+                    _ => "here",
+                }
+            )),
+        };
+        if let Err(reason) = result {
+            self.fail(reason, &mut out);
+        }
+        out
+    }
+
+    /// The replica has new events (written here or imported from another session): send
+    /// what the remote lacks. Before our EOSE nothing streams.
+    pub fn local_changed<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &Replica<E, G>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.state != State::Established || !self.sent_eose {
+            return out;
+        }
+        if self.remote_has.dominates(replica.version_vector()) {
+            return out;
+        }
+        if let Err(reason) = self.send_missing(replica, &mut out) {
+            self.fail(reason, &mut out);
+        }
+        out
+    }
+
+    /// A transport-level failure (bad frame, oversized frame): report it to the remote
+    /// and close.
+    pub fn protocol_error(&mut self, reason: String) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.fail(reason, &mut out);
+        out
+    }
+
+    fn remote_name(&self) -> String {
+        self.remote.clone().unwrap_or_default()
+    }
+
+    fn close(&mut self, out: &mut Vec<Output>) {
+        self.state = State::Closed;
+        out.push(Output::Close);
+    }
+
+    fn fail(&mut self, reason: String, out: &mut Vec<Output>) {
+        if self.state == State::Closed {
+            return;
+        }
+        out.push(Output::Event(Lifecycle::Error {
+            reason: reason.clone(),
+        }));
+        out.push(Output::Send(Message::Error(reason)));
+        self.close(out);
+    }
+
+    fn refuse(&mut self, r: Refused, out: &mut Vec<Output>) -> Result<(), String> {
+        out.push(Output::Event(Lifecycle::Refused {
+            reason: r.to_string(),
+        }));
+        out.push(Output::Send(Message::Refused(r)));
+        self.close(out);
+        Ok(())
+    }
+
+    fn on_hello<E: EventStore, G: GraphStore>(
+        &mut self,
+        h: Hello,
+        replica: &mut Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if major(&h.protocol_version) != major(PROTOCOL_VERSION) {
+            return self.refuse(
+                Refused::ProtocolVersion {
+                    supported: PROTOCOL_VERSION.to_string(),
+                    got: h.protocol_version,
+                },
+                out,
+            );
+        }
+        if let Some(required) = &self.config.auth_token {
+            let ok = h
+                .auth_token
+                .as_deref()
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), required.as_bytes()));
+            if !ok {
+                let reason = if h.auth_token.is_none() {
+                    "this hub requires an auth token and none was given"
+                } else {
+                    "the auth token is not valid for this hub"
+                };
+                return self.refuse(
+                    Refused::Auth {
+                        reason: reason.to_string(),
+                    },
+                    out,
+                );
+            }
+        }
+        if let Err(e) = PeerId::new(&h.peer) {
+            return self.refuse(
+                Refused::Peer {
+                    reason: e.to_string(),
+                },
+                out,
+            );
+        }
+        if h.peer == replica.peer().as_str() {
+            return self.refuse(
+                Refused::Peer {
+                    reason: format!("{:?} is the hub's own peer id", h.peer),
+                },
+                out,
+            );
+        }
+        if h.schema_version < self.config.schema_version {
+            return self.refuse(
+                Refused::Outdated {
+                    required: self.config.schema_version,
+                    got: h.schema_version,
+                },
+                out,
+            );
+        }
+        if h.schema_version > self.config.schema_version {
+            out.push(Output::Event(Lifecycle::Outdated {
+                peer: h.peer.clone(),
+                required: h.schema_version,
+            }));
+        }
+        self.capabilities = self
+            .config
+            .capabilities
+            .iter()
+            .filter(|c| h.capabilities.contains(c))
+            .cloned()
+            .collect();
+        let mode = if h.version_vector.is_empty() && !replica.version_vector().is_empty() {
+            SyncMode::Full
+        } else {
+            SyncMode::Incremental
+        };
+        self.remote = Some(h.peer.clone());
+        self.remote_has = h.version_vector.clone();
+        self.state = State::Established;
+        out.push(Output::Send(Message::Welcome(Welcome {
+            peer: replica.peer().to_string(),
+            protocol_version: PROTOCOL_VERSION.to_string(),
+            status: "established".to_string(),
+            sync_mode: mode,
+            schema_version: self.config.schema_version,
+            capabilities: self.capabilities.clone(),
+            version_vector: replica.version_vector().clone(),
+        })));
+        self.established(mode, out);
+        self.send_stored(replica, out)
+    }
+
+    fn on_welcome<E: EventStore, G: GraphStore>(
+        &mut self,
+        w: Welcome,
+        replica: &mut Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if major(&w.protocol_version) != major(PROTOCOL_VERSION) {
+            return Err(format!(
+                "the server speaks protocol {:?}, this client {PROTOCOL_VERSION}",
+                w.protocol_version
+            ));
+        }
+        PeerId::new(&w.peer).map_err(|e| e.to_string())?;
+        self.remote = Some(w.peer.clone());
+        self.remote_has = w.version_vector.clone();
+        self.capabilities = w.capabilities.clone();
+        self.state = State::Established;
+        if w.schema_version > self.config.schema_version {
+            out.push(Output::Event(Lifecycle::Outdated {
+                peer: w.peer.clone(),
+                required: w.schema_version,
+            }));
+        }
+        self.established(w.sync_mode, out);
+        self.send_stored(replica, out)
+    }
+
+    fn established(&mut self, mode: SyncMode, out: &mut Vec<Output>) {
+        out.push(Output::Event(Lifecycle::Connect {
+            peer: self.remote_name(),
+            status: "established",
+            protocol_version: PROTOCOL_VERSION.to_string(),
+            sync_mode: mode.as_str(),
+        }));
+    }
+
+    fn send_stored<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        let missing = replica.version_vector().count_missing(&self.remote_has);
+        out.push(Output::Event(Lifecycle::Sync {
+            peer: self.remote_name(),
+            sending: missing as usize,
+            remote_version_vector: self.remote_has.clone(),
+        }));
+        self.send_missing(replica, out)?;
+        self.sent_eose = true;
+        out.push(Output::Send(Message::Eose));
+        Ok(())
+    }
+
+    fn send_missing<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        let events = replica
+            .events_since(&self.remote_has)
+            .map_err(|e| format!("reading the event log: {e}"))?;
+        let batch = self.config.batch_size.max(1);
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Event> = events.by_ref().take(batch).collect();
+            for e in &chunk {
+                self.remote_has.observe(&e.id);
+                self.sent.observe(&e.id);
+            }
+            out.push(Output::Send(Message::Events(chunk)));
+        }
+        Ok(())
+    }
+
+    fn on_events<E: EventStore, G: GraphStore>(
+        &mut self,
+        events: Vec<Event>,
+        replica: &mut Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        let peer = self.remote_name();
+        let conflicts_before = replica.conflicts().len();
+        let mut tables: Vec<String> = events
+            .iter()
+            .map(|e| e.op.table().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        tables.sort();
+        tables.dedup();
+        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let outcome = replica.import(events).map_err(|e| match e {
+            ReplicaError::Engine(e) => format!("invalid event: {e}"),
+            other => format!("import failed: {other}"),
+        })?;
+        for id in &ids {
+            self.remote_has.observe(id);
+        }
+        if outcome.applied > 0 {
+            out.push(Output::Event(Lifecycle::Change {
+                peer: peer.clone(),
+                tables,
+                events: outcome.applied,
+            }));
+            for c in &replica.conflicts()[conflicts_before..] {
+                out.push(Output::Event(Lifecycle::Conflict {
+                    peer: peer.clone(),
+                    conflict: c.clone(),
+                }));
+            }
+            if self.config.seal
+                && self.role == Role::Server
+                && replica
+                    .engine()
+                    .schema()
+                    .policies()
+                    .iter()
+                    .any(|(_, _, p)| *p == Policy::OnlineWins)
+            {
+                replica
+                    .write(vec![Op::Seal])
+                    .map_err(|e| format!("writing a seal: {e}"))?;
+            }
+        }
+        out.push(Output::Send(Message::Ack(replica.version_vector().clone())));
+        Ok(())
+    }
+}
+
+fn major(v: &str) -> &str {
+    v.split('.').next().unwrap_or(v)
+}
+
+/// Compares without stopping at the first difference, so the time taken does not reveal
+/// how much of a guessed token is right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

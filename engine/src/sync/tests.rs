@@ -1,0 +1,391 @@
+use super::*;
+use crate::clock::FixedClock;
+use crate::event::{Entity, NodeRef};
+use crate::memory::MemoryGraphStore;
+use crate::memory_log::MemoryEventStore;
+use crate::schema::{Column, NodeTableDef, SchemaOp};
+use crate::value::{DataType, Value};
+
+type R = Replica<MemoryEventStore, MemoryGraphStore>;
+
+fn replica(peer: &str) -> R {
+    Replica::create(
+        MemoryEventStore::default(),
+        MemoryGraphStore::new(),
+        PeerId::new(peer).unwrap(),
+        Box::new(FixedClock(1_000)),
+    )
+    .unwrap()
+}
+
+fn user_table() -> Op {
+    Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "User".into(),
+        columns: vec![
+            Column {
+                name: "name".into(),
+                ty: DataType::String,
+                default: None,
+            },
+            Column {
+                name: "status".into(),
+                ty: DataType::String,
+                default: None,
+            },
+        ],
+        primary_key: "name".into(),
+    }))
+}
+
+fn add_user(name: &str) -> Op {
+    Op::AddNode {
+        table: "User".into(),
+        props: vec![("name".into(), Value::from(name))],
+    }
+}
+
+/// Runs a client and a server session to quiescence, passing messages directly. Returns
+/// every lifecycle event, tagged "c" or "s".
+fn pump(
+    client: &mut Session,
+    c: &mut R,
+    server: &mut Session,
+    s: &mut R,
+    mut to_server: Vec<Output>,
+) -> Vec<(&'static str, Lifecycle)> {
+    let mut events = Vec::new();
+    let mut to_client: Vec<Output> = Vec::new();
+    for _ in 0..1000 {
+        if to_server.is_empty() && to_client.is_empty() {
+            return events;
+        }
+        for o in std::mem::take(&mut to_server) {
+            match o {
+                Output::Send(m) => to_client.extend(server.receive(m, s)),
+                Output::Event(e) => events.push(("c", e)),
+                Output::Close => {}
+            }
+        }
+        for o in std::mem::take(&mut to_client) {
+            match o {
+                Output::Send(m) => to_server.extend(client.receive(m, c)),
+                Output::Event(e) => events.push(("s", e)),
+                Output::Close => {}
+            }
+        }
+    }
+    panic!("sessions did not settle");
+}
+
+fn connect(
+    c: &mut R,
+    s: &mut R,
+    cc: SessionConfig,
+    sc: SessionConfig,
+) -> (Session, Session, Vec<(&'static str, Lifecycle)>) {
+    let mut client = Session::client(cc);
+    let mut server = Session::server(sc);
+    let start = client.start(c);
+    let ev = pump(&mut client, c, &mut server, s, start);
+    (client, server, ev)
+}
+
+/// SPEC §1: node_a's `add_node User {name: Alice}` (clock {node_a: 1}) reaches node_b,
+/// which applies exactly that event; node_b's clock then has node_a = 1 and node_b = 1.
+#[test]
+fn spec_delta_exchange() {
+    let mut b = replica("node_b");
+    b.write(vec![user_table()]).unwrap();
+    let mut a = replica("node_a");
+    a.import(b.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    let ids = a.write(vec![add_user("Alice")]).unwrap();
+    assert_eq!(ids[0].counter, 1);
+
+    let (client, server, events) = connect(
+        &mut a,
+        &mut b,
+        SessionConfig::default(),
+        SessionConfig::default(),
+    );
+    assert!(client.is_synced(), "{events:?}");
+    assert!(server.is_established());
+    let connect = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Lifecycle::Connect {
+                status,
+                protocol_version,
+                sync_mode,
+                ..
+            } => Some((*status, protocol_version.clone(), *sync_mode)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(connect, ("established", "1.0".to_string(), "incremental"));
+    let applied: Vec<usize> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Lifecycle::Change { events, .. } => Some(*events),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, vec![1], "applied_count = 1");
+    let vv = b.version_vector();
+    assert_eq!(vv.get(&PeerId::new("node_a").unwrap()), 1);
+    assert_eq!(vv.get(&PeerId::new("node_b").unwrap()), 1);
+    assert_eq!(a.dump().unwrap(), b.dump().unwrap());
+    // Both sides saw the other's EOSE.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, e)| matches!(e, Lifecycle::Eose { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn full_mode_for_an_empty_client_and_batches() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table()]).unwrap();
+    hub.write((0..10).map(|i| add_user(&format!("u{i}"))).collect())
+        .unwrap();
+    let mut c = replica("c");
+    let cfg = SessionConfig {
+        batch_size: 3,
+        ..SessionConfig::default()
+    };
+    let mut client = Session::client(SessionConfig::default());
+    let mut server = Session::server(cfg);
+    let hello = client.start(&c);
+    let Output::Send(hello) = &hello[0] else {
+        panic!()
+    };
+    let out = server.receive(hello.clone(), &mut hub);
+    let sends: Vec<&Message> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let Message::Welcome(w) = sends[0] else {
+        panic!("{sends:?}")
+    };
+    assert_eq!(w.sync_mode, SyncMode::Full);
+    assert_eq!(w.status, "established");
+    // 11 events in batches of 3, then EOSE.
+    let sizes: Vec<usize> = sends
+        .iter()
+        .filter_map(|m| match m {
+            Message::Events(e) => Some(e.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![3, 3, 3, 2]);
+    assert_eq!(sends.last(), Some(&&Message::Eose));
+    for o in out {
+        if let Output::Send(m) = o {
+            let back = client.receive(m, &mut c);
+            for b in back {
+                if let Output::Send(m) = b {
+                    server.receive(m, &mut hub);
+                }
+            }
+        }
+    }
+    assert!(client.is_synced());
+    assert_eq!(c.dump().unwrap(), hub.dump().unwrap());
+}
+
+#[test]
+fn live_changes_stream_after_eose_and_are_not_echoed() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let (mut client, mut server, _) = connect(
+        &mut c,
+        &mut hub,
+        SessionConfig::default(),
+        SessionConfig::default(),
+    );
+    // Nothing to send back: the hub has exactly what the client sent.
+    assert!(server.local_changed(&hub).is_empty());
+    c.write(vec![add_user("Zoe")]).unwrap();
+    let out = client.local_changed(&c);
+    assert!(
+        matches!(&out[..], [Output::Send(Message::Events(e))] if e.len() == 1),
+        "{out:?}"
+    );
+    pump(&mut client, &mut c, &mut server, &mut hub, out);
+    assert_eq!(c.dump().unwrap(), hub.dump().unwrap());
+    assert!(client.local_changed(&c).is_empty());
+    assert!(server.local_changed(&hub).is_empty());
+}
+
+fn refused(events: &[(&str, Lifecycle)]) -> String {
+    events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Lifecycle::Refused { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("not refused: {events:?}"))
+}
+
+#[test]
+fn auth_is_required_when_the_hub_has_a_token() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let hub_cfg = SessionConfig {
+        auth_token: Some("s3cret".into()),
+        ..SessionConfig::default()
+    };
+    let (client, _, ev) = connect(&mut c, &mut hub, SessionConfig::default(), hub_cfg.clone());
+    assert!(client.is_closed());
+    assert!(
+        refused(&ev).contains("requires an auth token"),
+        "{}",
+        refused(&ev)
+    );
+    let wrong = SessionConfig {
+        auth_token: Some("guess".into()),
+        ..SessionConfig::default()
+    };
+    let (_, _, ev) = connect(&mut c, &mut hub, wrong, hub_cfg.clone());
+    assert!(refused(&ev).contains("not valid"));
+    assert!(
+        hub.version_vector().is_empty(),
+        "nothing entered the hub's log"
+    );
+    let right = SessionConfig {
+        auth_token: Some("s3cret".into()),
+        ..SessionConfig::default()
+    };
+    let (client, _, _) = connect(&mut c, &mut hub, right, hub_cfg);
+    assert!(client.is_synced());
+    assert_eq!(hub.version_vector(), c.version_vector());
+}
+
+#[test]
+fn outdated_clients_are_refused_and_keep_their_writes() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let hub_cfg = SessionConfig {
+        schema_version: 3,
+        ..SessionConfig::default()
+    };
+    let old = SessionConfig {
+        schema_version: 2,
+        ..SessionConfig::default()
+    };
+    let (_, _, ev) = connect(&mut c, &mut hub, old, hub_cfg.clone());
+    assert!(ev
+        .iter()
+        .any(|(_, e)| matches!(e, Lifecycle::Outdated { required: 3, .. })));
+    assert!(refused(&ev).contains("requires 3"));
+    assert!(hub.version_vector().is_empty());
+    assert_eq!(c.version_vector().total(), 1, "the client's write is kept");
+    let upgraded = SessionConfig {
+        schema_version: 3,
+        ..SessionConfig::default()
+    };
+    let (client, _, _) = connect(&mut c, &mut hub, upgraded, hub_cfg);
+    assert!(client.is_synced());
+    assert_eq!(hub.version_vector().total(), 1, "and sent once it upgrades");
+}
+
+#[test]
+fn wrong_protocol_version_and_own_peer_id_are_refused() {
+    let mut hub = replica("hub");
+    let mut server = Session::server(SessionConfig::default());
+    let hello = |peer: &str, v: &str| {
+        Message::Hello(Hello {
+            peer: peer.into(),
+            protocol_version: v.into(),
+            schema_version: 0,
+            capabilities: vec![],
+            auth_token: None,
+            version_vector: VersionVector::new(),
+        })
+    };
+    let out = server.receive(hello("c", "2.0"), &mut hub);
+    assert!(out.iter().any(|o| matches!(o,
+        Output::Send(Message::Refused(Refused::ProtocolVersion { got, .. })) if got == "2.0")));
+    assert!(out.contains(&Output::Close));
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(hello("hub", "1.0"), &mut hub);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Send(Message::Refused(Refused::Peer { .. })))));
+    // A minor version difference is fine.
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(hello("c", "1.7"), &mut hub);
+    assert!(
+        matches!(&out[0], Output::Send(Message::Welcome(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn events_before_the_handshake_are_a_protocol_error() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let events = c.events_since(&VersionVector::new()).unwrap();
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(Message::Events(events), &mut hub);
+    assert!(out.iter().any(|o| matches!(o,
+        Output::Send(Message::Error(r)) if r.contains("unexpected events message before the handshake"))),
+        "{out:?}");
+    assert!(server.is_closed());
+    assert!(hub.version_vector().is_empty());
+}
+
+#[test]
+fn an_invalid_event_closes_the_session_and_applies_nothing() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let (client, mut server, _) = connect(
+        &mut c,
+        &mut hub,
+        SessionConfig::default(),
+        SessionConfig::default(),
+    );
+    assert!(client.is_synced());
+    // A forged batch: a valid add, then an update of a column that does not exist.
+    let mut forged = replica("c");
+    forged
+        .import(c.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    forged.write(vec![add_user("Ann")]).unwrap();
+    let mut events = forged.events_since(c.version_vector()).unwrap();
+    let mut bad = events[0].clone();
+    bad.id.counter += 1;
+    bad.deps.observe(&events[0].id);
+    bad.hlc.logical += 1;
+    bad.op = Op::Update {
+        entity: Entity::Node(NodeRef {
+            table: "User".into(),
+            key: Value::from("Ann"),
+        }),
+        prop: "no_such_column".into(),
+        value: Value::Int64(1),
+    };
+    events.push(bad);
+    let before = hub.version_vector().clone();
+    let out = server.receive(Message::Events(events), &mut hub);
+    assert!(out.iter().any(|o| matches!(o,
+        Output::Send(Message::Error(r)) if r.contains("invalid event") && r.contains("no_such_column"))),
+        "{out:?}");
+    assert!(server.is_closed());
+    assert_eq!(
+        hub.version_vector(),
+        &before,
+        "nothing of the batch was applied"
+    );
+}
