@@ -14,6 +14,16 @@
 //! The decoder works over plain bytes and answers a truncated, corrupted or unknown input
 //! with an error that says which, never a panic.
 
+pub mod frame;
+pub mod http;
+pub mod net;
+pub mod transport;
+pub mod ws;
+
+pub use frame::{FrameDecoder, FrameError};
+pub use net::{drive, serve, sync_once, watch, HubConfig, NetError, SessionReport, Shared};
+pub use transport::{TcpTransport, Transport};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod load;
+pub mod net;
 pub mod ops;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use kuzu_sync_engine as engine;
 pub use kuzu_sync_kuzu::{KuzuConfig, KuzuGraphStore};
+pub use kuzu_sync_protocol as protocol;
 pub use kuzu_sync_sqlite::SqliteEventStore;
 
 use kuzu_sync_engine::{PeerId, Replica, ReplicaError, WallClock};

@@ -10,8 +10,16 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use kuzu_sync::{bundle, load, ops, KuzuConfig, KuzuGraphStore, SqliteEventStore};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kuzu_sync::protocol::net::{DriveOptions, EventSink};
+use kuzu_sync::protocol::{HubConfig, NetError, Shared};
+use kuzu_sync::{bundle, load, net, ops, KuzuConfig, KuzuGraphStore, SqliteEventStore};
 use kuzu_sync_engine::json::value_to_json;
+use kuzu_sync_engine::sync::SessionConfig;
 use kuzu_sync_engine::{EventStore, GraphStore, VersionVector};
 use kuzu_sync_kuzu::convert::untyped;
 
@@ -71,14 +79,64 @@ enum Command {
     Status { dir: PathBuf },
     /// The conflicts detected in this replica's history, as JSON lines.
     Conflicts { dir: PathBuf },
+    /// Run a hub: accept sync clients (raw TCP, WebSocket and HTTP on one port) until
+    /// SIGINT/SIGTERM. Lifecycle events are printed as JSON lines.
+    Serve {
+        dir: PathBuf,
+        /// Address to listen on, e.g. 127.0.0.1:7700.
+        #[arg(long)]
+        listen: String,
+        /// A file holding the token clients must present. Without it the hub is open.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+        /// Keep only the event log (no Kuzu database): a hub that validates and forwards.
+        #[arg(long)]
+        relay: bool,
+        /// Peer id of a relay being created (DIR without an event log yet).
+        #[arg(long)]
+        peer_id: Option<String>,
+        /// The application schema version this hub requires; older clients get `outdated`.
+        #[arg(long, default_value_t = 0)]
+        schema_version: u64,
+    },
+    /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
+    /// http://HOST:PORT/sync): exchange, EOSE, exit with a summary; or stay connected
+    /// with --watch. Lifecycle events are printed as JSON lines. Exit code 3: refused.
+    Sync {
+        dir: PathBuf,
+        /// A remote URL; repeat to sync with several at once.
+        #[arg(long, required = true)]
+        remote: Vec<String>,
+        /// Stay connected, stream changes both ways, reconnect with backoff (max 30 s).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: also read ops as JSON lines from stdin and write each line.
+        #[arg(long, requires = "watch")]
+        stdin: bool,
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+        /// This application's schema version (0 if unset).
+        #[arg(long, default_value_t = 0)]
+        schema_version: u64,
+    },
 }
+
+/// Exit code when a remote refuses the session (auth, outdated schema, protocol version).
+const EXIT_REFUSED: u8 = 3;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let refused = e
+                .downcast_ref::<NetError>()
+                .is_some_and(|n| matches!(n, NetError::Refused { .. }));
+            if refused {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -223,6 +281,174 @@ fn run(cli: Cli) -> Result<()> {
                 print(serde_json::to_value(c)?);
             }
         }
+        Command::Serve {
+            dir,
+            listen,
+            auth_token_file,
+            relay,
+            peer_id,
+            schema_version,
+        } => {
+            let token = auth_token_file
+                .as_deref()
+                .map(net::read_token)
+                .transpose()?;
+            let config = HubConfig {
+                session: SessionConfig {
+                    auth_token: token,
+                    schema_version,
+                    seal: true,
+                    ..SessionConfig::default()
+                },
+                ..HubConfig::default()
+            };
+            if relay {
+                let r = net::open_relay(&dir, peer_id.as_deref())?;
+                serve(Shared::new(r), &listen, config, true)?;
+            } else {
+                anyhow::ensure!(
+                    peer_id.is_none(),
+                    "--peer-id is for creating a relay; create a replica with `kuzu-sync init`"
+                );
+                serve(Shared::new(open(&dir)?), &listen, config, false)?;
+            }
+        }
+        Command::Sync {
+            dir,
+            remote,
+            watch,
+            stdin,
+            auth_token_file,
+            schema_version,
+        } => {
+            let token = auth_token_file
+                .as_deref()
+                .map(net::read_token)
+                .transpose()?;
+            let config = SessionConfig {
+                auth_token: token,
+                schema_version,
+                ..SessionConfig::default()
+            };
+            let shared = Shared::new(open(&dir)?);
+            if watch {
+                sync_watch(shared, &remote, config, stdin)?;
+            } else {
+                sync_once(&shared, &remote, config)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_events() -> EventSink {
+    Arc::new(|remote, e| print(net::lifecycle_json(remote, e)))
+}
+
+/// Sets the returned flag on SIGINT or SIGTERM.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    Ok(stop)
+}
+
+fn serve<G>(
+    shared: Arc<Shared<SqliteEventStore, G>>,
+    listen: &str,
+    config: HubConfig,
+    relay: bool,
+) -> Result<()>
+where
+    G: GraphStore + Send + 'static,
+{
+    let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen:?}"))?;
+    let stop = stop_on_signal()?;
+    let (peer, vv) = {
+        let r = shared.lock();
+        (r.peer().to_string(), r.version_vector().clone())
+    };
+    if config.session.auth_token.is_none() {
+        eprintln!("warning: no --auth-token-file: any client may sync with this hub");
+    }
+    print(json!({
+        "event": "listening",
+        "address": listener.local_addr()?.to_string(),
+        "peer": peer,
+        "relay": relay,
+        "auth": config.session.auth_token.is_some(),
+        "schema_version": config.session.schema_version,
+        "version_vector": vv,
+    }));
+    kuzu_sync::protocol::serve(listener, shared.clone(), config, stop, print_events())?;
+    let vv = shared.lock().version_vector().clone();
+    drop(shared);
+    print(json!({"event": "stopped", "version_vector": vv}));
+    Ok(())
+}
+
+fn sync_once(
+    shared: &Shared<SqliteEventStore, KuzuGraphStore>,
+    remotes: &[String],
+    config: SessionConfig,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for url in remotes {
+        let report = kuzu_sync::protocol::sync_once(shared, url, config.clone(), print_events())?;
+        reports.push(report);
+    }
+    let r = shared.lock();
+    print(json!({
+        "event": "summary",
+        "sessions": reports,
+        "sent": reports.iter().map(|r| r.events_sent).sum::<u64>(),
+        "received": reports.iter().map(|r| r.events_received).sum::<u64>(),
+        "version_vector": r.version_vector(),
+        "ms": started.elapsed().as_millis() as u64,
+    }));
+    Ok(())
+}
+
+fn sync_watch(
+    shared: Arc<Shared<SqliteEventStore, KuzuGraphStore>>,
+    remotes: &[String],
+    config: SessionConfig,
+    stdin: bool,
+) -> Result<()> {
+    let stop = stop_on_signal()?;
+    if stdin {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            for (n, line) in std::io::stdin().lines().enumerate() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let result = kuzu_sync::write_json_lines(&mut shared.lock(), &line);
+                match result {
+                    Ok(ids) => {
+                        shared.changed();
+                        print(json!({"event": "written", "line": n + 1, "events": ids.len()}));
+                    }
+                    Err(e) => {
+                        print(json!({"event": "error", "line": n + 1, "reason": format!("{e:#}")}))
+                    }
+                }
+            }
+        });
+    }
+    let opts = DriveOptions {
+        stop,
+        events: print_events(),
+        ..DriveOptions::default()
+    };
+    let errors = kuzu_sync::protocol::watch(shared.clone(), remotes, config, opts);
+    let vv = shared.lock().version_vector().clone();
+    print(json!({"event": "stopped", "version_vector": vv}));
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e.into());
     }
     Ok(())
 }

@@ -1,0 +1,537 @@
+//! Live sync between real processes over loopback: `kuzu-sync serve` and `kuzu-sync sync`,
+//! each replica a real Kuzu database and SQLite log in its own process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kuzu-sync");
+
+fn ks(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run kuzu-sync")
+}
+
+fn ks_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kuzu-sync failed ({:?}): {}\nstdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn lines(s: &str) -> Vec<Json> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, visits INT64, status STRING, PRIMARY KEY (name))"}
+{"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}
+{"op":"set_policy","table":"User","prop":"visits","policy":"counter"}
+{"op":"set_policy","table":"User","prop":"status","policy":"online_wins"}"#;
+
+fn init(dir: &Path, name: &str) -> PathBuf {
+    let r = dir.join(name);
+    ok(ks(&["init", p(&r), "--peer-id", name]));
+    r
+}
+
+/// A running `kuzu-sync` process whose stdout lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: Receiver<Json>,
+    stdin: Option<ChildStdin>,
+    /// Op lines sent on stdin, and how many the process has confirmed writing.
+    sent: usize,
+    confirmed: usize,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(j) = serde_json::from_str::<Json>(&line) {
+                    if tx.send(j).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            lines: rx,
+            stdin,
+            sent: 0,
+            confirmed: 0,
+        }
+    }
+
+    /// Waits for a line whose "event" is `event`, returning it.
+    fn wait_for(&self, event: &str, secs: u64) -> Json {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(j) if j["event"] == event => return j,
+                Ok(_) => {}
+                Err(_) => panic!("no {event:?} line within {secs} s"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        self.sent += 1;
+    }
+
+    /// Waits until every op line sent has been written to the replica's log.
+    fn drain_written(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.confirmed < self.sent {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(j) if j["event"] == "written" => self.confirmed += 1,
+                Ok(j) if j["event"] == "error" && j.get("line").is_some() => {
+                    panic!("an op failed: {j}")
+                }
+                Ok(_) => {}
+                Err(_) => panic!("only {} of {} ops written", self.confirmed, self.sent),
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn terminate(mut self) {
+        self.stdin.take();
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exited with {status:?} after SIGTERM");
+    }
+
+    /// SIGKILL: a crash.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+fn hub(dir: &Path, listen: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["serve", p(dir), "--listen", listen];
+    args.extend(extra);
+    let proc = Proc::spawn(&args);
+    let line = proc.wait_for("listening", 120);
+    let addr = line["address"].as_str().unwrap().to_string();
+    (proc, addr)
+}
+
+fn sync(r: &Path, url: &str) -> Vec<Json> {
+    lines(&ok(ks(&["sync", p(r), "--remote", url])))
+}
+
+fn users(r: &Path) -> Vec<Json> {
+    let out = ok(ks(&[
+        "query",
+        p(r),
+        "MATCH (u:User) RETURN u.name AS name, u.visits AS visits, u.status AS status ORDER BY name",
+    ]));
+    lines(&out)
+}
+
+fn follows(r: &Path) -> Vec<Json> {
+    let out = ok(ks(&[
+        "query",
+        p(r),
+        "MATCH (a:User)-[f:Follows]->(b:User) RETURN a.name AS a, b.name AS b, f.since AS since ORDER BY a.name, b.name, f.since",
+    ]));
+    lines(&out)
+}
+
+fn status(r: &Path) -> Json {
+    serde_json::from_str(&ok(ks(&["status", p(r)]))).unwrap()
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One random op for replica `i`: adds, counter increments, updates and edges over a small
+/// key space (so replicas collide). Returns the op and the increment it makes, if any.
+fn random_op(rng: &mut Rng, i: usize, names: &[String]) -> (String, Option<(String, i64)>) {
+    let name = &names[rng.below(names.len() as u64) as usize];
+    match rng.below(4) {
+        0 => (
+            json!({"op":"update","table":"User","key":name,"prop":"status","value":format!("s{i}-{}", rng.below(5))})
+                .to_string(),
+            None,
+        ),
+        1 | 2 => {
+            let d = rng.below(9) as i64 + 1;
+            (
+                json!({"op":"increment","table":"User","key":name,"prop":"visits","delta":d})
+                    .to_string(),
+                Some((name.clone(), d)),
+            )
+        }
+        _ => {
+            let other = &names[rng.below(names.len() as u64) as usize];
+            (
+                json!({"op":"add_edge","table":"Follows","from":name,"to":other,"props":{"since":2000 + rng.below(20)}})
+                    .to_string(),
+                None,
+            )
+        }
+    }
+}
+
+/// The issue's multi-process test: a hub and three replicas in their own processes,
+/// random writes while connected, one replica partitioned (killed, written offline,
+/// restarted), a client killed mid-sync and the hub killed mid-sync and restarted.
+/// At the end every replica and the hub hold the same graph and the same log, and every
+/// counter increment is counted exactly once.
+#[test]
+fn three_replicas_and_a_hub_converge_through_partitions_and_crashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let reps: Vec<PathBuf> = (0..3).map(|i| init(tmp.path(), &format!("r{i}"))).collect();
+    let names: Vec<String> = (0..6).map(|k| format!("u{k}")).collect();
+    let mut setup = SCHEMA.to_string();
+    for n in &names {
+        setup.push_str(&format!(
+            "\n{}",
+            json!({"op":"add_node","table":"User","props":{"name":n,"visits":0}})
+        ));
+    }
+    ok(ks_stdin(&["write", p(&reps[0])], &setup));
+
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
+    let url = format!("tcp://{addr}");
+    let watch = |r: &Path| {
+        let w = Proc::spawn(&["sync", p(r), "--remote", &url, "--watch", "--stdin"]);
+        w.wait_for("eose", 120);
+        w
+    };
+    // Everyone starts from the schema and the users (one-shot syncs), then goes live.
+    for r in &reps {
+        sync(r, &url);
+    }
+    let mut watchers: Vec<Option<Proc>> = reps.iter().map(|r| Some(watch(r))).collect();
+    let mut rng = Rng(0x5eed_1234_abcd);
+    let mut expected: std::collections::BTreeMap<String, i64> = Default::default();
+    let write = |w: &mut Proc,
+                 i: usize,
+                 rng: &mut Rng,
+                 n: usize,
+                 expected: &mut std::collections::BTreeMap<String, i64>| {
+        for _ in 0..n {
+            let (op, inc) = random_op(rng, i, &names);
+            w.send(&op);
+            if let Some((k, d)) = inc {
+                *expected.entry(k).or_default() += d;
+            }
+        }
+    };
+    // Phase 1: everyone online, writing while the others' changes stream in.
+    for round in 0..3 {
+        for (i, w) in watchers.iter_mut().enumerate() {
+            write(w.as_mut().unwrap(), i, &mut rng, 5 + round, &mut expected);
+        }
+    }
+    for w in watchers.iter_mut() {
+        w.as_mut().unwrap().drain_written();
+    }
+    // Phase 2: r2 is partitioned (its process dies) and writes offline while the others
+    // keep writing.
+    watchers[2].take().unwrap().kill();
+    let mut offline = String::new();
+    let mut offline_w = |rng: &mut Rng| {
+        let (op, inc) = random_op(rng, 2, &names);
+        offline.push_str(&op);
+        offline.push('\n');
+        inc
+    };
+    let mut offline_incs = Vec::new();
+    for _ in 0..15 {
+        offline_incs.extend(offline_w(&mut rng));
+    }
+    for (i, w) in watchers.iter_mut().enumerate().take(2) {
+        write(w.as_mut().unwrap(), i, &mut rng, 8, &mut expected);
+    }
+    for (k, d) in offline_incs {
+        *expected.entry(k).or_default() += d;
+    }
+    ok(ks_stdin(&["write", p(&reps[2])], &offline));
+    // Phase 3: the hub crashes mid-stream and comes back on the same port; the live
+    // clients reconnect by themselves, r2 comes back online.
+    for (i, w) in watchers.iter_mut().enumerate().take(2) {
+        write(w.as_mut().unwrap(), i, &mut rng, 10, &mut expected);
+    }
+    hub_proc.kill();
+    let (hub_proc, addr2) = hub(&hub_dir, &addr, &[]);
+    assert_eq!(addr2, addr);
+    watchers[2] = Some(watch(&reps[2]));
+    for (i, w) in watchers.iter_mut().enumerate() {
+        write(w.as_mut().unwrap(), i, &mut rng, 4, &mut expected);
+    }
+    // A client killed mid-sync: r0 crashes right after its writes reach its log.
+    {
+        let w = watchers[0].as_mut().unwrap();
+        write(w, 0, &mut rng, 10, &mut expected);
+        w.drain_written();
+    }
+    watchers[0].take().unwrap().kill();
+    // Stop the live sessions cleanly, then one-shot syncs until everyone has everything.
+    for mut w in watchers.into_iter().flatten() {
+        w.drain_written();
+        w.terminate();
+    }
+    for _ in 0..2 {
+        for r in &reps {
+            sync(r, &url);
+        }
+    }
+    hub_proc.terminate();
+
+    // The same log everywhere, with no event twice.
+    let hub_status = status(&hub_dir);
+    for r in &reps {
+        let s = status(r);
+        assert_eq!(
+            s["version_vector"],
+            hub_status["version_vector"],
+            "{}",
+            r.display()
+        );
+        assert_eq!(s["events"]["stored"], s["events"]["applied"]);
+        assert_eq!(s["events"]["stored"], hub_status["events"]["stored"]);
+    }
+    let total: u64 = hub_status["version_vector"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(hub_status["events"]["stored"].as_u64().unwrap(), total);
+    // 10 setup ops and 139 random ones, plus the hub's seals.
+    assert!(total > 149, "{total} events");
+    // The same graph everywhere.
+    let want_users = users(&hub_dir);
+    let want_follows = follows(&hub_dir);
+    assert_eq!(want_users.len(), names.len());
+    for r in &reps {
+        assert_eq!(users(r), want_users, "{}", r.display());
+        assert_eq!(follows(r), want_follows, "{}", r.display());
+    }
+    // Every increment counted exactly once.
+    for u in &want_users {
+        let name = u["name"].as_str().unwrap();
+        assert_eq!(
+            u["visits"].as_i64().unwrap(),
+            expected.get(name).copied().unwrap_or(0),
+            "visits of {name}"
+        );
+    }
+}
+
+/// SPEC §4 across processes: node_b (online) sets `banned`; node_a, offline, had set
+/// `inactive` later by the clock; after both sync, `banned` holds everywhere and the
+/// conflict is reported with strategy `online_wins`.
+#[test]
+fn online_wins_across_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let a = init(tmp.path(), "node_a");
+    let b = init(tmp.path(), "node_b");
+    let mut setup = SCHEMA.to_string();
+    setup.push_str("\n{\"op\":\"add_node\",\"table\":\"User\",\"props\":{\"name\":\"user_1\"}}");
+    ok(ks_stdin(&["write", p(&a)], &setup));
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
+    let url = format!("tcp://{addr}");
+    sync(&a, &url);
+    sync(&b, &url);
+    let set = |r: &Path, v: &str| {
+        ok(ks_stdin(
+            &["write", p(r)],
+            &json!({"op":"update","table":"User","key":"user_1","prop":"status","value":v})
+                .to_string(),
+        ));
+    };
+    set(&b, "banned");
+    std::thread::sleep(Duration::from_millis(20));
+    set(&a, "inactive");
+    sync(&b, &url);
+    let events = sync(&a, &url);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "conflict" && e["conflict"]["strategy"] == "online_wins"),
+        "{events:?}"
+    );
+    sync(&b, &url);
+    hub_proc.terminate();
+    for r in [&hub_dir, &a, &b] {
+        assert_eq!(users(r)[0]["status"], "banned", "{}", r.display());
+    }
+}
+
+#[test]
+fn auth_and_outdated_schema_are_refused_with_exit_code_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let c = init(tmp.path(), "c");
+    ok(ks_stdin(&["write", p(&c)], SCHEMA));
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let (hub_proc, addr) = hub(
+        &hub_dir,
+        "127.0.0.1:0",
+        &["--auth-token-file", p(&token), "--schema-version", "2"],
+    );
+    let url = format!("tcp://{addr}");
+    let out = ks(&["sync", p(&c), "--remote", &url, "--schema-version", "2"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires an auth token"));
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    let out = ks(&[
+        "sync",
+        p(&c),
+        "--remote",
+        &url,
+        "--auth-token-file",
+        p(&wrong),
+        "--schema-version",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
+    let out = ks(&[
+        "sync",
+        p(&c),
+        "--remote",
+        &url,
+        "--auth-token-file",
+        p(&token),
+        "--schema-version",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let events = lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "outdated" && e["required"] == 2),
+        "{events:?}"
+    );
+    let out = ks(&[
+        "sync",
+        p(&c),
+        "--remote",
+        &url,
+        "--auth-token-file",
+        p(&token),
+        "--schema-version",
+        "2",
+    ]);
+    let events = lines(&ok(out));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["sent"], 4);
+    hub_proc.terminate();
+    // Only the authenticated, up-to-date session wrote into the hub's log: its 4 events,
+    // and the hub's seal of them (the schema has an online_wins property).
+    let s = status(&hub_dir);
+    assert_eq!(s["version_vector"], json!({"c": 4, "hub": 1}));
+}
+
+#[test]
+fn a_relay_hub_keeps_only_the_log_and_forwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = tmp.path().join("relay");
+    let a = init(tmp.path(), "a");
+    let b = init(tmp.path(), "b");
+    ok(ks_stdin(&["write", p(&a)], SCHEMA));
+    ok(ks_stdin(
+        &["write", p(&a)],
+        r#"{"op":"add_node","table":"User","props":{"name":"ann","visits":3}}"#,
+    ));
+    let (proc, addr) = hub(&relay, "127.0.0.1:0", &["--relay", "--peer-id", "relay"]);
+    for url in [
+        format!("tcp://{addr}"),
+        format!("ws://{addr}/sync"),
+        format!("http://{addr}/sync"),
+    ] {
+        sync(&a, &url);
+        sync(&b, &url);
+    }
+    proc.terminate();
+    assert!(relay.join("events.sqlite").exists());
+    assert!(
+        !relay.join("graph.kuzu").exists(),
+        "a relay has no Kuzu database"
+    );
+    assert_eq!(users(&a), users(&b));
+    assert_eq!(users(&b)[0]["visits"], 3);
+    // Restarting the relay replays its log.
+    let (proc, addr) = hub(&relay, "127.0.0.1:0", &["--relay"]);
+    let c = init(tmp.path(), "c");
+    sync(&c, &format!("tcp://{addr}"));
+    proc.terminate();
+    assert_eq!(users(&c), users(&a));
+}

@@ -1,0 +1,182 @@
+use super::*;
+use kuzu_sync_engine::sync::{Hello, Message};
+use kuzu_sync_engine::{Event, EventId, Hlc, Op, PeerId, Value, VersionVector};
+use proptest::prelude::*;
+
+fn events(n: u64) -> Vec<Event> {
+    let peer = PeerId::new("a").unwrap();
+    (1..=n)
+        .map(|c| Event {
+            id: EventId {
+                peer: peer.clone(),
+                counter: c,
+            },
+            deps: [(peer.clone(), c - 1)].into_iter().collect(),
+            hlc: Hlc {
+                wall_ms: 1000 + c,
+                logical: 0,
+            },
+            op: Op::AddNode {
+                table: "User".into(),
+                props: vec![
+                    ("name".into(), Value::String(format!("user-{c}"))),
+                    ("age".into(), Value::Int64(c as i64 % 90)),
+                ],
+            },
+        })
+        .collect()
+}
+
+fn hello() -> Message {
+    Message::Hello(Hello {
+        peer: "a".into(),
+        protocol_version: "1.0".into(),
+        schema_version: 1,
+        capabilities: vec!["zstd".into()],
+        auth_token: Some("t".into()),
+        version_vector: VersionVector::new(),
+    })
+}
+
+#[test]
+fn round_trip_plain_and_compressed() {
+    for compress in [false, true] {
+        let enc = Encoder {
+            compress,
+            ..Encoder::default()
+        };
+        for msg in [hello(), Message::Events(events(500)), Message::Eose] {
+            let (frame, stats) = enc.encode(&msg).unwrap();
+            assert_eq!(stats.wire, frame.len());
+            match decode_frame(&frame, DEFAULT_MAX_FRAME).unwrap() {
+                Decoded::Message(m, used) => {
+                    assert_eq!(*m, msg);
+                    assert_eq!(used, frame.len());
+                }
+                other => panic!("{other:?}"),
+            }
+            if compress && matches!(msg, Message::Events(_)) {
+                assert_eq!(frame[4], 1, "a large frame is compressed");
+                assert!(stats.wire * 4 < stats.raw, "{stats:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_prefix_needs_more_and_the_stream_decoder_reassembles() {
+    let enc = Encoder {
+        compress: true,
+        ..Encoder::default()
+    };
+    let msgs = [hello(), Message::Events(events(50)), Message::Eose];
+    let mut stream = Vec::new();
+    for m in &msgs {
+        stream.extend(enc.encode(m).unwrap().0);
+    }
+    let (first, _) = enc.encode(&msgs[0]).unwrap();
+    for cut in 0..first.len() {
+        assert!(matches!(
+            decode_frame(&first[..cut], DEFAULT_MAX_FRAME),
+            Ok(Decoded::NeedMore(_))
+        ));
+    }
+    // Byte by byte through the stream decoder.
+    let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut got = Vec::new();
+    for b in &stream {
+        dec.push(std::slice::from_ref(b));
+        while let Some(m) = dec.next_message().unwrap() {
+            got.push(m);
+        }
+    }
+    assert_eq!(got, msgs);
+    assert_eq!(dec.pending(), 0);
+}
+
+#[test]
+fn bad_frames_are_named() {
+    let max = 1024;
+    let over = [0u8, 8, 0, 0, 0];
+    assert_eq!(
+        decode_frame(&over, max),
+        Err(FrameError::TooLarge { len: 2048, max })
+    );
+    assert_eq!(decode_frame(&[0, 0, 0, 0], max), Err(FrameError::Empty));
+    assert_eq!(
+        decode_frame(&[2, 0, 0, 0, 0x80, 1], max),
+        Err(FrameError::BadFlags(0x80))
+    );
+    assert!(matches!(
+        decode_frame(&[4, 0, 0, 0, 1, 1, 2, 3], max),
+        Err(FrameError::Decompress(_))
+    ));
+    // Garbage MessagePack.
+    assert!(matches!(
+        decode_frame(&[3, 0, 0, 0, 0, 0xc1, 0xc1], max),
+        Err(FrameError::Decode(_))
+    ));
+    // A well-formed message of a type this version does not know.
+    #[derive(serde::Serialize)]
+    enum Future {
+        #[allow(dead_code)]
+        Hello(u8),
+        Teleport(u32),
+    }
+    let body = rmp_serde::to_vec(&Future::Teleport(7)).unwrap();
+    let mut frame = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    frame.push(0);
+    frame.extend(body);
+    match decode_frame(&frame, max) {
+        Err(FrameError::UnknownMessage(m)) => {
+            assert!(m.contains("teleport") || m.contains("Teleport"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The encoder refuses to make a frame over the limit.
+    let small = Encoder {
+        max_frame: 100,
+        ..Encoder::default()
+    };
+    assert!(matches!(
+        small.encode(&Message::Events(events(10))),
+        Err(FrameError::TooLarge { max: 100, .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The decoder never panics, whatever the bytes, and never reads past what it says it
+    /// used.
+    #[test]
+    fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        if let Ok(Decoded::Message(_, used)) = decode_frame(&bytes, 4096) {
+            prop_assert!(used <= bytes.len());
+        }
+        let mut dec = FrameDecoder::new(4096);
+        dec.push(&bytes);
+        for _ in 0..16 {
+            match dec.next_message() {
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
+
+    /// Valid frames with random corruption: decoded to the same message, or an error.
+    #[test]
+    fn corrupted_frames_error_cleanly(
+        n in 1u64..40,
+        compress in any::<bool>(),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+    ) {
+        let enc = Encoder { compress, ..Encoder::default() };
+        let (mut frame, _) = enc.encode(&Message::Events(events(n))).unwrap();
+        for (at, x) in flips {
+            let i = at % frame.len();
+            frame[i] ^= x;
+        }
+        let _ = decode_frame(&frame, DEFAULT_MAX_FRAME);
+    }
+}

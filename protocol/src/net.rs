@@ -1,0 +1,611 @@
+//! Running sync sessions over transports: the hub (many clients, any transport, one port)
+//! and the client (one-shot or live, any number of remotes at once, reconnecting).
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kuzu_sync_engine::ports::{EventStore, GraphStore};
+use kuzu_sync_engine::sync::{Lifecycle, Message, Output, Session, SessionConfig};
+use kuzu_sync_engine::{Event, Op, Replica, ReplicaError};
+
+use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::transport::{TcpTransport, Transport};
+
+/// A replica shared by sessions (and the application), with a change counter the sessions
+/// watch to stream new events.
+pub struct Shared<E: EventStore, G: GraphStore> {
+    replica: Mutex<Replica<E, G>>,
+    generation: AtomicU64,
+}
+
+impl<E: EventStore, G: GraphStore> std::fmt::Debug for Shared<E, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: EventStore, G: GraphStore> Shared<E, G> {
+    pub fn new(replica: Replica<E, G>) -> Arc<Self> {
+        Arc::new(Shared {
+            replica: Mutex::new(replica),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The replica, locked. Call [`Shared::changed`] after changing it outside a session.
+    pub fn lock(&self) -> MutexGuard<'_, Replica<E, G>> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes local ops and lets every session stream them.
+    pub fn write(&self, ops: Vec<Op>) -> Result<Vec<kuzu_sync_engine::EventId>, ReplicaError> {
+        let ids = self.lock().write(ops)?;
+        self.changed();
+        Ok(ids)
+    }
+
+    /// Imports events (say, a bundle) and lets every session stream them.
+    pub fn import(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<kuzu_sync_engine::replica::ImportOutcome, ReplicaError> {
+        let out = self.lock().import(events)?;
+        self.changed();
+        Ok(out)
+    }
+
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Takes the replica back (when no session holds the Arc any more).
+    pub fn into_inner(self: Arc<Self>) -> Option<Replica<E, G>> {
+        Arc::into_inner(self).map(|s| s.replica.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Receives lifecycle events: (the connection, e.g. `tcp://127.0.0.1:7000`, the event).
+pub type EventSink = Arc<dyn Fn(&str, &Lifecycle) + Send + Sync>;
+
+/// A sink that drops everything.
+pub fn no_events() -> EventSink {
+    Arc::new(|_, _| {})
+}
+
+/// How a session is driven.
+#[derive(Clone)]
+pub struct DriveOptions {
+    /// Stop once synced (client one-shot) instead of streaming.
+    pub one_shot: bool,
+    /// How often to look for local changes while waiting for bytes.
+    pub poll: Duration,
+    pub max_frame: usize,
+    pub stop: Arc<AtomicBool>,
+    pub events: EventSink,
+    /// Give up on a session that receives nothing for this long (None: never). Live
+    /// sessions are kept alive by the transport; one-shot ones use it as a timeout.
+    pub idle_timeout: Option<Duration>,
+    /// A frame begun but not completed within this time is a truncated frame: the
+    /// connection gets an error and is closed.
+    pub frame_timeout: Duration,
+}
+
+impl std::fmt::Debug for DriveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveOptions")
+            .field("one_shot", &self.one_shot)
+            .field("poll", &self.poll)
+            .field("max_frame", &self.max_frame)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        DriveOptions {
+            one_shot: false,
+            poll: Duration::from_millis(20),
+            max_frame: DEFAULT_MAX_FRAME,
+            stop: Arc::new(AtomicBool::new(false)),
+            events: no_events(),
+            idle_timeout: None,
+            frame_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Traffic and outcome of one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionReport {
+    pub remote: String,
+    pub transport: String,
+    pub events_sent: u64,
+    pub events_received: u64,
+    pub frames_sent: u64,
+    /// MessagePack bytes before compression, sent.
+    pub raw_bytes_sent: u64,
+    /// Bytes on the wire, sent (frame headers included).
+    pub wire_bytes_sent: u64,
+    pub wire_bytes_received: u64,
+    pub synced: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("{transport}: {source}")]
+    Io {
+        transport: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{transport}: refused: {reason}")]
+    Refused { transport: String, reason: String },
+    #[error("{transport}: {reason}")]
+    Protocol { transport: String, reason: String },
+    #[error("{transport}: no message for {secs} s")]
+    Timeout { transport: String, secs: u64 },
+    #[error("unsupported remote {0:?}: expected tcp://HOST:PORT, ws://HOST:PORT/PATH or http://HOST:PORT/PATH")]
+    BadUrl(String),
+}
+
+impl NetError {
+    /// True if retrying cannot help (the remote refused us, or the URL is wrong).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, NetError::Refused { .. } | NetError::BadUrl(_))
+    }
+}
+
+/// Runs one session over `transport` until it closes, fails, is stopped, or (one-shot)
+/// has synced.
+pub fn drive<E: EventStore, G: GraphStore>(
+    transport: &mut dyn Transport,
+    mut session: Session,
+    shared: &Shared<E, G>,
+    opts: &DriveOptions,
+) -> Result<SessionReport, NetError> {
+    let name = transport.describe();
+    let mut report = SessionReport {
+        transport: name.clone(),
+        ..SessionReport::default()
+    };
+    let mut decoder = FrameDecoder::new(opts.max_frame);
+    let mut encoder = Encoder {
+        max_frame: opts.max_frame,
+        ..Encoder::default()
+    };
+    let mut refused: Option<String> = None;
+    let mut failed: Option<String> = None;
+    let mut last_gen = shared.generation();
+    let io_err = |source: io::Error| NetError::Io {
+        transport: name.clone(),
+        source,
+    };
+    let mut pending: Vec<Output> = Vec::new();
+    if session.is_client() {
+        pending = session.start(&*shared.lock());
+    }
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut last_rx = Instant::now();
+    loop {
+        // Carry out what the session asked for.
+        for out in pending.drain(..) {
+            match out {
+                Output::Send(msg) => {
+                    encoder.compress = session.compression();
+                    if let Message::Events(ev) = &msg {
+                        report.events_sent += ev.len() as u64;
+                    }
+                    let (frame, stats) = encoder.encode(&msg).map_err(|e| NetError::Protocol {
+                        transport: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    report.frames_sent += 1;
+                    report.raw_bytes_sent += stats.raw as u64;
+                    report.wire_bytes_sent += stats.wire as u64;
+                    // The remote may already be gone after our error or refusal.
+                    if let Err(e) = transport.send(&frame) {
+                        if !session.is_closed() {
+                            return Err(io_err(e));
+                        }
+                    }
+                }
+                Output::Event(ev) => {
+                    match &ev {
+                        Lifecycle::Refused { reason } => refused = Some(reason.clone()),
+                        Lifecycle::Error { reason } => failed = Some(reason.clone()),
+                        Lifecycle::Change { events, .. } => {
+                            report.events_received += *events as u64;
+                        }
+                        _ => {}
+                    }
+                    (opts.events)(&name, &ev);
+                }
+                Output::Close => transport.close(),
+            }
+        }
+        report.remote = session.remote().unwrap_or_default().to_string();
+        if session.is_closed() {
+            if let Some(reason) = refused {
+                return Err(NetError::Refused {
+                    transport: name,
+                    reason,
+                });
+            }
+            if let Some(reason) = failed {
+                return Err(NetError::Protocol {
+                    transport: name,
+                    reason,
+                });
+            }
+            return Ok(report);
+        }
+        if opts.one_shot && session.is_synced() {
+            report.synced = true;
+            transport.close();
+            return Ok(report);
+        }
+        if opts.stop.load(Ordering::SeqCst) {
+            transport.close();
+            return Ok(report);
+        }
+        buf.clear();
+        let n = transport.recv(&mut buf, opts.poll).map_err(io_err)?;
+        if n > 0 {
+            last_rx = Instant::now();
+            report.wire_bytes_received += n as u64;
+            decoder.push(&buf);
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(msg)) => {
+                        let outs = session.receive(msg, &mut shared.lock());
+                        if outs
+                            .iter()
+                            .any(|o| matches!(o, Output::Event(Lifecycle::Change { .. })))
+                        {
+                            shared.changed();
+                        }
+                        pending.extend(outs);
+                        if session.is_closed() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        pending.extend(session.protocol_error(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        } else if decoder.pending() > 0 && last_rx.elapsed() > opts.frame_timeout {
+            pending.extend(session.protocol_error(format!(
+                "truncated frame: {} bytes of an incomplete frame and nothing more for {} ms",
+                decoder.pending(),
+                opts.frame_timeout.as_millis()
+            )));
+            continue;
+        } else if let Some(limit) = opts.idle_timeout {
+            if last_rx.elapsed() > limit {
+                transport.close();
+                return Err(NetError::Timeout {
+                    transport: name,
+                    secs: limit.as_secs(),
+                });
+            }
+        }
+        let g = shared.generation();
+        if g != last_gen && pending.is_empty() && !session.is_closed() {
+            last_gen = g;
+            pending.extend(session.local_changed(&*shared.lock()));
+        }
+    }
+}
+
+/// Opens a transport to a remote URL: `tcp://HOST:PORT`, `ws://HOST:PORT/PATH` or
+/// `http://HOST:PORT/PATH`.
+pub fn connect(url: &str, timeout: Duration) -> Result<Box<dyn Transport>, NetError> {
+    let io = |source| NetError::Io {
+        transport: url.to_string(),
+        source,
+    };
+    if let Some(addr) = url.strip_prefix("tcp://") {
+        Ok(Box::new(
+            TcpTransport::connect(addr.trim_end_matches('/'), timeout).map_err(io)?,
+        ))
+    } else if url.starts_with("ws://") {
+        Ok(Box::new(
+            crate::ws::WsTransport::connect(url, timeout).map_err(io)?,
+        ))
+    } else if url.starts_with("http://") {
+        Ok(Box::new(
+            crate::http::HttpClientTransport::connect(url, timeout).map_err(io)?,
+        ))
+    } else {
+        Err(NetError::BadUrl(url.to_string()))
+    }
+}
+
+/// One-shot sync with one remote: handshake, exchange, EOSE, acks.
+pub fn sync_once<E: EventStore, G: GraphStore>(
+    shared: &Shared<E, G>,
+    url: &str,
+    config: SessionConfig,
+    events: EventSink,
+) -> Result<SessionReport, NetError> {
+    let mut transport = connect(url, Duration::from_secs(10))?;
+    let opts = DriveOptions {
+        one_shot: true,
+        events,
+        idle_timeout: Some(Duration::from_secs(120)),
+        ..DriveOptions::default()
+    };
+    drive(&mut *transport, Session::client(config), shared, &opts)
+}
+
+/// Backoff between reconnection attempts: 250 ms doubling, capped at 30 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(250);
+    }
+}
+
+/// Live sync with every remote at once, each on its own thread, reconnecting with
+/// backoff, until `stop` is set or a remote refuses us. Returns the permanent errors.
+pub fn watch<E, G>(
+    shared: Arc<Shared<E, G>>,
+    urls: &[String],
+    config: SessionConfig,
+    opts: DriveOptions,
+) -> Vec<NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let handles: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            let (shared, config, opts, url) =
+                (shared.clone(), config.clone(), opts.clone(), url.clone());
+            thread::spawn(move || watch_one(&shared, &url, config, opts))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|h| h.join().ok().flatten())
+        .collect()
+}
+
+fn watch_one<E: EventStore, G: GraphStore>(
+    shared: &Shared<E, G>,
+    url: &str,
+    config: SessionConfig,
+    opts: DriveOptions,
+) -> Option<NetError> {
+    let mut backoff = Backoff::default();
+    while !opts.stop.load(Ordering::SeqCst) {
+        let began = Instant::now();
+        let result = connect(url, Duration::from_secs(10))
+            .and_then(|mut t| drive(&mut *t, Session::client(config.clone()), shared, &opts));
+        let error = match result {
+            Ok(report) if opts.stop.load(Ordering::SeqCst) => {
+                let _ = report;
+                return None;
+            }
+            Ok(_) => "the remote closed the session".to_string(),
+            Err(e) if e.is_permanent() => return Some(e),
+            Err(e) => e.to_string(),
+        };
+        // A session that lived a while was a working link: start the backoff over.
+        if began.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        (opts.events)(
+            url,
+            &Lifecycle::Error {
+                reason: format!("{error}; reconnecting in {} ms", delay.as_millis()),
+            },
+        );
+        sleep_unless_stopped(delay, &opts.stop);
+    }
+    None
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+    }
+}
+
+/// How a hub serves.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub session: SessionConfig,
+    pub max_frame: usize,
+    pub poll: Duration,
+    /// See [`DriveOptions::frame_timeout`].
+    pub frame_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            session: SessionConfig {
+                seal: true,
+                ..SessionConfig::default()
+            },
+            max_frame: DEFAULT_MAX_FRAME,
+            poll: Duration::from_millis(20),
+            frame_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves sessions on `listener` until `stop` is set: raw TCP frames, WebSocket
+/// (`GET` upgrade) and HTTP push/pull (`POST`) on the same port. Each connection runs on
+/// its own thread; one failing connection never affects the others.
+pub fn serve<E, G>(
+    listener: TcpListener,
+    shared: Arc<Shared<E, G>>,
+    config: HubConfig,
+    stop: Arc<AtomicBool>,
+    events: EventSink,
+) -> io::Result<()>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let http = crate::http::HttpRegistry::default();
+    let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let (shared, config, stop, events, http) = (
+                    shared.clone(),
+                    config.clone(),
+                    stop.clone(),
+                    events.clone(),
+                    http.clone(),
+                );
+                threads.push(thread::spawn(move || {
+                    serve_connection(stream, shared, config, stop, events, http)
+                }));
+                threads.retain(|t| !t.is_finished());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn serve_connection<E, G>(
+    stream: TcpStream,
+    shared: Arc<Shared<E, G>>,
+    config: HubConfig,
+    stop: Arc<AtomicBool>,
+    events: EventSink,
+    http: crate::http::HttpRegistry,
+) where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let report = |e: &dyn std::fmt::Display| {
+        events(
+            &format!("tcp://{addr}"),
+            &Lifecycle::Error {
+                reason: e.to_string(),
+            },
+        )
+    };
+    if let Err(e) = stream.set_nonblocking(false) {
+        return report(&e);
+    }
+    let mut head = [0u8; 4];
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let sniffed = peek_exact(&stream, &mut head);
+    let opts = DriveOptions {
+        one_shot: false,
+        poll: config.poll,
+        max_frame: config.max_frame,
+        stop: stop.clone(),
+        events: events.clone(),
+        idle_timeout: None,
+        frame_timeout: config.frame_timeout,
+    };
+    let session = || Session::server(config.session.clone());
+    let mut transport: Box<dyn Transport> = match sniffed {
+        Ok(()) if &head == b"GET " => match crate::ws::WsTransport::accept(stream) {
+            Ok(t) => Box::new(t),
+            Err(e) => return report(&e),
+        },
+        Ok(()) if &head == b"POST" => {
+            let spawn = |mut t: Box<dyn Transport>| {
+                let (shared, opts) = (shared.clone(), opts.clone());
+                let s = session();
+                thread::spawn(move || {
+                    if let Err(e) = drive(&mut *t, s, &shared, &opts) {
+                        (opts.events)(
+                            &t.describe(),
+                            &Lifecycle::Error {
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                });
+            };
+            if let Err(e) = http.handle(stream, &spawn) {
+                report(&e);
+            }
+            return;
+        }
+        Ok(()) | Err(_) => match TcpTransport::from_stream(stream) {
+            Ok(t) => Box::new(t),
+            Err(e) => return report(&e),
+        },
+    };
+    if let Err(e) = drive(&mut *transport, session(), &shared, &opts) {
+        report(&e);
+    }
+}
+
+/// Waits until `buf.len()` bytes can be peeked (or the stream ends or times out).
+fn peek_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
+    let start = Instant::now();
+    loop {
+        let n = stream.peek(buf)?;
+        if n == buf.len() {
+            return Ok(());
+        }
+        if n == 0 || start.elapsed() > Duration::from_secs(10) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the first frame",
+            ));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,412 @@
+//! The hub over real loopback sockets, with in-memory replicas: convergence of several
+//! clients, `online_wins` through a hub, and every bad input of the protocol.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kuzu_sync_engine::memory::MemoryGraphStore;
+use kuzu_sync_engine::sync::{Hello, Lifecycle, Message, SessionConfig};
+use kuzu_sync_engine::{
+    Column, DataType, Entity, FixedClock, MemoryEventStore, NodeRef, NodeTableDef, Op, PeerId,
+    Policy, Replica, SchemaOp, Value, VersionVector,
+};
+use kuzu_sync_protocol::frame::{decode_frame, Decoded, Encoder};
+use kuzu_sync_protocol::net::{self, no_events, DriveOptions, EventSink, HubConfig, Shared};
+
+type S = Shared<MemoryEventStore, MemoryGraphStore>;
+
+fn replica(peer: &str, now: u64) -> Arc<S> {
+    Shared::new(
+        Replica::create(
+            MemoryEventStore::default(),
+            MemoryGraphStore::new(),
+            PeerId::new(peer).unwrap(),
+            Box::new(FixedClock(now)),
+        )
+        .unwrap(),
+    )
+}
+
+struct Hub {
+    url: String,
+    addr: String,
+    shared: Arc<S>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    log: Arc<Mutex<Vec<Lifecycle>>>,
+}
+
+impl Hub {
+    fn start(config: HubConfig) -> Hub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let shared = replica("hub", 500);
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink: EventSink = {
+            let log = log.clone();
+            Arc::new(move |_, e| log.lock().unwrap().push(e.clone()))
+        };
+        let thread = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            thread::spawn(move || net::serve(listener, shared, config, stop, sink).unwrap())
+        };
+        Hub {
+            url: format!("tcp://{addr}"),
+            addr,
+            shared,
+            stop,
+            thread: Some(thread),
+            log,
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn user_table() -> Op {
+    Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "User".into(),
+        columns: vec![
+            Column {
+                name: "name".into(),
+                ty: DataType::String,
+                default: None,
+            },
+            Column {
+                name: "status".into(),
+                ty: DataType::String,
+                default: None,
+            },
+        ],
+        primary_key: "name".into(),
+    }))
+}
+
+fn add_user(name: &str) -> Op {
+    Op::AddNode {
+        table: "User".into(),
+        props: vec![("name".into(), Value::from(name))],
+    }
+}
+
+fn set_status(name: &str, v: &str) -> Op {
+    Op::Update {
+        entity: Entity::Node(NodeRef {
+            table: "User".into(),
+            key: Value::from(name),
+        }),
+        prop: "status".into(),
+        value: Value::from(v),
+    }
+}
+
+fn sync(c: &S, hub: &Hub) -> net::SessionReport {
+    net::sync_once(c, &hub.url, SessionConfig::default(), no_events()).unwrap()
+}
+
+#[test]
+fn three_clients_converge_through_a_hub() {
+    let hub = Hub::start(HubConfig::default());
+    let clients: Vec<Arc<S>> = (0..3)
+        .map(|i| replica(&format!("c{i}"), 1_000 + i))
+        .collect();
+    clients[0].write(vec![user_table()]).unwrap();
+    sync(&clients[0], &hub);
+    for (i, c) in clients.iter().enumerate() {
+        sync(c, &hub);
+        c.write((0..50).map(|k| add_user(&format!("u{i}-{k}"))).collect())
+            .unwrap();
+    }
+    for _ in 0..2 {
+        for c in &clients {
+            let r = sync(c, &hub);
+            assert!(r.synced);
+        }
+    }
+    let want = hub.shared.lock().dump().unwrap();
+    assert_eq!(want.values().map(Vec::len).sum::<usize>(), 150);
+    for c in &clients {
+        assert_eq!(c.lock().dump().unwrap(), want);
+    }
+}
+
+#[test]
+fn live_clients_receive_changes_as_they_happen() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("a", 1_000);
+    let b = replica("b", 1_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = DriveOptions {
+        stop: stop.clone(),
+        ..DriveOptions::default()
+    };
+    let watchers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|r| {
+            let (url, opts) = (hub.url.clone(), opts.clone());
+            thread::spawn(move || net::watch(r, &[url], SessionConfig::default(), opts))
+        })
+        .collect();
+    a.write(vec![user_table(), add_user("ann")]).unwrap();
+    b_waits_for(&b, 2);
+    b.write(vec![add_user("bob")]).unwrap();
+    b_waits_for(&a, 3);
+    stop.store(true, Ordering::SeqCst);
+    for w in watchers {
+        assert!(w.join().unwrap().is_empty());
+    }
+    assert_eq!(a.lock().dump().unwrap(), b.lock().dump().unwrap());
+}
+
+fn b_waits_for(r: &S, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.lock().version_vector().total() < total {
+        assert!(Instant::now() < deadline, "the change never arrived");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SPEC §4 through a hub: node_b online sets `banned`; node_a, offline, had set
+/// `inactive` (with a later clock); when node_a syncs, `banned` wins on every replica.
+#[test]
+fn spec_offline_conflict_online_wins_through_a_hub() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("node_a", 9_000);
+    let b = replica("node_b", 3_000);
+    a.write(vec![
+        user_table(),
+        Op::Schema(SchemaOp::SetPolicy {
+            table: "User".into(),
+            column: "status".into(),
+            policy: Policy::OnlineWins,
+        }),
+        add_user("user_1"),
+    ])
+    .unwrap();
+    sync(&a, &hub);
+    sync(&b, &hub);
+    // node_a goes offline and writes; node_b, online, writes and syncs.
+    a.write(vec![set_status("user_1", "inactive")]).unwrap();
+    b.write(vec![set_status("user_1", "banned")]).unwrap();
+    sync(&b, &hub);
+    // node_a comes back.
+    sync(&a, &hub);
+    sync(&b, &hub);
+    let status = |r: &S| {
+        let d = r.lock().dump().unwrap();
+        format!("{:?}", d)
+    };
+    for r in [&a, &b, &hub.shared] {
+        let s = status(r);
+        assert!(s.contains("banned") && !s.contains("inactive"), "{s}");
+    }
+    let conflicts = hub.shared.lock().conflicts().to_vec();
+    assert!(
+        conflicts.iter().any(|c| c.strategy == "online_wins"),
+        "{conflicts:?}"
+    );
+}
+
+/// Sends raw bytes on a fresh connection and returns the messages the hub answered
+/// before closing.
+fn raw_exchange(hub: &Hub, bytes: &[u8], then_close: bool) -> Vec<Message> {
+    let mut s = TcpStream::connect(&hub.addr).unwrap();
+    s.write_all(bytes).unwrap();
+    if then_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Decoded::Message(m, used)) = decode_frame(&got[at..], 1 << 26) {
+        out.push(*m);
+        at += used;
+    }
+    out
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    Encoder::default().encode(msg).unwrap().0
+}
+
+fn hello(peer: &str, version: &str) -> Message {
+    Message::Hello(Hello {
+        peer: peer.into(),
+        protocol_version: version.into(),
+        schema_version: 0,
+        capabilities: vec![],
+        auth_token: None,
+        version_vector: VersionVector::new(),
+    })
+}
+
+fn error_of(msgs: &[Message]) -> String {
+    msgs.iter()
+        .find_map(|m| match m {
+            Message::Error(r) => Some(r.clone()),
+            Message::Refused(r) => Some(r.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no error message in {msgs:?}"))
+}
+
+#[test]
+fn bad_input_closes_only_the_offending_connection() {
+    let hub = Hub::start(HubConfig {
+        max_frame: 1 << 20,
+        frame_timeout: Duration::from_millis(300),
+        ..HubConfig::default()
+    });
+    let good = replica("good", 1_000);
+    good.write(vec![user_table(), add_user("ann")]).unwrap();
+    sync(&good, &hub);
+    let hub_vv = || hub.shared.lock().version_vector().clone();
+    let before = hub_vv();
+
+    // Garbage bytes: their first four read as a length far over the limit.
+    let e = error_of(&raw_exchange(
+        &hub,
+        b"\x13\x37garbage bytes, not a frame",
+        false,
+    ));
+    assert!(e.contains("over the limit"), "{e}");
+    // A frame over the limit.
+    let mut big = ((2u32 << 20) + 1).to_le_bytes().to_vec();
+    big.push(0);
+    let e = error_of(&raw_exchange(&hub, &big, false));
+    assert!(
+        e.contains("2097153 bytes is over the limit of 1048576"),
+        "{e}"
+    );
+    // A truncated frame: the header promises 100 bytes, 10 come, then nothing.
+    let mut cut = 101u32.to_le_bytes().to_vec();
+    cut.extend([0u8; 10]);
+    let e = error_of(&raw_exchange(&hub, &cut, false));
+    assert!(e.contains("truncated frame"), "{e}");
+    // A wrong protocol version.
+    let e = error_of(&raw_exchange(&hub, &frame(&hello("x", "2.0")), false));
+    assert!(
+        e.contains("protocol version \"2.0\" is not supported"),
+        "{e}"
+    );
+    // An unknown message type.
+    #[derive(serde::Serialize)]
+    enum Future {
+        #[allow(dead_code)]
+        Hello(u8),
+        Teleport(u32),
+    }
+    let body = rmp_serde::to_vec(&Future::Teleport(1)).unwrap();
+    let mut unknown = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    unknown.push(0);
+    unknown.extend(body);
+    let e = error_of(&raw_exchange(&hub, &unknown, false));
+    assert!(e.contains("unknown message type"), "{e}");
+    // Events before the handshake.
+    let events = good.lock().events_since(&VersionVector::new()).unwrap();
+    let e = error_of(&raw_exchange(&hub, &frame(&Message::Events(events)), false));
+    assert!(e.contains("before the handshake"), "{e}");
+    // A valid frame carrying invalid events, after a valid handshake: an unknown table,
+    // then a wrong type.
+    for (op, want) in [
+        (
+            Op::AddNode {
+                table: "Ghost".into(),
+                props: vec![("name".into(), Value::from("x"))],
+            },
+            "Ghost",
+        ),
+        (
+            Op::AddNode {
+                table: "User".into(),
+                props: vec![("name".into(), Value::Int64(5))],
+            },
+            "does not fit type STRING",
+        ),
+    ] {
+        let mut forger = Replica::create(
+            MemoryEventStore::default(),
+            MemoryGraphStore::new(),
+            PeerId::new("forger").unwrap(),
+            Box::new(FixedClock(2_000)),
+        )
+        .unwrap();
+        forger
+            .import(good.lock().events_since(&VersionVector::new()).unwrap())
+            .unwrap();
+        let mut ev = forger.engine().prepare(add_user("tmp"), 2_000).unwrap();
+        ev.op = op;
+        let mut bytes = frame(&Message::Hello(Hello {
+            peer: "forger".into(),
+            protocol_version: "1.0".into(),
+            schema_version: 0,
+            capabilities: vec![],
+            auth_token: None,
+            version_vector: forger.version_vector().clone(),
+        }));
+        bytes.extend(frame(&Message::Events(vec![ev])));
+        let msgs = raw_exchange(&hub, &bytes, false);
+        assert!(
+            matches!(msgs.first(), Some(Message::Welcome(_))),
+            "{msgs:?}"
+        );
+        let e = error_of(&msgs);
+        assert!(e.contains("invalid event") && e.contains(want), "{e}");
+    }
+    // Nothing of any of it was applied, and the hub still serves.
+    assert_eq!(hub_vv(), before);
+    let other = replica("other", 1_000);
+    let r = sync(&other, &hub);
+    assert!(r.synced);
+    assert_eq!(other.lock().dump().unwrap(), good.lock().dump().unwrap());
+    let errors = hub
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Lifecycle::Error { .. } | Lifecycle::Refused { .. }))
+        .count();
+    assert!(errors >= 8, "the hub reported each failure ({errors})");
+}
+
+#[test]
+fn auth_token_is_enforced_by_the_hub() {
+    let hub = Hub::start(HubConfig {
+        session: SessionConfig {
+            auth_token: Some("tok".into()),
+            seal: true,
+            ..SessionConfig::default()
+        },
+        ..HubConfig::default()
+    });
+    let c = replica("c", 1_000);
+    c.write(vec![user_table()]).unwrap();
+    let err = net::sync_once(&c, &hub.url, SessionConfig::default(), no_events()).unwrap_err();
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("requires an auth token"), "{err}");
+    assert!(hub.shared.lock().version_vector().is_empty());
+    let ok = SessionConfig {
+        auth_token: Some("tok".into()),
+        ..SessionConfig::default()
+    };
+    assert!(
+        net::sync_once(&c, &hub.url, ok, no_events())
+            .unwrap()
+            .synced
+    );
+    assert_eq!(hub.shared.lock().version_vector().total(), 1);
+}
