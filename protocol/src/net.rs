@@ -507,7 +507,7 @@ where
                 threads.retain(|t| !t.is_finished());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(20));
+                thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(e),
         }

@@ -379,13 +379,18 @@ fn tmp_big_bidirectional() {
             .map(|i| {
                 let name: String = (0..12)
                     .map(|_| {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         format!("{:016x}", x)
                     })
                     .collect();
                 Op::AddNode {
                     table: "User".into(),
-                    props: vec![("id".into(), Value::Int64(i)), ("name".into(), Value::from(name))],
+                    props: vec![
+                        ("id".into(), Value::Int64(i)),
+                        ("name".into(), Value::from(name)),
+                    ],
                 }
             })
             .collect()

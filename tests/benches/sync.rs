@@ -1,0 +1,245 @@
+//! Live sync over loopback TCP into real Kuzu, against the naive way in the same run; and
+//! what sync traffic costs on the wire. Run with
+//! `cargo bench --profile dev -p kuzu-sync-tests --bench sync`.
+//!
+//! - `delta_sync_1000_nodes/kuzu_sync_tcp`: a client replica (Kuzu + SQLite) that lacks
+//!   1,000 new nodes syncs one-shot with a hub over loopback TCP: handshake, version
+//!   vectors, one batch, log append, apply to Kuzu, EOSE, acks.
+//! - `delta_sync_1000_nodes/naive_export_copy`: the same 1,000 nodes the naive way: the
+//!   source exports its whole node table to CSV (`COPY (MATCH …) TO`) and the destination
+//!   `COPY`s it in.
+//! - Traffic (printed, not timed): compression ratio of the sync frames and wire bytes per
+//!   op for 1,000 nodes + 5,000 edges, and for the LDBC SNB SF0.1 subset.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use kuzu_sync::protocol::frame::Encoder;
+use kuzu_sync::protocol::net::{self, no_events, HubConfig, Shared};
+use kuzu_sync::{KuzuConfig, KuzuReplica};
+use kuzu_sync_engine::sync::{Message, SessionConfig};
+use kuzu_sync_engine::{EdgeRef, Event, NodeRef, Op, Value, VersionVector};
+use kuzu_sync_kuzu::kuzu::{Connection, Database, SystemConfig};
+
+const DDL: &str =
+    "CREATE NODE TABLE User(id INT64, name STRING, city STRING, score INT64, PRIMARY KEY (id))";
+const NODES: i64 = 1000;
+
+fn config() -> KuzuConfig {
+    KuzuConfig {
+        buffer_pool_bytes: 256 << 20,
+        ..KuzuConfig::default()
+    }
+}
+
+fn user(id: i64) -> Op {
+    Op::AddNode {
+        table: "User".into(),
+        props: vec![
+            ("id".into(), Value::Int64(id)),
+            ("name".into(), Value::String(format!("user number {id}"))),
+            (
+                "city".into(),
+                Value::String(["Oslo", "Rome", "Lima", "Pune"][id as usize % 4].into()),
+            ),
+            ("score".into(), Value::Int64(id * 7 % 1000)),
+        ],
+    }
+}
+
+fn schema_op(r: &mut KuzuReplica) {
+    kuzu_sync::write_json_lines(r, &format!("{{\"op\":\"ddl\",\"cypher\":\"{DDL}\"}}")).unwrap();
+}
+
+fn plain_db(path: &Path) -> Database {
+    Database::new(
+        path,
+        SystemConfig::default()
+            .buffer_pool_size(256 << 20)
+            .max_db_size(4 << 30)
+            .max_num_threads(2),
+    )
+    .unwrap()
+}
+
+fn delta_sync(c: &mut Criterion) {
+    let work = tempfile::tempdir().unwrap();
+    // The hub has the schema and 1,000 users; clients start with the schema only.
+    let mut hub = kuzu_sync::init_with(&work.path().join("hub"), "hub", &config()).unwrap();
+    schema_op(&mut hub);
+    let schema_events = hub.events_since(&VersionVector::new()).unwrap();
+    hub.write((0..NODES).map(user).collect()).unwrap();
+    let shared = Shared::new(hub);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("tcp://{}", listener.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            net::serve(listener, shared, HubConfig::default(), stop, no_events()).unwrap()
+        })
+    };
+
+    // The naive way's source: a plain Kuzu database with the same 1,000 users.
+    let src = plain_db(&work.path().join("plain-src.kuzu"));
+    {
+        let conn = Connection::new(&src).unwrap();
+        conn.query(DDL).unwrap();
+        conn.query(&format!(
+            "UNWIND range(0, {}) AS i CREATE (:User {{id: i, name: 'user number ' + CAST(i AS STRING), \
+             city: 'Oslo', score: i * 7 % 1000}})",
+            NODES - 1
+        ))
+        .unwrap();
+    }
+
+    let mut g = c.benchmark_group("delta_sync_1000_nodes");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(30));
+    let mut n = 0;
+    g.bench_function("kuzu_sync_tcp", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let dir = work.path().join(format!("client{n}"));
+                let mut r = kuzu_sync::init_with(&dir, &format!("c{n}"), &config()).unwrap();
+                r.import(schema_events.clone()).unwrap();
+                let client = Shared::new(r);
+                let t = Instant::now();
+                let report =
+                    net::sync_once(&client, &url, SessionConfig::default(), no_events()).unwrap();
+                total += t.elapsed();
+                assert_eq!(report.events_received, NODES as u64);
+                drop(client);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            total
+        })
+    });
+    g.bench_function("naive_export_copy", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let src_conn = Connection::new(&src).unwrap();
+            for _ in 0..iters {
+                n += 1;
+                let csv = work.path().join(format!("export{n}.csv"));
+                let dst_path = work.path().join(format!("plain-dst{n}.kuzu"));
+                let dst = plain_db(&dst_path);
+                let dst_conn = Connection::new(&dst).unwrap();
+                dst_conn.query(DDL).unwrap();
+                let t = Instant::now();
+                src_conn
+                    .query(&format!(
+                        "COPY (MATCH (u:User) RETURN u.id, u.name, u.city, u.score) TO '{}' (header=false)",
+                        csv.display()
+                    ))
+                    .unwrap();
+                dst_conn
+                    .query(&format!("COPY User FROM '{}' (header=false)", csv.display()))
+                    .unwrap();
+                total += t.elapsed();
+                drop(dst_conn);
+                drop(dst);
+                let _ = std::fs::remove_file(&csv);
+                let _ = std::fs::remove_dir_all(&dst_path);
+                let _ = std::fs::remove_file(&dst_path);
+            }
+            total
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+}
+
+/// Raw (MessagePack) and wire bytes of sending `events` as sync frames.
+fn traffic(events: &[Event]) -> (usize, usize) {
+    let enc = Encoder {
+        compress: true,
+        ..Encoder::default()
+    };
+    let mut raw = 0;
+    let mut wire = 0;
+    for chunk in events.chunks(kuzu_sync_engine::sync::DEFAULT_BATCH) {
+        let (frame, stats) = enc.encode(&Message::Events(chunk.to_vec())).unwrap();
+        assert_eq!(stats.wire, frame.len());
+        raw += stats.raw;
+        wire += stats.wire;
+    }
+    (raw, wire)
+}
+
+fn report(name: &str, events: &[Event]) {
+    let (raw, wire) = traffic(events);
+    println!(
+        "traffic {name}: {} events, {raw} bytes MessagePack, {wire} bytes on the wire, \
+         compression {:.1} %, {:.1} wire bytes per op",
+        events.len(),
+        100.0 * (1.0 - wire as f64 / raw as f64),
+        wire as f64 / events.len() as f64
+    );
+}
+
+fn ldbc() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/ldbc-sf01");
+    assert!(p.is_dir(), "LDBC subset expected at {}", p.display());
+    p.canonicalize().unwrap()
+}
+
+fn compression(c: &mut Criterion) {
+    let work = tempfile::tempdir().unwrap();
+    // 1,000 nodes and 5,000 edges.
+    let mut r = kuzu_sync::init_with(&work.path().join("graph"), "a", &config()).unwrap();
+    schema_op(&mut r);
+    kuzu_sync::write_json_lines(
+        &mut r,
+        r#"{"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}"#,
+    )
+    .unwrap();
+    r.write((0..NODES).map(user).collect()).unwrap();
+    let edge = |k: i64| {
+        let node = |id: i64| NodeRef {
+            table: "User".into(),
+            key: Value::Int64(id),
+        };
+        Op::AddEdge {
+            edge: EdgeRef {
+                table: "Follows".into(),
+                from: node(k % NODES),
+                to: node((k * 7919 + 13) % NODES),
+                key: String::new(),
+            },
+            props: vec![("since".into(), Value::Int64(2000 + k % 25))],
+        }
+    };
+    r.write((0..5000).map(edge).collect()).unwrap();
+    let graph = r.events_since(&VersionVector::new()).unwrap();
+    report("1000 nodes + 5000 edges", &graph);
+    drop(r);
+
+    let ds = ldbc();
+    let mut l = kuzu_sync::init_with(&work.path().join("ldbc"), "ldbc", &config()).unwrap();
+    let schema = std::fs::read_to_string(ds.join("schema.cypher")).unwrap();
+    let mut s = l.engine().schema().clone();
+    let ops = kuzu_sync::ops::schema_ops(&schema, &mut s).unwrap();
+    l.write(ops.into_iter().map(Op::Schema).collect()).unwrap();
+    kuzu_sync::load::load_script(&mut l, &ds.join("copy.cypher"), 50_000, &mut |_, _| {}).unwrap();
+    let ldbc_events = l.events_since(&VersionVector::new()).unwrap();
+    report("LDBC SNB SF0.1 subset", &ldbc_events);
+    drop(l);
+
+    let mut g = c.benchmark_group("sync_frames");
+    g.sample_size(10);
+    g.bench_function("encode_1000_nodes_5000_edges_zstd", |b| {
+        b.iter(|| traffic(&graph))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, delta_sync, compression);
+criterion_main!(benches);
