@@ -160,6 +160,8 @@ pub enum Lifecycle {
     Conflict { peer: String, conflict: Conflict },
     /// The handshake was refused (by either side).
     Refused { reason: String },
+    /// The connection ended without an error message (the other side closed or vanished).
+    Disconnect { peer: String, reason: String },
     /// The session failed; the connection closes.
     Error { reason: String },
 }
@@ -615,6 +617,11 @@ impl Session {
         tables.sort();
         tables.dedup();
         let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        // Seals answer writes, not other seals: two hubs linked through a client would
+        // otherwise seal each other's seals forever.
+        let brings_writes = events
+            .iter()
+            .any(|e| !matches!(e.op, Op::Seal) && !replica.engine().is_applied(&e.id));
         let outcome = replica.import(events).map_err(|e| match e {
             ReplicaError::Engine(e) => format!("invalid event: {e}"),
             other => format!("import failed: {other}"),
@@ -635,6 +642,7 @@ impl Session {
                 }));
             }
             if self.config.seal
+                && brings_writes
                 && self.role == Role::Server
                 && replica
                     .engine()

@@ -530,6 +530,16 @@ impl Transport for HttpClientTransport {
         Ok(())
     }
 
+    /// Frames go out with the next poll, which `recv` makes.
+    fn flush(&mut self, _timeout: Duration) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// Each wait is a held HTTP request: poll less often than a socket would.
+    fn poll_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(250))
+    }
+
     fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize> {
         if self.closed {
             return Err(self.eof("the session is closed"));
@@ -1037,6 +1047,11 @@ impl Transport for HttpServerTransport {
             }
             st = cell.wait(st, Duration::from_secs(1));
         }
+    }
+
+    /// Frames are handed to the client's next poll.
+    fn flush(&mut self, _timeout: Duration) -> io::Result<bool> {
+        Ok(true)
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize> {

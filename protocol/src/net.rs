@@ -197,6 +197,7 @@ pub fn drive<E: EventStore, G: GraphStore>(
     }
     let mut buf = Vec::with_capacity(64 << 10);
     let mut last_rx = Instant::now();
+    let poll = transport.poll_interval().unwrap_or(opts.poll);
     loop {
         // Carry out what the session asked for.
         for out in pending.drain(..) {
@@ -259,8 +260,30 @@ pub fn drive<E: EventStore, G: GraphStore>(
             transport.close();
             return Ok(report);
         }
+        // Write what is queued for a moment, then read: never block on writing alone.
+        let flushed = transport.flush(Duration::from_millis(5)).map_err(&io_err)?;
         buf.clear();
-        let n = transport.recv(&mut buf, opts.poll).map_err(io_err)?;
+        let wait = if flushed {
+            poll
+        } else {
+            Duration::from_millis(1)
+        };
+        let n = match transport.recv(&mut buf, wait) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && session.is_established() => {
+                // The other side went away after a good handshake: a disconnect, not a
+                // protocol failure.
+                (opts.events)(
+                    &name,
+                    &Lifecycle::Disconnect {
+                        peer: report.remote.clone(),
+                        reason: e.to_string(),
+                    },
+                );
+                return Ok(report);
+            }
+            Err(e) => return Err(io_err(e)),
+        };
         if n > 0 {
             last_rx = Instant::now();
             report.wire_bytes_received += n as u64;
@@ -349,7 +372,14 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         idle_timeout: Some(Duration::from_secs(120)),
         ..DriveOptions::default()
     };
-    drive(&mut *transport, Session::client(config), shared, &opts)
+    let report = drive(&mut *transport, Session::client(config), shared, &opts)?;
+    if !report.synced {
+        return Err(NetError::Protocol {
+            transport: report.transport,
+            reason: "the remote closed the connection before the sync completed".into(),
+        });
+    }
+    Ok(report)
 }
 
 /// Backoff between reconnection attempts: 250 ms doubling, capped at 30 s.
@@ -512,6 +542,7 @@ where
             Err(e) => return Err(e),
         }
     }
+    http.shutdown();
     for t in threads {
         let _ = t.join();
     }

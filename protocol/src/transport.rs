@@ -2,14 +2,21 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A bidirectional byte channel carrying frames (see [`crate::frame`]).
 ///
 /// Implement it to add a transport: the sync session runs unchanged over it.
+///
+/// Sending must not block for long: both sides of a session send at once, and a side
+/// stuck writing into a full socket while the other does the same would never read. So
+/// `send` queues (writing what it can at once) and `flush` writes for a bounded time;
+/// the session driver alternates `flush` and `recv`.
 pub trait Transport: Send {
-    /// Sends one whole frame.
+    /// Queues one whole frame, writing what can be written without waiting.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Writes queued bytes for at most `timeout`. `Ok(true)` when nothing is left queued.
+    fn flush(&mut self, timeout: Duration) -> io::Result<bool>;
     /// Waits up to `timeout` for bytes and appends them to `buf`. Returns how many arrived
     /// (0 if none in time). A closed channel is an error of kind `UnexpectedEof`.
     fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize>;
@@ -17,6 +24,12 @@ pub trait Transport: Send {
     fn close(&mut self);
     /// What this is, for messages: `tcp://127.0.0.1:7000`.
     fn describe(&self) -> String;
+    /// How long the driver should wait in `recv` between looks for local changes, if
+    /// this transport wants something other than the driver's default (a polling
+    /// transport wants longer waits).
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Frames straight on a TCP stream.
@@ -25,6 +38,9 @@ pub struct TcpTransport {
     stream: TcpStream,
     peer: String,
     chunk: Vec<u8>,
+    /// Queued bytes, written from `written` on.
+    out: Vec<u8>,
+    written: usize,
 }
 
 impl TcpTransport {
@@ -50,13 +66,45 @@ impl TcpTransport {
             stream,
             peer,
             chunk: vec![0; 256 << 10],
+            out: Vec::new(),
+            written: 0,
         })
     }
 }
 
 impl Transport for TcpTransport {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.stream.write_all(frame)
+        self.out.extend_from_slice(frame);
+        self.flush(Duration::from_millis(1)).map(|_| ())
+    }
+
+    fn flush(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        while self.written < self.out.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A zero timeout would mean "block forever".
+            self.stream
+                .set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        Ok(true)
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize> {
@@ -84,7 +132,7 @@ impl Transport for TcpTransport {
     }
 
     fn close(&mut self) {
-        let _ = self.stream.flush();
+        let _ = self.flush(Duration::from_secs(5));
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 

@@ -245,9 +245,43 @@ impl Transport for WsTransport {
         if self.closed {
             return Err(self.eof());
         }
+        // Queue the message; tungstenite keeps what the socket does not take now.
         self.socket
-            .send(Message::Binary(frame.to_vec().into()))
-            .map_err(|e| self.error(e))
+            .get_ref()
+            .set_write_timeout(Some(Duration::from_millis(1)))?;
+        match self.socket.write(Message::Binary(frame.to_vec().into())) {
+            Ok(()) => self.flush(Duration::from_millis(1)).map(|_| ()),
+            Err(WsError::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.closed {
+            return Err(self.eof());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.socket
+                .get_ref()
+                .set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match self.socket.flush() {
+                Ok(()) => return Ok(true),
+                Err(WsError::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize> {
@@ -295,6 +329,7 @@ impl Transport for WsTransport {
         if self.closed {
             return;
         }
+        let _ = self.flush(Duration::from_secs(5));
         self.closed = true;
         // Send our close message, then give the other side a moment to answer so the
         // frames before it are not lost to a reset.

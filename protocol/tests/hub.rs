@@ -410,3 +410,115 @@ fn auth_token_is_enforced_by_the_hub() {
     );
     assert_eq!(hub.shared.lock().version_vector().total(), 1);
 }
+
+/// One replica on several transports at once: A watches two hubs (one over TCP, one over
+/// WebSocket) and carries changes between B (on the first) and C (on the second). Both
+/// hubs seal (the schema has an `online_wins` property), and seals do not ping-pong.
+#[test]
+fn one_replica_on_two_transports_bridges_two_hubs() {
+    let h1 = Hub::start(HubConfig::default());
+    let h2 = Hub::start(HubConfig::default());
+    let (a, b, c) = (
+        replica("a", 1_000),
+        replica("b", 1_000),
+        replica("c", 1_000),
+    );
+    b.write(vec![
+        user_table(),
+        Op::Schema(SchemaOp::SetPolicy {
+            table: "User".into(),
+            column: "status".into(),
+            policy: Policy::OnlineWins,
+        }),
+        add_user("ann"),
+    ])
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let a = a.clone();
+        let urls = vec![h1.url.clone(), format!("ws://{}/sync", h2.addr)];
+        let opts = DriveOptions {
+            stop: stop.clone(),
+            ..DriveOptions::default()
+        };
+        thread::spawn(move || net::watch(a, &urls, SessionConfig::default(), opts))
+    };
+    sync(&b, &h1);
+    b_waits_for(&h2.shared, 3);
+    sync(&c, &h2);
+    c.write(vec![set_status("ann", "from c")]).unwrap();
+    sync(&c, &h2);
+    let want_b = |r: &S| {
+        let d = format!("{:?}", r.lock().dump().unwrap());
+        d.contains("from c")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !want_b(&h1.shared) {
+        assert!(
+            Instant::now() < deadline,
+            "c's write never reached the first hub"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    sync(&b, &h1);
+    assert!(want_b(&b));
+    // Quiet now: the number of events stops growing.
+    thread::sleep(Duration::from_millis(500));
+    let n1 = a.lock().version_vector().total();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.lock().version_vector().total(), n1, "seals keep coming");
+    stop.store(true, Ordering::SeqCst);
+    assert!(watcher.join().unwrap().is_empty());
+    sync(&c, &h2);
+    let want = a.lock().dump().unwrap();
+    for r in [&b, &c, &h1.shared, &h2.shared] {
+        assert_eq!(r.lock().dump().unwrap(), want);
+    }
+}
+
+/// Both sides have megabytes the other lacks and send at the same time: neither may block
+/// the other (a side stuck writing into a full socket while the other does the same would
+/// never read).
+#[test]
+fn large_exchange_both_ways_does_not_deadlock() {
+    let hub = Hub::start(HubConfig::default());
+    let c = replica("c", 1_000);
+    // Noise that zstd cannot shrink much, so the frames outgrow the socket buffers.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = move || {
+        (0..24)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:016x}")
+            })
+            .collect::<String>()
+    };
+    hub.shared.write(vec![user_table()]).unwrap();
+    sync(&c, &hub);
+    let big = |prefix: &str, noise: &mut dyn FnMut() -> String| -> Vec<Op> {
+        (0..30_000)
+            .map(|k| Op::AddNode {
+                table: "User".into(),
+                props: vec![
+                    ("name".into(), Value::from(format!("{prefix}{k}").as_str())),
+                    ("status".into(), Value::from(noise().as_str())),
+                ],
+            })
+            .collect()
+    };
+    hub.shared.write(big("h", &mut noise)).unwrap();
+    c.write(big("c", &mut noise)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c2, url) = (c.clone(), hub.url.clone());
+    thread::spawn(move || {
+        let r = net::sync_once(&c2, &url, SessionConfig::default(), no_events());
+        let _ = tx.send(r.map(|r| r.synced).map_err(|e| e.to_string()));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the sync deadlocked");
+    assert_eq!(got, Ok(true));
+    assert_eq!(c.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());
+}
