@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -322,22 +322,7 @@ impl HttpClientTransport {
 
     fn open(&mut self) -> io::Result<&mut Conn> {
         if self.conn.is_none() {
-            let mut last = io::Error::new(
-                ErrorKind::NotFound,
-                format!("{}: no address", self.authority),
-            );
-            let mut stream = None;
-            for a in self.authority.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&a, self.connect_timeout) {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            let stream = stream.ok_or(last)?;
-            stream.set_nodelay(true)?;
+            let stream = crate::transport::connect_tcp(&self.authority, self.connect_timeout)?;
             let writer = stream.try_clone()?;
             self.conn = Some(Conn {
                 reader: BufReader::with_capacity(64 << 10, stream),

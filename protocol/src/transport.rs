@@ -43,17 +43,25 @@ pub struct TcpTransport {
     written: usize,
 }
 
+/// Connects to `HOST:PORT`, trying each address it resolves to, with Nagle off.
+pub fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl TcpTransport {
     pub fn connect(addr: &str, timeout: Duration) -> io::Result<Self> {
-        use std::net::ToSocketAddrs;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
-        for a in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => return Self::from_stream(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        Self::from_stream(connect_tcp(addr, timeout)?)
     }
 
     pub fn from_stream(stream: TcpStream) -> io::Result<Self> {

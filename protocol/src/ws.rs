@@ -5,7 +5,7 @@
 //! dropped connection ends the channel with an `UnexpectedEof` error.
 
 use std::io::{self, ErrorKind};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use tungstenite::handshake::HandshakeError;
@@ -41,19 +41,7 @@ impl WsTransport {
     /// Connects to `ws://HOST:PORT/PATH` (port 80 if none is given).
     pub fn connect(url: &str, timeout: Duration) -> io::Result<Self> {
         let authority = authority(url)?;
-        let mut last = io::Error::new(ErrorKind::NotFound, format!("{authority}: no address"));
-        let mut stream = None;
-        for a in authority.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        stream.set_nodelay(true)?;
+        let stream = crate::transport::connect_tcp(&authority, timeout)?;
         let peer = peer_name(stream.peer_addr());
         // The handshake must not hang on a silent server.
         let timeout = timeout.max(Duration::from_millis(1));

@@ -289,16 +289,10 @@ fn run(cli: Cli) -> Result<()> {
             peer_id,
             schema_version,
         } => {
-            let token = auth_token_file
-                .as_deref()
-                .map(net::read_token)
-                .transpose()?;
             let config = HubConfig {
                 session: SessionConfig {
-                    auth_token: token,
-                    schema_version,
                     seal: true,
-                    ..SessionConfig::default()
+                    ..session_config(auth_token_file.as_deref(), schema_version)?
                 },
                 ..HubConfig::default()
             };
@@ -321,15 +315,7 @@ fn run(cli: Cli) -> Result<()> {
             auth_token_file,
             schema_version,
         } => {
-            let token = auth_token_file
-                .as_deref()
-                .map(net::read_token)
-                .transpose()?;
-            let config = SessionConfig {
-                auth_token: token,
-                schema_version,
-                ..SessionConfig::default()
-            };
+            let config = session_config(auth_token_file.as_deref(), schema_version)?;
             let shared = Shared::new(open(&dir)?);
             if watch {
                 sync_watch(shared, &remote, config, stdin)?;
@@ -339,6 +325,14 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn session_config(token_file: Option<&Path>, schema_version: u64) -> Result<SessionConfig> {
+    Ok(SessionConfig {
+        auth_token: token_file.map(net::read_token).transpose()?,
+        schema_version,
+        ..SessionConfig::default()
+    })
 }
 
 fn print_events() -> EventSink {
