@@ -8,6 +8,7 @@
 //! {"op":"add_node","table":"User","props":{"name":"Alice"}}"#).unwrap();
 //! ```
 
+pub mod adopt;
 pub mod bundle;
 pub mod load;
 pub mod net;

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kuzu_sync_engine::{DataType, EdgeRef, NodeRef, Op, TableDef, Value};
+use kuzu_sync_engine::{DataType, EdgeRef, NodeRef, Op, RelTableDef, TableDef, Value};
 use kuzu_sync_kuzu::convert::{from_kuzu, read_expr};
 
 use crate::{Error, KuzuReplica};
@@ -19,9 +19,35 @@ use crate::{Error, KuzuReplica};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyStatement {
     pub table: String,
+    /// The column list, if the statement names one (`COPY t (a, b) FROM …`, as Kuzu's
+    /// `EXPORT DATABASE` writes): the file's columns in that order (for a rel table, after
+    /// the FROM and TO keys).
+    pub columns: Option<Vec<String>>,
     pub file: PathBuf,
-    /// The option list as written, without parentheses (e.g. `HEADER=true, DELIM='|'`).
+    /// The option list as written, without parentheses (e.g. `HEADER=true, DELIM='|'`),
+    /// minus `from` / `to`.
     pub options: String,
+    /// For a rel table with several FROM/TO pairs: the pair this file holds (the `from`
+    /// and `to` options).
+    pub connection: Option<(String, String)>,
+}
+
+/// Splits `from='A', to='B'` off an option list.
+fn take_connection(options: &str) -> (String, Option<(String, String)>) {
+    let mut from = None;
+    let mut to = None;
+    let mut rest = Vec::new();
+    for opt in options.split(',') {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let v = v.trim().trim_matches(|c| c == '\'' || c == '"' || c == '`');
+        match k.trim().to_ascii_lowercase().as_str() {
+            "from" => from = Some(v.to_string()),
+            "to" => to = Some(v.to_string()),
+            _ if opt.trim().is_empty() => {}
+            _ => rest.push(opt.trim().to_string()),
+        }
+    }
+    (rest.join(", "), from.zip(to))
 }
 
 /// Parses a COPY script. Relative file paths resolve against `base` (the script's folder).
@@ -42,9 +68,23 @@ pub fn parse_copy_script(script: &str, base: &Path) -> Result<Vec<CopyStatement>
             .filter(|p| p.eq_ignore_ascii_case("copy"))
             .map(|_| s[4..].trim_start())
             .ok_or_else(bad)?;
-        let table_end = rest.find(char::is_whitespace).ok_or_else(bad)?;
+        let table_end = rest
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .ok_or_else(bad)?;
         let table = rest[..table_end].trim_matches('`').to_string();
-        let rest = rest[table_end..].trim_start();
+        let mut rest = rest[table_end..].trim_start();
+        let mut columns = None;
+        if let Some(list) = rest.strip_prefix('(') {
+            let close = list.find(')').ok_or_else(bad)?;
+            columns = Some(
+                list[..close]
+                    .split(',')
+                    .map(|c| c.trim().trim_matches('`').to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+            );
+            rest = list[close + 1..].trim_start();
+        }
         let rest = rest
             .get(..4)
             .filter(|p| p.eq_ignore_ascii_case("from"))
@@ -65,9 +105,12 @@ pub fn parse_copy_script(script: &str, base: &Path) -> Result<Vec<CopyStatement>
         } else {
             return Err(bad());
         };
+        let (options, connection) = take_connection(&options);
         let path = Path::new(file);
         out.push(CopyStatement {
             table,
+            columns,
+            connection,
             file: if path.is_absolute() {
                 path.to_path_buf()
             } else {
@@ -146,9 +189,13 @@ pub fn load_script(
                 ))
             })?;
         let n = rows.len();
+        let pair = match &def {
+            TableDef::Rel(r) => Some(connection(r, stmt)?),
+            TableDef::Node(_) => None,
+        };
         let mut ops = Vec::with_capacity(batch.min(n));
         for row in rows {
-            ops.push(row_to_op(&def, row, &mut seen_edges));
+            ops.push(row_to_op(&def, row, pair.as_ref(), &mut seen_edges));
             if ops.len() >= batch {
                 done += ops.len() as u64;
                 replica.write(std::mem::take(&mut ops))?;
@@ -171,19 +218,21 @@ pub fn load_script(
 
 /// The declared columns (name, type) of a COPY source for `def`: a node table's columns, or
 /// a rel table's FROM key, TO key and properties.
-fn source_columns(replica: &KuzuReplica, def: &TableDef) -> Result<Vec<DataType>, Error> {
+fn source_columns(
+    replica: &KuzuReplica,
+    def: &TableDef,
+    stmt: &CopyStatement,
+) -> Result<Vec<DataType>, Error> {
     Ok(match def {
         TableDef::Node(t) => t.columns.iter().map(|c| c.ty.clone()).collect(),
         TableDef::Rel(r) => {
             let schema = replica.engine().schema();
-            let (f, t) = r.connections.first().ok_or_else(|| {
-                Error::Invalid(format!("rel table {} has no FROM/TO pair", r.name))
-            })?;
+            let (f, t) = connection(r, stmt)?;
             let pk = |name: &str| -> Result<DataType, Error> {
                 let n = schema.node_table(name)?;
                 Ok(n.key_column().expect("validated primary key").ty.clone())
             };
-            let mut cols = vec![pk(f)?, pk(t)?];
+            let mut cols = vec![pk(&f)?, pk(&t)?];
             cols.extend(r.columns.iter().map(|c| c.ty.clone()));
             cols
         }
@@ -197,15 +246,35 @@ fn read_rows(replica: &mut KuzuReplica, stmt: &CopyStatement) -> Result<Vec<Vec<
         .table(&stmt.table)
         .cloned()
         .ok_or_else(|| Error::Invalid(format!("table {} does not exist", stmt.table)))?;
-    if let TableDef::Rel(r) = &def {
-        if r.connections.len() > 1 {
-            return Err(Error::Invalid(format!(
-                "loading rel table {} with several FROM/TO pairs is not supported; use `write`",
-                r.name
-            )));
+    let table_types = source_columns(replica, &def, stmt)?;
+    // With a column list, the file's columns are those, in that order (after FROM and TO
+    // for a rel table); `order[i]` is the table position of file column i.
+    let fixed = match def {
+        TableDef::Node(_) => 0,
+        TableDef::Rel(_) => 2,
+    };
+    let order: Vec<usize> = match &stmt.columns {
+        None => (0..table_types.len()).collect(),
+        Some(names) => {
+            let props = def.columns();
+            let mut order: Vec<usize> = (0..fixed).collect();
+            for n in names {
+                let i = props
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(n))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "{}: table {} has no column {n}",
+                            stmt.file.display(),
+                            def.name()
+                        ))
+                    })?;
+                order.push(fixed + i);
+            }
+            order
         }
-    }
-    let types = source_columns(replica, &def)?;
+    };
+    let types: Vec<DataType> = order.iter().map(|&i| table_types[i].clone()).collect();
     let decl: Vec<String> = types
         .iter()
         .enumerate()
@@ -245,21 +314,47 @@ fn read_rows(replica: &mut KuzuReplica, stmt: &CopyStatement) -> Result<Vec<Vec<
     rows.into_iter()
         .enumerate()
         .map(|(i, row)| {
-            row.into_iter()
-                .zip(&types)
-                .map(|(v, t)| {
-                    from_kuzu(v, t).map_err(|e| {
-                        Error::Invalid(format!("{} row {}: {e}", stmt.file.display(), i + 1))
-                    })
-                })
-                .collect()
+            let mut out = vec![Value::Null; table_types.len()];
+            for ((v, t), &at) in row.into_iter().zip(&types).zip(&order) {
+                out[at] = from_kuzu(v, t).map_err(|e| {
+                    Error::Invalid(format!("{} row {}: {e}", stmt.file.display(), i + 1))
+                })?;
+            }
+            Ok(out)
         })
         .collect()
+}
+
+/// The FROM/TO pair a COPY of rel table `r` loads: the one its `from`/`to` options name,
+/// or the table's only pair.
+fn connection(r: &RelTableDef, stmt: &CopyStatement) -> Result<(String, String), Error> {
+    match &stmt.connection {
+        Some((f, t)) => r
+            .connections
+            .iter()
+            .find(|(a, b)| a.eq_ignore_ascii_case(f) && b.eq_ignore_ascii_case(t))
+            .cloned()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: rel table {} has no FROM {f} TO {t} pair",
+                    stmt.file.display(),
+                    r.name
+                ))
+            }),
+        None if r.connections.len() == 1 => Ok(r.connections[0].clone()),
+        None => Err(Error::Invalid(format!(
+            "{}: rel table {} has several FROM/TO pairs: give the pair with the options \
+             (from='A', to='B')",
+            stmt.file.display(),
+            r.name
+        ))),
+    }
 }
 
 fn row_to_op(
     def: &TableDef,
     row: Vec<Value>,
+    pair: Option<&(String, String)>,
     seen: &mut HashMap<(String, NodeRef, NodeRef), usize>,
 ) -> Op {
     match def {
@@ -273,7 +368,7 @@ fn row_to_op(
                 .collect(),
         },
         TableDef::Rel(r) => {
-            let (f, t) = &r.connections[0];
+            let (f, t) = pair.unwrap_or(&r.connections[0]);
             let mut it = row.into_iter();
             let from = NodeRef {
                 table: f.clone(),

@@ -79,6 +79,17 @@ enum Command {
     Status { dir: PathBuf },
     /// The conflicts detected in this replica's history, as JSON lines.
     Conflicts { dir: PathBuf },
+    /// Make a database created with plain Kuzu into a new replica in DIR. The source is
+    /// opened read-only and copied (exported, then loaded as replicated ops); it is never
+    /// modified.
+    Adopt {
+        dir: PathBuf,
+        /// The Kuzu database to adopt (Kuzu 0.11: the database file; its WAL beside it).
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        peer_id: String,
+    },
     /// Run a hub: accept sync clients (raw TCP, WebSocket and HTTP on one port) until
     /// SIGINT/SIGTERM. Lifecycle events are printed as JSON lines.
     Serve {
@@ -280,6 +291,31 @@ fn run(cli: Cli) -> Result<()> {
             for c in r.conflicts() {
                 print(serde_json::to_value(c)?);
             }
+        }
+        Command::Adopt { dir, from, peer_id } => {
+            let pb = bar(0, "adopting");
+            pb.set_length(u64::MAX);
+            pb.set_style(
+                ProgressStyle::with_template("{msg:>20} {pos} rows ({per_sec})")
+                    .expect("valid template"),
+            );
+            let (r, outcome) =
+                kuzu_sync::adopt::adopt(&dir, &from, &peer_id, &mut |table, done| {
+                    pb.set_message(table.to_string());
+                    pb.set_position(done);
+                })
+                .with_context(|| format!("adopting {} into {}", from.display(), dir.display()))?;
+            pb.finish_and_clear();
+            print(json!({
+                "dir": dir,
+                "peer_id": r.peer().to_string(),
+                "source": outcome.source,
+                "copied": true,
+                "schema_ops": outcome.schema_ops,
+                "rows": outcome.rows,
+                "files": outcome.files,
+                "version_vector": r.version_vector(),
+            }));
         }
         Command::Serve {
             dir,
