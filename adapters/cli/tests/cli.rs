@@ -637,6 +637,48 @@ fn adopt_a_plain_kuzu_database_without_loss() {
             }
         }
     }
+    // A rel table with two FROM/TO pairs, and edges repeated between the same nodes.
+    {
+        use kuzu_sync_kuzu::kuzu::{Connection, Database, SystemConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("multi.kuzu");
+        let db = Database::new(&src, SystemConfig::default().buffer_pool_size(128 << 20)).unwrap();
+        let conn = Connection::new(&db).unwrap();
+        for q in [
+            "CREATE NODE TABLE User(name STRING, PRIMARY KEY(name))",
+            "CREATE NODE TABLE Post(id INT64, body STRING, PRIMARY KEY(id))",
+            "CREATE REL TABLE Likes(FROM User TO User, FROM User TO Post, weight DOUBLE)",
+            "CREATE (:User {name: 'ann'}), (:User {name: 'bob'}), (:Post {id: 1, body: 'hi'})",
+            "MATCH (a:User {name: 'ann'}), (b:User {name: 'bob'}) CREATE (a)-[:Likes {weight: 0.5}]->(b), (a)-[:Likes {weight: 0.7}]->(b)",
+            "MATCH (a:User {name: 'bob'}), (p:Post {id: 1}) CREATE (a)-[:Likes {weight: 2.0}]->(p)",
+        ] {
+            conn.query(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+        drop(conn);
+        drop(db);
+        let r = dir.path().join("adopted");
+        let out = json(&ok(ks(&[
+            "adopt",
+            p(&r),
+            "--from",
+            p(&src),
+            "--peer-id",
+            "m",
+        ])));
+        assert_eq!(out["rows"], 6, "{out}");
+        let likes = query(
+            &r,
+            "MATCH (a)-[l:Likes]->(b) RETURN label(b) AS to, l.weight AS w ORDER BY w",
+        );
+        assert_eq!(
+            likes,
+            vec![
+                serde_json::json!({"to": "User", "w": 0.5}),
+                serde_json::json!({"to": "User", "w": 0.7}),
+                serde_json::json!({"to": "Post", "w": 2.0}),
+            ]
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.kuzu");
     let target = dir.path().join("r");
