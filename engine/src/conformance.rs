@@ -71,7 +71,46 @@ pub fn event_store_suite<S: EventStore>(make: &mut dyn FnMut() -> S) {
     scan_skips_events_in_since(&mut make());
     scan_stops_at_callback_error(&mut make());
     meta_get_set_overwrite(&mut make());
+    replace_suffix_rewrites_own_events_atomically(&mut make());
     ten_thousand_events(&mut make());
+}
+
+fn replace_suffix_rewrites_own_events_atomically(store: &mut dyn EventStore) {
+    let case = "replace_suffix";
+    append(store, case, &make_events("a", 1, 5));
+    append(store, case, &make_events("b", 1, 2));
+    // a:4 and a:5 become one new a:4 (different contents: a rewrite, not equivocation).
+    let new = make_event_with_key("a", 4, 99);
+    store
+        .replace_suffix(&peer("a"), 3, std::slice::from_ref(&new), &[("mark", "3")])
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let all = scan_all(store, case);
+    assert_eq!(
+        ids(&all),
+        vec!["a:1", "a:2", "a:3", "b:1", "b:2", "a:4"],
+        "{case}: the rewritten suffix comes last"
+    );
+    assert_eq!(all.last().unwrap(), &new, "{case}");
+    assert_eq!(count(store, case), 6, "{case}");
+    assert_eq!(store.meta("mark").unwrap().as_deref(), Some("3"), "{case}");
+    // The new event is stored as any other: appending it again is a no-op, and a
+    // different a:4 is equivocation.
+    assert_eq!(append(store, case, std::slice::from_ref(&new)), 0, "{case}");
+    expect_equivocation(store, case, &make_events("a", 4, 4), "a:4");
+    // Out-of-sequence replacements are refused and change nothing.
+    let bad = make_events("a", 6, 6);
+    assert!(
+        store
+            .replace_suffix(&peer("a"), 3, &bad, &[("mark", "x")])
+            .is_err(),
+        "{case}"
+    );
+    assert_eq!(
+        scan_all(store, case),
+        all,
+        "{case}: a refused rewrite changes nothing"
+    );
+    assert_eq!(store.meta("mark").unwrap().as_deref(), Some("3"), "{case}");
 }
 
 fn append(store: &mut dyn EventStore, case: &str, events: &[Event]) -> usize {

@@ -16,6 +16,7 @@ pub mod json;
 pub mod memory;
 pub mod memory_log;
 pub mod ports;
+pub mod queue;
 pub mod replica;
 pub mod schema;
 pub mod sim;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::clock::{EventId, VersionVector};
+use crate::clock::{EventId, PeerId, VersionVector};
 use crate::event::Event;
 use crate::ports::{EventStore, StoreError};
 
@@ -88,6 +88,42 @@ impl EventStore for MemoryEventStore {
         self.meta.insert(key.to_owned(), value.to_owned());
         Ok(())
     }
+
+    fn replace_suffix(
+        &mut self,
+        peer: &PeerId,
+        after: u64,
+        events: &[Event],
+        meta: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        check_suffix(peer, after, events)?;
+        self.events
+            .retain(|e| !(e.id.peer == *peer && e.id.counter > after));
+        self.events.extend(events.iter().cloned());
+        self.index = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), (i, e.digest())))
+            .collect();
+        for (k, v) in meta {
+            self.meta.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `events` are `peer`'s, numbered `after + 1`, `after + 2`, …
+pub fn check_suffix(peer: &PeerId, after: u64, events: &[Event]) -> Result<(), StoreError> {
+    for (i, e) in events.iter().enumerate() {
+        if e.id.peer != *peer || e.id.counter != after + 1 + i as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "replacing the events of {peer} after {after}: event {} is out of sequence",
+                e.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

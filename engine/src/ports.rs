@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::change::ApplyBatch;
-use crate::clock::{EventId, VersionVector};
+use crate::clock::{EventId, PeerId, VersionVector};
 use crate::event::Event;
 use crate::schema::Schema;
 use crate::value::Value;
@@ -61,6 +61,19 @@ pub trait EventStore {
     /// A small durable key/value area for replica metadata (peer id, settings).
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// In one atomic step: removes `peer`'s events with a counter above `after`, stores
+    /// `events` (which must be `peer`'s, numbered from `after + 1`), and sets the metadata
+    /// entries given. Only for rewriting a replica's own events that no other replica has
+    /// seen (coalescing the offline queue); the new events come after every stored one in
+    /// scan order.
+    fn replace_suffix(
+        &mut self,
+        peer: &PeerId,
+        after: u64,
+        events: &[Event],
+        meta: &[(&str, &str)],
+    ) -> Result<(), StoreError>;
 }
 
 /// Every table's rows, as canonical values, sorted. Node rows follow the table's columns;

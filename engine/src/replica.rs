@@ -15,12 +15,20 @@ use crate::conflict::Conflict;
 use crate::error::EngineError;
 use crate::event::{Event, Op};
 use crate::ports::{EventStore, GraphDump, GraphStore, StoreError};
+pub use crate::queue::CoalesceReport;
 use crate::state::Engine;
 
 /// Events applied per graph-store transaction when catching up or importing.
 pub const DEFAULT_APPLY_CHUNK: usize = 20_000;
 
 const PEER_ID_KEY: &str = "peer_id";
+/// The replica's own counter when it went offline ("" when online).
+const OFFLINE_MARK_KEY: &str = "offline_mark";
+const QUEUE_CAPACITY_KEY: &str = "offline_queue_capacity";
+/// "1" between a rewrite of the queue in the log and the move of the graph's watermark.
+const REWRITE_PENDING_KEY: &str = "offline_queue_rewritten";
+/// Offline writes a replica queues at most, unless configured otherwise.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +58,26 @@ pub enum ReplicaError {
         first: EventId,
         needs: String,
     },
+    #[error(
+        "the offline queue is full: {queued} ops queued, capacity {capacity}; this write of \
+         {adding} ops was refused (sync, or raise the capacity)"
+    )]
+    QueueFull {
+        capacity: usize,
+        queued: usize,
+        adding: usize,
+    },
+}
+
+/// The offline queue, as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueStatus {
+    pub offline: bool,
+    /// Ops written since going offline, not yet sent.
+    pub size: usize,
+    /// Their encoded size.
+    pub estimated_size_bytes: u64,
+    pub capacity: usize,
 }
 
 /// What `status` reports.
@@ -87,6 +115,9 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     conflicts: Vec<Conflict>,
     apply_chunk: usize,
     recovering: bool,
+    /// Own counter when the replica went offline.
+    offline_mark: Option<u64>,
+    queue_capacity: usize,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
@@ -144,7 +175,21 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             conflicts: Vec::new(),
             apply_chunk: DEFAULT_APPLY_CHUNK,
             recovering: false,
+            offline_mark: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         };
+        replica.offline_mark = replica
+            .events
+            .meta(OFFLINE_MARK_KEY)?
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u64>())
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("{OFFLINE_MARK_KEY}: {e}")))?;
+        if let Some(c) = replica.events.meta(QUEUE_CAPACITY_KEY)? {
+            replica.queue_capacity = c
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("{QUEUE_CAPACITY_KEY}: {e}")))?;
+        }
         replica.recover(progress)?;
         Ok(replica)
     }
@@ -181,7 +226,24 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.engine.set_tracking(true);
         let (_, conflicts) = self.engine.take_batch();
         self.conflicts.extend(conflicts);
-        if self.engine.version_vector() != &watermark && !watermark.is_empty() {
+        let rewritten = self.events.meta(REWRITE_PENDING_KEY)?.as_deref() == Some("1");
+        if rewritten {
+            // The offline queue was rewritten in the log (fewer, equivalent events) but the
+            // graph's watermark may still name the raw ones: its rows are the same, so move
+            // the watermark back to the log, never beyond it.
+            let vv = self.engine.version_vector().clone();
+            if watermark != vv && watermark.dominates(&vv) {
+                self.graph.apply(
+                    &ApplyBatch {
+                        changes: Vec::new(),
+                        watermark: vv,
+                        may_exist: false,
+                    },
+                    self.engine.schema(),
+                )?;
+            }
+            self.events.set_meta(REWRITE_PENDING_KEY, "0")?;
+        } else if self.engine.version_vector() != &watermark && !watermark.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "the graph's apply watermark {:?} names events the log does not hold \
                  (the log holds {:?})",
@@ -260,11 +322,117 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.write_with_progress(ops, &mut |_, _| {})
     }
 
+    // ------------------------------------------------------------------ offline queue
+
+    /// Goes offline: from now on, own writes are counted in the offline queue (durably).
+    pub fn go_offline(&mut self) -> Result<(), ReplicaError> {
+        if self.offline_mark.is_none() {
+            let mark = self.own_counter();
+            self.events.set_meta(OFFLINE_MARK_KEY, &mark.to_string())?;
+            self.offline_mark = Some(mark);
+        }
+        Ok(())
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline_mark.is_some()
+    }
+
+    /// Sets (durably) how many ops the offline queue holds at most.
+    pub fn set_queue_capacity(&mut self, capacity: usize) -> Result<(), ReplicaError> {
+        self.events
+            .set_meta(QUEUE_CAPACITY_KEY, &capacity.to_string())?;
+        self.queue_capacity = capacity;
+        Ok(())
+    }
+
+    fn own_counter(&self) -> u64 {
+        self.engine.version_vector().get(self.engine.peer())
+    }
+
+    /// The queued events: own events after the offline mark, in order.
+    pub fn offline_queue(&self) -> Result<Vec<Event>, ReplicaError> {
+        let Some(mark) = self.offline_mark else {
+            return Ok(Vec::new());
+        };
+        let mut since = self.engine.version_vector().clone();
+        since.set(self.engine.peer().clone(), mark);
+        self.events_since(&since)
+    }
+
+    pub fn queue_status(&self) -> Result<QueueStatus, ReplicaError> {
+        let queue = self.offline_queue()?;
+        Ok(QueueStatus {
+            offline: self.is_offline(),
+            size: queue.len(),
+            estimated_size_bytes: queue.iter().map(|e| e.encode().len() as u64).sum(),
+            capacity: self.queue_capacity,
+        })
+    }
+
+    /// Rewrites the offline queue into fewer, equivalent events (see [`crate::queue`]).
+    /// The replica stays offline.
+    pub fn coalesce_offline_queue(&mut self) -> Result<CoalesceReport, ReplicaError> {
+        let Some(mark) = self.offline_mark else {
+            return Ok(CoalesceReport::default());
+        };
+        self.rewrite_queue(mark, &[])
+    }
+
+    /// Goes online: coalesces the queue and clears the offline mark, in one step. What was
+    /// queued is now ordinary history, sent by the next sync.
+    pub fn go_online(&mut self) -> Result<CoalesceReport, ReplicaError> {
+        let Some(mark) = self.offline_mark else {
+            return Ok(CoalesceReport::default());
+        };
+        let report = self.rewrite_queue(mark, &[(OFFLINE_MARK_KEY, "")])?;
+        self.offline_mark = None;
+        Ok(report)
+    }
+
+    fn rewrite_queue(
+        &mut self,
+        mark: u64,
+        meta: &[(&str, &str)],
+    ) -> Result<CoalesceReport, ReplicaError> {
+        let queue = self.offline_queue()?;
+        let coalesced = crate::queue::coalesce(&queue, mark);
+        let report = CoalesceReport {
+            raw: queue.len(),
+            coalesced: coalesced.len(),
+        };
+        if coalesced.len() == queue.len() {
+            for (k, v) in meta {
+                self.events.set_meta(k, v)?;
+            }
+            return Ok(report);
+        }
+        let mut all_meta = vec![(REWRITE_PENDING_KEY, "1")];
+        all_meta.extend_from_slice(meta);
+        let peer = self.engine.peer().clone();
+        self.events
+            .replace_suffix(&peer, mark, &coalesced, &all_meta)?;
+        // Rebuild the engine from the rewritten log; the graph's rows do not change, its
+        // watermark moves back to the log (see `recover`).
+        self.recover(&mut |_, _| {})?;
+        Ok(report)
+    }
+
     pub fn write_with_progress(
         &mut self,
         ops: Vec<Op>,
         progress: Progress,
     ) -> Result<Vec<EventId>, ReplicaError> {
+        if let Some(mark) = self.offline_mark {
+            let queued = (self.own_counter() - mark) as usize;
+            if queued + ops.len() > self.queue_capacity {
+                return Err(ReplicaError::QueueFull {
+                    capacity: self.queue_capacity,
+                    queued,
+                    adding: ops.len(),
+                });
+            }
+        }
         self.or_recover(|r| {
             let total = ops.len() as u64;
             let mut events = Vec::with_capacity(ops.len());

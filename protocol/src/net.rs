@@ -157,6 +157,8 @@ pub enum NetError {
     Timeout { transport: String, secs: u64 },
     #[error("unsupported remote {0:?}: expected tcp://HOST:PORT, ws://HOST:PORT/PATH or http://HOST:PORT/PATH")]
     BadUrl(String),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
 }
 
 impl NetError {
@@ -380,6 +382,49 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         });
     }
     Ok(report)
+}
+
+/// What [`sync_offline_changes`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OfflineSyncReport {
+    /// Ops queued while offline, and what coalescing made of them.
+    pub raw_operations: usize,
+    pub coalesced_operations: usize,
+    /// Queued ops that reached the remote (acknowledged).
+    pub synced_operations: usize,
+    /// Conflicts resolved while applying what came back.
+    pub conflicts_resolved: usize,
+    pub session: SessionReport,
+}
+
+/// Brings an offline replica back: coalesces its queue and goes online (one durable step),
+/// then syncs one-shot with `url`. Afterwards the queue is empty. If the sync fails, the
+/// replica is online with its (coalesced) writes unsent; the next sync sends them.
+pub fn sync_offline_changes<E: EventStore, G: GraphStore>(
+    shared: &Shared<E, G>,
+    url: &str,
+    config: SessionConfig,
+    events: EventSink,
+) -> Result<OfflineSyncReport, NetError> {
+    let coalesced = shared.lock().go_online()?;
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let sink: EventSink = {
+        let conflicts = conflicts.clone();
+        Arc::new(move |remote, e| {
+            if matches!(e, Lifecycle::Conflict { .. }) {
+                conflicts.fetch_add(1, Ordering::SeqCst);
+            }
+            events(remote, e)
+        })
+    };
+    let session = sync_once(shared, url, config, sink)?;
+    Ok(OfflineSyncReport {
+        raw_operations: coalesced.raw,
+        coalesced_operations: coalesced.coalesced,
+        synced_operations: coalesced.coalesced,
+        conflicts_resolved: conflicts.load(Ordering::SeqCst) as usize,
+        session,
+    })
 }
 
 /// Backoff between reconnection attempts: 250 ms doubling, capped at 30 s.

@@ -522,3 +522,93 @@ fn large_exchange_both_ways_does_not_deadlock() {
     assert_eq!(got, Ok(true));
     assert_eq!(c.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());
 }
+
+fn follows(from: &str, to: &str) -> Op {
+    Op::AddEdge {
+        edge: kuzu_sync_engine::EdgeRef {
+            table: "Follows".into(),
+            from: NodeRef {
+                table: "User".into(),
+                key: Value::from(from),
+            },
+            to: NodeRef {
+                table: "User".into(),
+                key: Value::from(to),
+            },
+            key: String::new(),
+        },
+        props: vec![],
+    }
+}
+
+fn follows_table() -> Op {
+    Op::Schema(SchemaOp::CreateRelTable(kuzu_sync_engine::RelTableDef {
+        name: "Follows".into(),
+        connections: vec![("User".into(), "User".into())],
+        columns: vec![],
+        multiplicity: kuzu_sync_engine::Multiplicity::ManyMany,
+    }))
+}
+
+/// SPEC §4: three offline writes, then `sync_offline_changes()`: `synced_operations = 3`,
+/// `conflicts_resolved = 0`, and the queue is empty; the hub has them.
+#[test]
+fn spec_sync_offline_changes() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("node_a", 1_000);
+    a.write(vec![
+        user_table(),
+        follows_table(),
+        add_user("user_1"),
+        add_user("user_2"),
+    ])
+    .unwrap();
+    sync(&a, &hub);
+    a.lock().go_offline().unwrap();
+    a.write(vec![add_user("Bob")]).unwrap();
+    a.write(vec![follows("user_1", "user_2")]).unwrap();
+    a.write(vec![set_status("user_1", "active")]).unwrap();
+    let q = a.lock().queue_status().unwrap();
+    assert_eq!(q.size, 3);
+    assert!(q.estimated_size_bytes < 1 << 20);
+    let r = net::sync_offline_changes(&a, &hub.url, SessionConfig::default(), no_events()).unwrap();
+    assert_eq!(r.synced_operations, 3);
+    assert_eq!(r.conflicts_resolved, 0);
+    assert_eq!(r.raw_operations, 3);
+    assert_eq!(a.lock().queue_status().unwrap().size, 0);
+    assert!(!a.lock().is_offline());
+    assert_eq!(hub.shared.lock().dump().unwrap(), a.lock().dump().unwrap());
+}
+
+/// SPEC §4's offline conflict through `sync_offline_changes`: the resolution is reported
+/// and `banned` holds everywhere.
+#[test]
+fn spec_offline_conflict_via_sync_offline_changes() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("node_a", 9_000);
+    let b = replica("node_b", 3_000);
+    a.write(vec![
+        user_table(),
+        Op::Schema(SchemaOp::SetPolicy {
+            table: "User".into(),
+            column: "status".into(),
+            policy: Policy::OnlineWins,
+        }),
+        add_user("user_1"),
+    ])
+    .unwrap();
+    sync(&a, &hub);
+    sync(&b, &hub);
+    a.lock().go_offline().unwrap();
+    a.write(vec![set_status("user_1", "inactive")]).unwrap();
+    b.write(vec![set_status("user_1", "banned")]).unwrap();
+    sync(&b, &hub);
+    let r = net::sync_offline_changes(&a, &hub.url, SessionConfig::default(), no_events()).unwrap();
+    assert_eq!(r.synced_operations, 1);
+    assert!(r.conflicts_resolved >= 1, "{r:?}");
+    sync(&b, &hub);
+    for s in [&a, &b, &hub.shared] {
+        let d = format!("{:?}", s.lock().dump().unwrap());
+        assert!(d.contains("banned") && !d.contains("inactive"), "{d}");
+    }
+}

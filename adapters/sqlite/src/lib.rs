@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kuzu_sync_engine::{Event, EventId, EventStore, StoreError, VersionVector};
+use kuzu_sync_engine::{Event, EventId, EventStore, PeerId, StoreError, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
@@ -289,6 +289,52 @@ impl EventStore for SqliteEventStore {
             .and_then(|mut s| s.execute([key, value]))
             .map_err(self.err(&format!("write meta {key:?}")))?;
         Ok(())
+    }
+
+    fn replace_suffix(
+        &mut self,
+        peer: &PeerId,
+        after: u64,
+        events: &[Event],
+        meta: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        kuzu_sync_engine::memory_log::check_suffix(peer, after, events)?;
+        let context = format!("rewrite the events of {peer} in {}", self.path.display());
+        let err = |e| StoreError::backend(context.clone(), e);
+        let after = i64::try_from(after).map_err(|e| StoreError::backend(context.clone(), e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM events WHERE peer = ?1 AND counter > ?2",
+            params![peer.as_str(), after],
+        )
+        .map_err(err)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(err)?;
+            for event in events {
+                let counter = sql_counter(&event.id, &self.path)?;
+                insert
+                    .execute(params![
+                        event.id.peer.as_str(),
+                        counter,
+                        &event.digest()[..],
+                        event.encode()
+                    ])
+                    .map_err(err)?;
+            }
+            let mut set = tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .map_err(err)?;
+            for (k, v) in meta {
+                set.execute([k, v]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 }
 
