@@ -61,7 +61,17 @@ enum Command {
         batch: usize,
     },
     /// Write ops given as JSON lines (from FILE, or stdin), as one atomic write.
-    Write { dir: PathBuf, file: Option<PathBuf> },
+    Write {
+        dir: PathBuf,
+        file: Option<PathBuf>,
+        /// Go offline first (if not already): writes are queued until the next `sync`,
+        /// which coalesces them (superseded sets dropped, increments summed) and sends them.
+        #[arg(long)]
+        offline: bool,
+        /// With --offline: how many ops the queue may hold (default 10,000; remembered).
+        #[arg(long, requires = "offline")]
+        queue_capacity: Option<usize>,
+    },
     /// Run a read-only Cypher query; rows are printed as JSON lines.
     Query { dir: PathBuf, cypher: String },
     /// Write the events another replica lacks to an offline bundle.
@@ -218,7 +228,12 @@ fn run(cli: Cli) -> Result<()> {
             let total: usize = loaded.iter().map(|l| l.rows).sum();
             print(json!({"rows": total, "files": loaded}));
         }
-        Command::Write { dir, file } => {
+        Command::Write {
+            dir,
+            file,
+            offline,
+            queue_capacity,
+        } => {
             let text = match &file {
                 Some(f) => std::fs::read_to_string(f)
                     .with_context(|| format!("reading {}", f.display()))?,
@@ -229,6 +244,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let mut r = open(&dir)?;
+            if offline {
+                r.go_offline()?;
+                if let Some(c) = queue_capacity {
+                    r.set_queue_capacity(c)?;
+                }
+            }
             let ids = kuzu_sync::write_json_lines(&mut r, &text).with_context(|| {
                 format!(
                     "in {}",
@@ -237,10 +258,14 @@ fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_else(|| "stdin".into())
                 )
             })?;
-            print(json!({
+            let mut out = json!({
                 "written": ids.len(),
                 "version_vector": r.version_vector(),
-            }));
+            });
+            if r.is_offline() {
+                out["offline_queue"] = serde_json::to_value(r.queue_status()?)?;
+            }
+            print(out);
         }
         Command::Query { dir, cypher } => query(&dir, &cypher)?,
         Command::Export { dir, out, since } => {
@@ -284,6 +309,7 @@ fn run(cli: Cli) -> Result<()> {
                 "apply_watermark": s.apply_watermark,
                 "graph": {"nodes": s.nodes, "edges": s.edges},
                 "conflicts": s.conflicts,
+                "offline_queue": r.queue_status()?,
             }));
         }
         Command::Conflicts { dir } => {
@@ -425,6 +451,8 @@ fn sync_once(
 ) -> Result<()> {
     let started = Instant::now();
     let mut reports = Vec::new();
+    // An offline replica comes back: its queue is coalesced and it goes online first.
+    let offline = shared.lock().go_online()?;
     for url in remotes {
         let report = kuzu_sync::protocol::sync_once(shared, url, config.clone(), print_events())?;
         reports.push(report);
@@ -436,6 +464,10 @@ fn sync_once(
         "sent": reports.iter().map(|r| r.events_sent).sum::<u64>(),
         "received": reports.iter().map(|r| r.events_received).sum::<u64>(),
         "version_vector": r.version_vector(),
+        "offline_queue": {
+            "raw_operations": offline.raw,
+            "coalesced_operations": offline.coalesced,
+        },
         "ms": started.elapsed().as_millis() as u64,
     }));
     Ok(())
@@ -448,6 +480,14 @@ fn sync_watch(
     stdin: bool,
 ) -> Result<()> {
     let stop = stop_on_signal()?;
+    let offline = shared.lock().go_online()?;
+    if offline.raw > 0 {
+        print(json!({
+            "event": "online",
+            "raw_operations": offline.raw,
+            "coalesced_operations": offline.coalesced,
+        }));
+    }
     if stdin {
         let shared = shared.clone();
         std::thread::spawn(move || {

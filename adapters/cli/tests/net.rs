@@ -535,3 +535,53 @@ fn a_relay_hub_keeps_only_the_log_and_forwards() {
     proc.terminate();
     assert_eq!(users(&c), users(&a));
 }
+
+/// The offline queue from the command line: `write --offline` queues (with a capacity),
+/// `status` shows the queue, `sync` coalesces it, sends it and goes online.
+#[test]
+fn offline_writes_queue_coalesce_and_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let a = init(tmp.path(), "a");
+    let mut setup = SCHEMA.to_string();
+    setup.push_str(
+        "\n{\"op\":\"add_node\",\"table\":\"User\",\"props\":{\"name\":\"u\",\"visits\":0}}",
+    );
+    ok(ks_stdin(&["write", p(&a)], &setup));
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
+    let url = format!("tcp://{addr}");
+    sync(&a, &url);
+    let mut ops = String::new();
+    for i in 0..5 {
+        ops.push_str(&format!(
+            "{{\"op\":\"increment\",\"table\":\"User\",\"key\":\"u\",\"prop\":\"visits\",\"delta\":{i}}}\n"
+        ));
+    }
+    let out: Json = serde_json::from_str(&ok(ks_stdin(
+        &["write", p(&a), "--offline", "--queue-capacity", "6"],
+        &ops,
+    )))
+    .unwrap();
+    assert_eq!(out["offline_queue"]["size"], 5, "{out}");
+    assert_eq!(out["offline_queue"]["capacity"], 6);
+    // The queue holds 5 of 6: two more ops are refused whole, with a clear error.
+    let two =
+        "{\"op\":\"increment\",\"table\":\"User\",\"key\":\"u\",\"prop\":\"visits\",\"delta\":1}\n"
+            .repeat(2);
+    let refused = ks_stdin(&["write", p(&a)], &two);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("offline queue is full"));
+    let s = status(&a);
+    assert_eq!(s["offline_queue"]["size"], 5);
+    assert_eq!(s["offline_queue"]["offline"], true);
+    // Back online: the five increments travel as one.
+    let events = sync(&a, &url);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["offline_queue"]["raw_operations"], 5, "{summary}");
+    assert_eq!(summary["offline_queue"]["coalesced_operations"], 1);
+    assert_eq!(summary["sent"], 1);
+    assert_eq!(status(&a)["offline_queue"]["offline"], false);
+    hub_proc.terminate();
+    assert_eq!(users(&hub_dir)[0]["visits"], 10);
+    assert_eq!(users(&a), users(&hub_dir));
+}
