@@ -8,6 +8,9 @@
 //! - `delta_sync_1000_nodes/naive_export_copy`: the same 1,000 nodes the naive way: the
 //!   source exports its whole node table to CSV (`COPY (MATCH …) TO`) and the destination
 //!   `COPY`s it in.
+//! - `offline_queue_10000_ops`: a replica that queued 10,000 writes offline reconnects:
+//!   `sync_offline_changes` coalesces (nothing to coalesce here: 10,000 new nodes), sends
+//!   them over loopback TCP, and the hub logs and applies them to its Kuzu database.
 //! - Traffic (printed, not timed): compression ratio of the sync frames and wire bytes per
 //!   op for 1,000 nodes + 5,000 edges, and for the LDBC SNB SF0.1 subset.
 
@@ -241,5 +244,57 @@ fn compression(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, delta_sync, compression);
+fn offline_queue(c: &mut Criterion) {
+    let work = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("offline_queue_10000_ops");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(40));
+    let mut n = 0;
+    g.bench_function("sync_offline_changes_tcp_into_kuzu_hub", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let mut hub =
+                    kuzu_sync::init_with(&work.path().join(format!("hub{n}")), "hub", &config())
+                        .unwrap();
+                schema_op(&mut hub);
+                let base = hub.events_since(&VersionVector::new()).unwrap();
+                let shared = Shared::new(hub);
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let url = format!("tcp://{}", listener.local_addr().unwrap());
+                let stop = Arc::new(AtomicBool::new(false));
+                let server = {
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        net::serve(listener, shared, HubConfig::default(), stop, no_events())
+                            .unwrap()
+                    })
+                };
+                let dir = work.path().join(format!("client{n}"));
+                let mut r = kuzu_sync::init_with(&dir, &format!("c{n}"), &config()).unwrap();
+                r.import(base).unwrap();
+                r.go_offline().unwrap();
+                r.write((0..10_000).map(user).collect()).unwrap();
+                let client = Shared::new(r);
+                let t = Instant::now();
+                let report = net::sync_offline_changes(
+                    &client,
+                    &url,
+                    SessionConfig::default(),
+                    no_events(),
+                )
+                .unwrap();
+                total += t.elapsed();
+                assert_eq!(report.synced_operations, 10_000);
+                stop.store(true, Ordering::SeqCst);
+                server.join().unwrap();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, delta_sync, compression, offline_queue);
 criterion_main!(benches);
