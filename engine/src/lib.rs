@@ -15,6 +15,7 @@ pub mod event;
 pub mod json;
 pub mod memory;
 pub mod memory_log;
+pub mod merkle;
 pub mod ports;
 pub mod queue;
 pub mod replica;

@@ -278,13 +278,9 @@ fn offline_queue(c: &mut Criterion) {
                 r.write((0..10_000).map(user).collect()).unwrap();
                 let client = Shared::new(r);
                 let t = Instant::now();
-                let report = net::sync_offline_changes(
-                    &client,
-                    &url,
-                    SessionConfig::default(),
-                    no_events(),
-                )
-                .unwrap();
+                let report =
+                    net::sync_offline_changes(&client, &url, SessionConfig::default(), no_events())
+                        .unwrap();
                 total += t.elapsed();
                 assert_eq!(report.synced_operations, 10_000);
                 stop.store(true, Ordering::SeqCst);

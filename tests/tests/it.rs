@@ -158,5 +158,9 @@ fn offline_queue_rewrite_on_kuzu_survives_a_crash_before_the_watermark_moves() {
     let (e, g) = open();
     let mut r = Replica::open(e, g, Box::new(FixedClock(4))).unwrap();
     assert_eq!(r.dump().unwrap(), after);
-    assert_eq!(after["U"][0][2], kuzu_sync_engine::Value::Int64(110), "{after:?}");
+    assert_eq!(
+        after["U"][0][2],
+        kuzu_sync_engine::Value::Int64(110),
+        "{after:?}"
+    );
 }

@@ -1,0 +1,137 @@
+//! Memory of a replica: the engine's in-memory state beside Kuzu, for a replica of 100,000
+//! entities (50,000 nodes and 50,000 edges), against the SPEC's 32 MB. Each figure is
+//! measured in a fresh child process (this binary, re-run with `KS_MEMORY_CHILD` set) as
+//! the growth of its resident set (`VmRSS` in /proc/self/status), so allocator overhead is
+//! included and nothing freed earlier hides the cost. Printed, plus the time to open
+//! (replay) the replica under criterion. Run with
+//! `cargo bench --profile dev -p kuzu-sync-tests --bench memory`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, Criterion};
+use kuzu_sync::KuzuConfig;
+use kuzu_sync_engine::{EdgeRef, Engine, NodeRef, Op, PeerId, Value, VersionVector};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS")
+}
+
+const NODES: i64 = 50_000;
+
+fn ops() -> Vec<Op> {
+    let node = |id: i64| NodeRef {
+        table: "User".into(),
+        key: Value::Int64(id),
+    };
+    let mut ops: Vec<Op> = (0..NODES)
+        .map(|id| Op::AddNode {
+            table: "User".into(),
+            props: vec![
+                ("id".into(), Value::Int64(id)),
+                ("name".into(), Value::String(format!("user {id}"))),
+                ("score".into(), Value::Int64(id % 1000)),
+            ],
+        })
+        .collect();
+    ops.extend((0..NODES).map(|k| Op::AddEdge {
+        edge: EdgeRef {
+            table: "Follows".into(),
+            from: node(k),
+            to: node((k * 7919 + 1) % NODES),
+            key: String::new(),
+        },
+        props: vec![("since".into(), Value::Int64(2000 + k % 25))],
+    }));
+    ops
+}
+
+fn memory(c: &mut Criterion) {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("replica");
+    let events = {
+        let mut r = kuzu_sync::init_with(&dir, "m", &KuzuConfig::default()).unwrap();
+        kuzu_sync::write_json_lines(
+            &mut r,
+            r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(id INT64, name STRING, score INT64, PRIMARY KEY (id))"}
+{"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}"#,
+        )
+        .unwrap();
+        r.write(ops()).unwrap();
+        r.events_since(&VersionVector::new()).unwrap()
+    };
+    drop(events);
+    let measure = |mode: &str| -> u64 {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("KS_MEMORY_CHILD", mode)
+            .env("KS_MEMORY_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let engine_bytes = measure("engine");
+    let replica_bytes = measure("replica");
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "memory, 50,000 nodes + 50,000 edges: engine state {:.1} MB; whole replica opened \
+         (engine replayed from SQLite, Kuzu beside it) {:.1} MB; SPEC limit 32 MB",
+        mb(engine_bytes),
+        mb(replica_bytes)
+    );
+    let mut g = c.benchmark_group("open_replica_100k_entities");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("open_and_replay", |b| {
+        b.iter(|| drop(kuzu_sync::open(&dir).unwrap()))
+    });
+    g.finish();
+}
+
+/// In a child process: one measurement, printed as bytes.
+fn child(mode: &str) {
+    let dir = std::path::PathBuf::from(std::env::var("KS_MEMORY_DIR").unwrap());
+    let grown = match mode {
+        "engine" => {
+            let log = kuzu_sync::SqliteEventStore::open(&dir.join(kuzu_sync::EVENT_LOG)).unwrap();
+            let events = kuzu_sync_engine::ports::all_events(&log).unwrap();
+            let before = rss_bytes();
+            let mut engine = Engine::new(PeerId::new("x").unwrap());
+            engine.set_tracking(false);
+            for e in &events {
+                engine.apply(e).unwrap();
+            }
+            let grown = rss_bytes().saturating_sub(before);
+            assert_eq!(engine.visible_counts(), (NODES as usize, NODES as usize));
+            grown
+        }
+        _ => {
+            let before = rss_bytes();
+            let r = kuzu_sync::open(&dir).unwrap();
+            let grown = rss_bytes().saturating_sub(before);
+            drop(r);
+            grown
+        }
+    };
+    println!("{grown}");
+}
+
+criterion_group!(benches, memory);
+
+fn main() {
+    if let Ok(mode) = std::env::var("KS_MEMORY_CHILD") {
+        return child(&mode);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
