@@ -5,6 +5,7 @@
 //! Events go in ([`Engine::apply`]), graph changes and conflict records come out. The
 //! [`Replica`] drives an engine against an [`EventStore`] and a [`GraphStore`].
 
+pub mod antientropy;
 pub mod change;
 pub mod clock;
 pub mod conflict;
