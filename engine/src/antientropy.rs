@@ -15,7 +15,7 @@ use crate::value::Value;
 pub const SCHEMA_ENTITY: &str = "(schema)";
 
 /// One entity of a dump: its Merkle entry and what it is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityRow {
     pub key: Key,
     pub digest: Digest,

@@ -8,9 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::antientropy::{self, EntityRow};
 use crate::clock::{PeerId, VersionVector};
 use crate::conflict::Conflict;
 use crate::event::{Event, Op};
+use crate::merkle::{self, MerkleIndex};
 use crate::ports::{EventStore, GraphStore};
 use crate::replica::{Replica, ReplicaError};
 use crate::schema::Policy;
@@ -21,6 +23,9 @@ pub const PROTOCOL_VERSION: &str = "1.0";
 pub const DEFAULT_BATCH: usize = 4096;
 /// The capability of compressing frames with zstd.
 pub const CAP_ZSTD: &str = "zstd";
+/// A client capability: this session only asks questions (Merkle diff); no events are
+/// exchanged either way.
+pub const CAP_NO_EXCHANGE: &str = "no-exchange";
 
 /// A protocol message. New variants may be added in minor versions; a peer that cannot
 /// decode one closes the connection with an "unknown message type" error.
@@ -41,6 +46,56 @@ pub enum Message {
     Ack(VersionVector),
     /// A fatal error; the sender closes the connection.
     Error(String),
+    /// Merkle anti-entropy, request: the asker's entity count (the answerer picks the
+    /// bucket bits from the larger of the two counts).
+    MerkleSummary {
+        len: u64,
+    },
+    /// Answer: bucket bits, the answerer's entity count and root (32 bytes).
+    MerkleSummaryReply {
+        bucket_bits: u32,
+        len: u64,
+        #[serde(with = "serde_bytes")]
+        root: Vec<u8>,
+    },
+    /// Request: for each parent at `level`, its `2^depth` descendants.
+    MerkleDescendants {
+        level: u32,
+        parents: Vec<u32>,
+        depth: u32,
+    },
+    /// Hashes, 32 bytes each, back to back (raw bytes: MessagePack would spend two bytes
+    /// on many single bytes of an array).
+    MerkleHashes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Request: the fingerprints of these buckets.
+    MerkleFingerprints(Vec<u32>),
+    /// Per bucket, its 8-byte fingerprints back to back.
+    MerkleFingerprintLists(Vec<serde_bytes::ByteBuf>),
+    /// Request: the entries at (bucket, position).
+    MerkleEntries(Vec<(u32, u32)>),
+    /// Entries (16-byte key, 16-byte digest) back to back.
+    MerkleEntryList(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Request: the rows of these entity keys (16 bytes each, back to back).
+    MerkleRows(#[serde(with = "serde_bytes")] Vec<u8>),
+    MerkleRowList(Vec<EntityRow>),
+}
+
+/// Fixed-size items back to back, for the Merkle messages.
+pub fn pack<const N: usize>(items: &[[u8; N]]) -> Vec<u8> {
+    items.iter().flatten().copied().collect()
+}
+
+/// The inverse of [`pack`]; `None` if the length is not a multiple of `N`.
+pub fn unpack<const N: usize>(bytes: &[u8]) -> Option<Vec<[u8; N]>> {
+    if bytes.len() % N != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(N)
+            .map(|c| c.try_into().expect("chunk of N"))
+            .collect(),
+    )
 }
 
 impl Message {
@@ -53,6 +108,16 @@ impl Message {
             Message::Eose => "eose",
             Message::Ack(_) => "ack",
             Message::Error(_) => "error",
+            Message::MerkleSummary { .. } => "merkle_summary",
+            Message::MerkleSummaryReply { .. } => "merkle_summary_reply",
+            Message::MerkleDescendants { .. } => "merkle_descendants",
+            Message::MerkleHashes(_) => "merkle_hashes",
+            Message::MerkleFingerprints(_) => "merkle_fingerprints",
+            Message::MerkleFingerprintLists(_) => "merkle_fingerprint_lists",
+            Message::MerkleEntries(_) => "merkle_entries",
+            Message::MerkleEntryList(_) => "merkle_entry_list",
+            Message::MerkleRows(_) => "merkle_rows",
+            Message::MerkleRowList(_) => "merkle_row_list",
         }
     }
 }
@@ -233,6 +298,10 @@ pub struct Session {
     capabilities: Vec<String>,
     got_eose: bool,
     sent_eose: bool,
+    /// The remote asked for no event exchange (a diff session).
+    no_exchange: bool,
+    /// Server: the Merkle index of this replica's state, built at the first question.
+    merkle: Option<(Vec<EntityRow>, MerkleIndex)>,
 }
 
 impl Session {
@@ -248,6 +317,8 @@ impl Session {
             capabilities: Vec::new(),
             got_eose: false,
             sent_eose: false,
+            no_exchange: false,
+            merkle: None,
         }
     }
 
@@ -358,6 +429,15 @@ impl Session {
                     Ok(())
                 }
             }
+            (
+                Role::Server,
+                State::Established,
+                m @ (Message::MerkleSummary { .. }
+                | Message::MerkleDescendants { .. }
+                | Message::MerkleFingerprints(_)
+                | Message::MerkleEntries(_)
+                | Message::MerkleRows(_)),
+            ) => self.on_merkle(m, replica, &mut out),
             (_, State::Established, Message::Ack(vv)) => {
                 self.remote_acked.merge(&vv);
                 self.remote_has.merge(&vv);
@@ -385,7 +465,7 @@ impl Session {
         replica: &Replica<E, G>,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        if self.state != State::Established || !self.sent_eose {
+        if self.state != State::Established || !self.sent_eose || self.no_exchange {
             return out;
         }
         if self.remote_has.dominates(replica.version_vector()) {
@@ -524,7 +604,90 @@ impl Session {
             version_vector: replica.version_vector().clone(),
         })));
         self.established(mode, out);
+        if h.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
+            self.no_exchange = true;
+            return Ok(());
+        }
         self.send_stored(replica, out)
+    }
+
+    /// Answers a Merkle question from this replica's current state.
+    fn on_merkle<E: EventStore, G: GraphStore>(
+        &mut self,
+        m: Message,
+        replica: &mut Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if let Message::MerkleSummary { len } = &m {
+            let engine = replica.engine();
+            let rows = antientropy::entities(&engine.dump(), engine.schema(), true);
+            let bits = merkle::suggested_bucket_bits(rows.len().max(*len as usize));
+            let index = antientropy::index(&rows, bits);
+            out.push(Output::Send(Message::MerkleSummaryReply {
+                bucket_bits: bits,
+                len: index.len() as u64,
+                root: index.root().to_vec(),
+            }));
+            self.merkle = Some((rows, index));
+            return Ok(());
+        }
+        let Some((rows, index)) = &self.merkle else {
+            return Err(format!("{} before merkle_summary", m.kind()));
+        };
+        let bad = |what: &str| format!("{} names {what} that does not exist", m.kind());
+        let reply = match &m {
+            Message::MerkleDescendants {
+                level,
+                parents,
+                depth,
+            } => Message::MerkleHashes(pack(
+                &index
+                    .descendants(*level, parents, *depth)
+                    .ok_or_else(|| bad("a level or node"))?,
+            )),
+            Message::MerkleFingerprints(buckets) => Message::MerkleFingerprintLists(
+                buckets
+                    .iter()
+                    .map(|b| {
+                        index
+                            .fingerprints(*b)
+                            .map(|f| serde_bytes::ByteBuf::from(pack(&f)))
+                            .ok_or_else(|| bad("a bucket"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Message::MerkleEntries(picks) => {
+                let entries: Vec<[u8; 32]> = picks
+                    .iter()
+                    .map(|&(b, p)| {
+                        index
+                            .bucket(b)
+                            .and_then(|e| e.get(p as usize))
+                            .map(|(k, d)| {
+                                let mut both = [0u8; 32];
+                                both[..16].copy_from_slice(k);
+                                both[16..].copy_from_slice(d);
+                                both
+                            })
+                            .ok_or_else(|| bad("an entry"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Message::MerkleEntryList(pack(&entries))
+            }
+            Message::MerkleRows(keys) => {
+                let keys = unpack::<16>(keys).ok_or_else(|| bad("a key list"))?;
+                let keys: std::collections::HashSet<[u8; 16]> = keys.into_iter().collect();
+                Message::MerkleRowList(
+                    rows.iter()
+                        .filter(|r| keys.contains(&r.key))
+                        .cloned()
+                        .collect(),
+                )
+            }
+            _ => unreachable!("only merkle questions reach here"),
+        };
+        out.push(Output::Send(reply));
+        Ok(())
     }
 
     fn on_welcome<E: EventStore, G: GraphStore>(
@@ -551,6 +714,15 @@ impl Session {
             }));
         }
         self.established(w.sync_mode, out);
+        if self
+            .config
+            .capabilities
+            .iter()
+            .any(|c| c == CAP_NO_EXCHANGE)
+        {
+            self.no_exchange = true;
+            return Ok(());
+        }
         self.send_stored(replica, out)
     }
 

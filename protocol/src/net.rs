@@ -8,8 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kuzu_sync_engine::antientropy::{self, EntityRow};
+use kuzu_sync_engine::merkle::{self, MerkleError, MerkleRemote, Summary};
 use kuzu_sync_engine::ports::{EventStore, GraphStore};
-use kuzu_sync_engine::sync::{Lifecycle, Message, Output, Session, SessionConfig};
+use kuzu_sync_engine::sync::{
+    pack, unpack, Lifecycle, Message, Output, Session, SessionConfig, CAP_NO_EXCHANGE,
+};
 use kuzu_sync_engine::{Event, Op, Replica, ReplicaError};
 
 use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME};
@@ -425,6 +429,295 @@ pub fn sync_offline_changes<E: EventStore, G: GraphStore>(
         conflicts_resolved: conflicts.load(Ordering::SeqCst) as usize,
         session,
     })
+}
+
+/// An entity that differs: this replica's row and the remote's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Changed {
+    pub local: EntityRow,
+    pub remote: EntityRow,
+}
+
+/// What a Merkle comparison with a remote found, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteDiff {
+    pub equal: bool,
+    pub local_root: String,
+    pub remote_root: String,
+    pub local_entities: u64,
+    pub remote_entities: u64,
+    /// Entities the remote has and this replica lacks (the remote's rows).
+    pub missing_here: Vec<EntityRow>,
+    /// Entities this replica has and the remote lacks (this replica's rows).
+    pub missing_there: Vec<EntityRow>,
+    pub different: Vec<Changed>,
+    /// Tree hashes compared, round trips, and bytes on the wire both ways (frames
+    /// included), for the whole comparison including the rows.
+    pub comparisons: u64,
+    pub round_trips: u32,
+    pub wire_bytes: u64,
+}
+
+/// The remote side of a Merkle diff, over a live session: each call one request and its
+/// answer.
+struct NetRemote<'a> {
+    transport: &'a mut dyn Transport,
+    decoder: FrameDecoder,
+    encoder: Encoder,
+    summary: Summary,
+    wire: u64,
+    name: String,
+}
+
+impl NetRemote<'_> {
+    fn ask(&mut self, msg: &Message) -> Result<Message, NetError> {
+        let proto = |reason: String| NetError::Protocol {
+            transport: self.name.clone(),
+            reason,
+        };
+        let (frame, _) = self.encoder.encode(msg).map_err(|e| proto(e.to_string()))?;
+        self.wire += frame.len() as u64;
+        let io = |source| NetError::Io {
+            transport: self.name.clone(),
+            source,
+        };
+        self.transport.send(&frame).map_err(io)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = Vec::new();
+        loop {
+            while !self.transport.flush(Duration::from_millis(5)).map_err(io)? {}
+            if let Some(m) = self
+                .decoder
+                .next_message()
+                .map_err(|e| proto(e.to_string()))?
+            {
+                return match m {
+                    Message::Error(reason) => Err(proto(format!("the remote said: {reason}"))),
+                    m => Ok(m),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(NetError::Timeout {
+                    transport: self.name.clone(),
+                    secs: 60,
+                });
+            }
+            buf.clear();
+            let n = self
+                .transport
+                .recv(&mut buf, Duration::from_millis(50))
+                .map_err(io)?;
+            self.wire += n as u64;
+            self.decoder.push(&buf);
+        }
+    }
+
+    fn merkle(&mut self, msg: &Message) -> Result<Message, MerkleError> {
+        self.ask(msg)
+            .map_err(|e| MerkleError::Remote(e.to_string()))
+    }
+}
+
+fn malformed(what: &str) -> MerkleError {
+    MerkleError::Malformed(format!("{what} of the wrong length"))
+}
+
+fn unexpected(m: &Message) -> MerkleError {
+    MerkleError::Malformed(format!("unexpected {} answer", m.kind()))
+}
+
+impl MerkleRemote for NetRemote<'_> {
+    fn summary(&mut self) -> Result<Summary, MerkleError> {
+        Ok(self.summary)
+    }
+
+    fn descendants(
+        &mut self,
+        level: u32,
+        parents: &[u32],
+        depth: u32,
+    ) -> Result<Vec<[u8; 32]>, MerkleError> {
+        match self.merkle(&Message::MerkleDescendants {
+            level,
+            parents: parents.to_vec(),
+            depth,
+        })? {
+            Message::MerkleHashes(h) => unpack(&h).ok_or_else(|| malformed("hashes")),
+            m => Err(unexpected(&m)),
+        }
+    }
+
+    fn fingerprints(&mut self, buckets: &[u32]) -> Result<Vec<Vec<[u8; 8]>>, MerkleError> {
+        match self.merkle(&Message::MerkleFingerprints(buckets.to_vec()))? {
+            Message::MerkleFingerprintLists(l) => l
+                .iter()
+                .map(|b| unpack(b).ok_or_else(|| malformed("fingerprints")))
+                .collect(),
+            m => Err(unexpected(&m)),
+        }
+    }
+
+    fn entries(&mut self, picks: &[(u32, u32)]) -> Result<Vec<([u8; 16], [u8; 16])>, MerkleError> {
+        match self.merkle(&Message::MerkleEntries(picks.to_vec()))? {
+            Message::MerkleEntryList(l) => Ok(unpack::<32>(&l)
+                .ok_or_else(|| malformed("entries"))?
+                .into_iter()
+                .map(|b| {
+                    let (k, d) = b.split_at(16);
+                    (k.try_into().expect("16"), d.try_into().expect("16"))
+                })
+                .collect()),
+            m => Err(unexpected(&m)),
+        }
+    }
+}
+
+/// Compares this replica's resolved state with a remote's by Merkle tree, without
+/// exchanging events: a handshake with the `no-exchange` capability, then questions.
+/// Only the differing entities' rows travel.
+pub fn remote_diff<E: EventStore, G: GraphStore>(
+    shared: &Shared<E, G>,
+    url: &str,
+    mut config: SessionConfig,
+) -> Result<RemoteDiff, NetError> {
+    let mut transport = connect(url, Duration::from_secs(10))?;
+    let name = transport.describe();
+    config.capabilities.push(CAP_NO_EXCHANGE.to_string());
+    let mut session = Session::client(config);
+    let mut remote = NetRemote {
+        transport: &mut *transport,
+        decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
+        encoder: Encoder::default(),
+        summary: Summary {
+            bucket_bits: 0,
+            len: 0,
+            root: [0; 32],
+        },
+        wire: 0,
+        name: name.clone(),
+    };
+    // Handshake.
+    let mut pending = session.start(&*shared.lock());
+    while !session.is_established() {
+        let mut next = None;
+        for o in pending.drain(..) {
+            match o {
+                Output::Send(m) => next = Some(m),
+                Output::Event(Lifecycle::Refused { reason }) => {
+                    return Err(NetError::Refused {
+                        transport: name,
+                        reason,
+                    })
+                }
+                Output::Event(Lifecycle::Error { reason }) => {
+                    return Err(NetError::Protocol {
+                        transport: name,
+                        reason,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let Some(m) = next else {
+            return Err(NetError::Protocol {
+                transport: name,
+                reason: "the handshake ended without an answer".into(),
+            });
+        };
+        let answer = remote.ask(&m)?;
+        pending = session.receive(answer, &mut shared.lock());
+        if session.is_established() {
+            break;
+        }
+    }
+    let (rows, schema_len) = {
+        let r = shared.lock();
+        let rows = antientropy::entities(&r.engine().dump(), r.engine().schema(), true);
+        let n = rows.len();
+        (rows, n)
+    };
+    let summary = match remote.ask(&Message::MerkleSummary {
+        len: schema_len as u64,
+    })? {
+        Message::MerkleSummaryReply {
+            bucket_bits,
+            len,
+            root,
+        } if root.len() == 32 => Summary {
+            bucket_bits,
+            len,
+            root: root.try_into().expect("32 bytes"),
+        },
+        m => {
+            return Err(NetError::Protocol {
+                transport: name,
+                reason: format!("unexpected {} answer to merkle_summary", m.kind()),
+            })
+        }
+    };
+    remote.summary = summary;
+    let local = antientropy::index(&rows, summary.bucket_bits);
+    let report = merkle::diff(&local, &mut remote).map_err(|e| NetError::Protocol {
+        transport: name.clone(),
+        reason: e.to_string(),
+    })?;
+    let wanted: Vec<[u8; 16]> = report
+        .missing_here
+        .iter()
+        .chain(&report.different)
+        .copied()
+        .collect();
+    let asked_rows = !wanted.is_empty();
+    let remote_rows = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        match remote.ask(&Message::MerkleRows(pack(&wanted)))? {
+            Message::MerkleRowList(r) => r,
+            m => {
+                return Err(NetError::Protocol {
+                    transport: name,
+                    reason: format!("unexpected {} answer to merkle_rows", m.kind()),
+                })
+            }
+        }
+    };
+    let wire = remote.wire;
+    transport.close();
+    let local_by_key: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.key, r)).collect();
+    let remote_by_key: std::collections::HashMap<_, _> =
+        remote_rows.iter().map(|r| (r.key, r)).collect();
+    let pick = |keys: &[[u8; 16]], from: &std::collections::HashMap<[u8; 16], &EntityRow>| {
+        keys.iter()
+            .filter_map(|k| from.get(k).map(|r| (*r).clone()))
+            .collect::<Vec<_>>()
+    };
+    Ok(RemoteDiff {
+        equal: report.is_empty(),
+        local_root: hex(&local.root()),
+        remote_root: hex(&summary.root),
+        local_entities: local.len() as u64,
+        remote_entities: summary.len,
+        missing_here: pick(&report.missing_here, &remote_by_key),
+        missing_there: pick(&report.missing_there, &local_by_key),
+        different: report
+            .different
+            .iter()
+            .filter_map(|k| {
+                Some(Changed {
+                    local: (*local_by_key.get(k)?).clone(),
+                    remote: (*remote_by_key.get(k)?).clone(),
+                })
+            })
+            .collect(),
+        comparisons: report.comparisons,
+        // The handshake, the diff's own round trips (its summary included), the rows.
+        round_trips: report.round_trips + 1 + u32::from(asked_rows),
+        wire_bytes: wire,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Backoff between reconnection attempts: 250 ms doubling, capped at 30 s.
