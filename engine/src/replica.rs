@@ -9,10 +9,13 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use crate::antientropy::{self, EntityRow};
 use crate::change::ApplyBatch;
+use crate::change::GraphChange;
 use crate::clock::{EventId, PeerId, VersionVector, WallClock};
 use crate::conflict::Conflict;
 use crate::error::EngineError;
+use crate::event::Entity;
 use crate::event::{Event, Op};
 use crate::ports::{EventStore, GraphDump, GraphStore, StoreError};
 pub use crate::queue::CoalesceReport;
@@ -67,6 +70,26 @@ pub enum ReplicaError {
         queued: usize,
         adding: usize,
     },
+}
+
+/// Rows the graph store holds that the engine's resolved state does not: writes made
+/// straight into the database, bypassing the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// In the graph, not in the engine's state (rows the engine would not show).
+    pub extra: Vec<EntityRow>,
+    /// In the engine's state, not in the graph (deleted behind its back).
+    pub missing: Vec<EntityRow>,
+    /// In both, with other values: (engine's row, graph's row).
+    pub different: Vec<(EntityRow, EntityRow)>,
+    /// Merkle tree hashes compared to find them.
+    pub comparisons: u64,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.extra.is_empty() && self.missing.is_empty() && self.different.is_empty()
+    }
 }
 
 /// The offline queue, as `status` reports it.
@@ -549,6 +572,102 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     pub fn event_store(&self) -> &E {
         &self.events
+    }
+
+    // ------------------------------------------------------------------ drift
+
+    /// Compares the graph store's rows with the engine's resolved state, by Merkle tree.
+    pub fn drift(&mut self) -> Result<Drift, ReplicaError> {
+        use std::collections::HashMap;
+        let schema = self.engine.schema().clone();
+        let mine = antientropy::entities(&self.engine.dump(), &schema, false);
+        let stored = antientropy::entities(&self.graph.dump(&schema)?, &schema, false);
+        let bits = crate::merkle::suggested_bucket_bits(mine.len().max(stored.len()));
+        let (a, b) = (
+            antientropy::index(&mine, bits),
+            antientropy::index(&stored, bits),
+        );
+        let report = crate::merkle::diff(&a, &mut crate::merkle::IndexRemote::new(&b))
+            .map_err(|e| StoreError::Corrupt(format!("comparing with the graph: {e}")))?;
+        let by_key = |rows: &[EntityRow]| -> HashMap<_, EntityRow> {
+            rows.iter().map(|r| (r.key, r.clone())).collect()
+        };
+        let (mine, stored) = (by_key(&mine), by_key(&stored));
+        let take = |keys: &[[u8; 16]], from: &HashMap<_, EntityRow>| -> Vec<EntityRow> {
+            keys.iter().filter_map(|k| from.get(k).cloned()).collect()
+        };
+        Ok(Drift {
+            extra: take(&report.missing_here, &stored),
+            missing: take(&report.missing_there, &mine),
+            different: report
+                .different
+                .iter()
+                .filter_map(|k| Some((mine.get(k)?.clone(), stored.get(k)?.clone())))
+                .collect(),
+            comparisons: report.comparisons,
+        })
+    }
+
+    /// Makes drift part of the history: writes the ops that give the engine the graph's
+    /// rows (adds for extra and different rows, deletes for missing ones). Returns the
+    /// events written; they replicate like any write.
+    pub fn capture_drift(&mut self, drift: &Drift) -> Result<Vec<EventId>, ReplicaError> {
+        let schema = self.engine.schema().clone();
+        let mut ops: Vec<Op> = Vec::new();
+        for row in drift
+            .extra
+            .iter()
+            .chain(drift.different.iter().map(|(_, g)| g))
+        {
+            ops.extend(antientropy::upsert_op(row, &schema));
+        }
+        for row in &drift.missing {
+            ops.extend(antientropy::delete_op(row, &schema));
+        }
+        self.write(ops)
+    }
+
+    /// Undoes drift: writes the engine's rows back into the graph store (and removes rows
+    /// the engine does not have), leaving the history as it is.
+    pub fn revert_drift(&mut self, drift: &Drift) -> Result<usize, ReplicaError> {
+        let schema = self.engine.schema().clone();
+        let mut changes = Vec::new();
+        for row in &drift.extra {
+            match antientropy::entity_of(row, &schema) {
+                Some(Entity::Node(n)) => changes.push(GraphChange::DeleteNode(n)),
+                Some(Entity::Edge(e)) => changes.push(GraphChange::DeleteEdge(e)),
+                None => {}
+            }
+        }
+        for row in drift
+            .missing
+            .iter()
+            .chain(drift.different.iter().map(|(m, _)| m))
+        {
+            match antientropy::entity_of(row, &schema) {
+                Some(Entity::Node(node)) => changes.push(GraphChange::UpsertNode {
+                    node,
+                    values: row.row.clone(),
+                    is_new: false,
+                }),
+                Some(Entity::Edge(edge)) => changes.push(GraphChange::UpsertEdge {
+                    edge,
+                    values: row.row.iter().skip(5).cloned().collect(),
+                    is_new: false,
+                }),
+                None => {}
+            }
+        }
+        let n = changes.len();
+        self.graph.apply(
+            &ApplyBatch {
+                changes,
+                watermark: self.engine.version_vector().clone(),
+                may_exist: true,
+            },
+            &schema,
+        )?;
+        Ok(n)
     }
 
     /// The stored graph, canonical.

@@ -147,3 +147,79 @@ fn converged_replicas_have_equal_roots_and_changes_show_as_different() {
         .filter(|e| report.different.contains(&e.key))
         .any(|e| e.table == SCHEMA_ENTITY));
 }
+
+fn tamper(r: &mut R) {
+    use crate::change::{ApplyBatch, GraphChange};
+    use crate::ports::GraphStore;
+    let schema = r.engine().schema().clone();
+    let wm = r.version_vector().clone();
+    let node = |id: i64| NodeRef {
+        table: "User".into(),
+        key: Value::Int64(id),
+    };
+    r.graph()
+        .apply(
+            &ApplyBatch {
+                changes: vec![
+                    // A row written straight into the database…
+                    GraphChange::UpsertNode {
+                        node: node(500),
+                        values: vec![Value::Int64(500), Value::from("intruder")],
+                        is_new: true,
+                    },
+                    // …one changed…
+                    GraphChange::UpsertNode {
+                        node: node(3),
+                        values: vec![Value::Int64(3), Value::from("edited")],
+                        is_new: false,
+                    },
+                    // …and one deleted.
+                    GraphChange::DeleteNode(node(4)),
+                ],
+                watermark: wm,
+                may_exist: true,
+            },
+            &schema,
+        )
+        .unwrap();
+}
+
+/// Drift: writes made straight into the graph store are found by comparing its rows with
+/// the engine's state; by policy they are reverted (the graph gets the engine's rows back)
+/// or captured (they become events, and replicate).
+#[test]
+fn drift_is_found_then_reverted_or_captured() {
+    let mut a = replica("a");
+    a.write((0..10).map(add).collect()).unwrap();
+    assert!(a.drift().unwrap().is_empty());
+    tamper(&mut a);
+    let d = a.drift().unwrap();
+    assert_eq!(d.extra.len(), 1, "{d:?}");
+    assert_eq!(d.extra[0].label, "User(500)");
+    assert_eq!(d.missing.len(), 1);
+    assert_eq!(d.missing[0].label, "User(4)");
+    assert_eq!(d.different.len(), 1);
+    assert_eq!(d.different[0].1.row[1], Value::from("edited"));
+    // Revert: the graph matches the engine again; the history did not change.
+    let events = a.version_vector().total();
+    assert_eq!(a.revert_drift(&d).unwrap(), 3);
+    assert!(a.drift().unwrap().is_empty());
+    assert_eq!(a.dump().unwrap(), a.engine().dump());
+    assert_eq!(a.version_vector().total(), events);
+    // Capture: the drift becomes history and reaches other replicas.
+    tamper(&mut a);
+    let tampered = a.dump().unwrap();
+    let d = a.drift().unwrap();
+    let ids = a.capture_drift(&d).unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(a.drift().unwrap().is_empty());
+    assert_eq!(
+        a.engine().dump(),
+        tampered,
+        "the engine now shows what the graph had"
+    );
+    let mut b = replica("b");
+    b.import(a.events_since(b.version_vector()).unwrap())
+        .unwrap();
+    assert_eq!(b.dump().unwrap(), tampered);
+}
