@@ -624,7 +624,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         for row in &drift.missing {
             ops.extend(antientropy::delete_op(row, &schema));
         }
-        self.write(ops)
+        // The graph already holds the extra rows the engine now adds: insert idempotently.
+        self.recovering = true;
+        let written = self.write(ops);
+        self.recovering = false;
+        written
     }
 
     /// Undoes drift: writes the engine's rows back into the graph store (and removes rows

@@ -100,6 +100,29 @@ enum Command {
         #[arg(long)]
         peer_id: String,
     },
+    /// Compare this replica's resolved state with a remote's by Merkle tree, without
+    /// exchanging events, and print what differs. With --repair, copy the remote's rows
+    /// of the entities that differ (and delete those the remote lacks) as local writes.
+    Diff {
+        dir: PathBuf,
+        #[arg(long)]
+        remote: String,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        schema_version: u64,
+    },
+    /// Find rows written straight into the Kuzu database, bypassing kuzu-sync, and either
+    /// capture them as new events (--capture) or revert them (--revert).
+    Drift {
+        dir: PathBuf,
+        #[arg(long, conflicts_with = "revert")]
+        capture: bool,
+        #[arg(long)]
+        revert: bool,
+    },
     /// Run a hub: accept sync clients (raw TCP, WebSocket and HTTP on one port) until
     /// SIGINT/SIGTERM. Lifecycle events are printed as JSON lines.
     Serve {
@@ -342,6 +365,79 @@ fn run(cli: Cli) -> Result<()> {
                 "files": outcome.files,
                 "version_vector": r.version_vector(),
             }));
+        }
+        Command::Diff {
+            dir,
+            remote,
+            repair,
+            auth_token_file,
+            schema_version,
+        } => {
+            let config = session_config(auth_token_file.as_deref(), schema_version)?;
+            let shared = Shared::new(open(&dir)?);
+            let d = kuzu_sync::protocol::net::remote_diff(&shared, &remote, config)?;
+            let label = |r: &kuzu_sync_engine::antientropy::EntityRow| r.label.clone();
+            let mut out = json!({
+                "equal": d.equal,
+                "local_root": d.local_root,
+                "remote_root": d.remote_root,
+                "local_entities": d.local_entities,
+                "remote_entities": d.remote_entities,
+                "missing_here": d.missing_here.iter().map(label).collect::<Vec<_>>(),
+                "missing_there": d.missing_there.iter().map(label).collect::<Vec<_>>(),
+                "different": d.different.iter().map(|c| label(&c.local)).collect::<Vec<_>>(),
+                "comparisons": d.comparisons,
+                "round_trips": d.round_trips,
+                "wire_bytes": d.wire_bytes,
+            });
+            if repair && !d.equal {
+                let mut r = shared.lock();
+                let schema = r.engine().schema().clone();
+                let mut ops = Vec::new();
+                let mut skipped = Vec::new();
+                for row in d
+                    .missing_here
+                    .iter()
+                    .chain(d.different.iter().map(|c| &c.remote))
+                {
+                    match kuzu_sync_engine::antientropy::upsert_op(row, &schema) {
+                        Some(op) => ops.push(op),
+                        None => skipped.push(row.label.clone()),
+                    }
+                }
+                for row in &d.missing_there {
+                    match kuzu_sync_engine::antientropy::delete_op(row, &schema) {
+                        Some(op) => ops.push(op),
+                        None => skipped.push(row.label.clone()),
+                    }
+                }
+                let ids = r.write(ops).context("repairing")?;
+                out["repaired"] = json!({"written": ids.len(), "not_repairable": skipped});
+            }
+            print(out);
+        }
+        Command::Drift {
+            dir,
+            capture,
+            revert,
+        } => {
+            let mut r = open(&dir)?;
+            let d = r.drift()?;
+            let label = |r: &kuzu_sync_engine::antientropy::EntityRow| r.label.clone();
+            let mut out = json!({
+                "drift": !d.is_empty(),
+                "extra": d.extra.iter().map(label).collect::<Vec<_>>(),
+                "missing": d.missing.iter().map(label).collect::<Vec<_>>(),
+                "different": d.different.iter().map(|(m, _)| label(m)).collect::<Vec<_>>(),
+                "comparisons": d.comparisons,
+            });
+            if capture && !d.is_empty() {
+                out["captured"] = json!(r.capture_drift(&d)?.len());
+            }
+            if revert && !d.is_empty() {
+                out["reverted"] = json!(r.revert_drift(&d)?);
+            }
+            print(out);
         }
         Command::Serve {
             dir,

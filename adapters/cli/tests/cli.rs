@@ -147,6 +147,8 @@ fn help_on_every_subcommand() {
         "adopt",
         "serve",
         "sync",
+        "diff",
+        "drift",
     ] {
         let out = ok(ks(&[sub, "--help"]));
         assert!(out.contains("Usage: kuzu-sync"), "{sub} --help: {out}");

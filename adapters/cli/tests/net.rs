@@ -585,3 +585,113 @@ fn offline_writes_queue_coalesce_and_sync() {
     assert_eq!(users(&hub_dir)[0]["visits"], 10);
     assert_eq!(users(&a), users(&hub_dir));
 }
+
+/// `kuzu-sync diff` between replicas with unrelated histories (a restored backup, say),
+/// then `--repair`, which copies the hub's rows: afterwards the roots are equal.
+#[test]
+fn diff_and_repair_against_a_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let a = init(tmp.path(), "a");
+    let rows = |names: &[&str]| {
+        let mut s = SCHEMA.to_string();
+        for n in names {
+            s.push_str(&format!(
+                "\n{{\"op\":\"add_node\",\"table\":\"User\",\"props\":{{\"name\":\"{n}\",\"visits\":1}}}}"
+            ));
+        }
+        s
+    };
+    ok(ks_stdin(
+        &["write", p(&hub_dir)],
+        &rows(&["ann", "bob", "cy", "dee"]),
+    ));
+    ok(ks_stdin(&["write", p(&a)], &rows(&["ann", "bob", "eve"])));
+    ok(ks_stdin(
+        &["write", p(&a)],
+        r#"{"op":"update","table":"User","key":"bob","prop":"visits","value":5}"#,
+    ));
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
+    let url = format!("tcp://{addr}");
+    let d: Json = serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url]))).unwrap();
+    assert_eq!(d["equal"], false, "{d}");
+    let sorted = |v: &Json| {
+        let mut l: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&d["missing_here"]), ["User(cy)", "User(dee)"]);
+    assert_eq!(sorted(&d["missing_there"]), ["User(eve)"]);
+    assert_eq!(sorted(&d["different"]), ["User(bob)"]);
+    let r: Json =
+        serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url, "--repair"]))).unwrap();
+    assert_eq!(r["repaired"]["written"], 4, "{r}");
+    let again: Json = serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url]))).unwrap();
+    assert_eq!(again["equal"], true, "{again}");
+    assert_eq!(again["local_root"], again["remote_root"]);
+    hub_proc.terminate();
+    assert_eq!(users(&a), users(&hub_dir));
+}
+
+/// Writes made with plain Kuzu into a replica's database, bypassing kuzu-sync, are found
+/// by `kuzu-sync drift`, and reverted or captured by policy.
+#[test]
+fn drift_in_the_kuzu_database_is_reverted_or_captured() {
+    use kuzu_sync_kuzu::kuzu::{Connection, Database, SystemConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = init(tmp.path(), "a");
+    let mut setup = SCHEMA.to_string();
+    for n in ["ann", "bob", "cy"] {
+        setup.push_str(&format!(
+            "\n{{\"op\":\"add_node\",\"table\":\"User\",\"props\":{{\"name\":\"{n}\",\"visits\":1}}}}"
+        ));
+    }
+    ok(ks_stdin(&["write", p(&a)], &setup));
+    let clean = users(&a);
+    let tamper = || {
+        let db = Database::new(a.join("graph.kuzu"), SystemConfig::default()).unwrap();
+        let conn = Connection::new(&db).unwrap();
+        for q in [
+            "CREATE (:User {name: 'zed', visits: 7})",
+            "MATCH (u:User {name: 'ann'}) SET u.visits = 99",
+            "MATCH (u:User {name: 'cy'}) DETACH DELETE u",
+        ] {
+            conn.query(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+    };
+    tamper();
+    let tampered = users(&a);
+    let d: Json = serde_json::from_str(&ok(ks(&["drift", p(&a)]))).unwrap();
+    assert_eq!(d["drift"], true);
+    assert_eq!(d["extra"], json!(["User(zed)"]));
+    assert_eq!(d["missing"], json!(["User(cy)"]));
+    assert_eq!(d["different"], json!(["User(ann)"]));
+    let r: Json = serde_json::from_str(&ok(ks(&["drift", p(&a), "--revert"]))).unwrap();
+    assert_eq!(r["reverted"], 3);
+    assert_eq!(users(&a), clean);
+    let events = status(&a)["events"]["stored"].clone();
+    assert_eq!(
+        serde_json::from_str::<Json>(&ok(ks(&["drift", p(&a)]))).unwrap()["drift"],
+        false
+    );
+    tamper();
+    let c: Json = serde_json::from_str(&ok(ks(&["drift", p(&a), "--capture"]))).unwrap();
+    assert_eq!(c["captured"], 3);
+    assert_eq!(users(&a), tampered);
+    assert_eq!(
+        status(&a)["events"]["stored"].as_u64().unwrap(),
+        events.as_u64().unwrap() + 3,
+        "captured as three new events"
+    );
+    // The captured drift replicates.
+    let b = init(tmp.path(), "b");
+    let bundle = tmp.path().join("a.bundle");
+    ok(ks(&["export", p(&a), "--out", p(&bundle)]));
+    ok(ks(&["import", p(&b), p(&bundle)]));
+    assert_eq!(users(&b), tampered);
+}
