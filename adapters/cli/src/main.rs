@@ -162,6 +162,10 @@ enum Command {
         /// This application's schema version (0 if unset).
         #[arg(long, default_value_t = 0)]
         schema_version: u64,
+        /// After a one-shot sync, compare Merkle roots with each remote: `converged` in
+        /// the summary (false if the remote changed meanwhile, or if histories differ).
+        #[arg(long, conflicts_with = "watch")]
+        verify: bool,
     },
 }
 
@@ -472,13 +476,14 @@ fn run(cli: Cli) -> Result<()> {
             stdin,
             auth_token_file,
             schema_version,
+            verify,
         } => {
             let config = session_config(auth_token_file.as_deref(), schema_version)?;
             let shared = Shared::new(open(&dir)?);
             if watch {
                 sync_watch(shared, &remote, config, stdin)?;
             } else {
-                sync_once(&shared, &remote, config)?;
+                sync_once(&shared, &remote, config, verify)?;
             }
         }
     }
@@ -544,6 +549,7 @@ fn sync_once(
     shared: &Shared<SqliteEventStore, KuzuGraphStore>,
     remotes: &[String],
     config: SessionConfig,
+    verify: bool,
 ) -> Result<()> {
     let started = Instant::now();
     let mut reports = Vec::new();
@@ -552,6 +558,13 @@ fn sync_once(
     for url in remotes {
         let report = kuzu_sync::protocol::sync_once(shared, url, config.clone(), print_events())?;
         reports.push(report);
+    }
+    let mut verified = Vec::new();
+    if verify {
+        for url in remotes {
+            let d = kuzu_sync::protocol::net::remote_diff(shared, url, config.clone())?;
+            verified.push(json!({"remote": url, "converged": d.equal, "root": d.local_root}));
+        }
     }
     let r = shared.lock();
     print(json!({
@@ -565,6 +578,7 @@ fn sync_once(
             "coalesced_operations": offline.coalesced,
         },
         "ms": started.elapsed().as_millis() as u64,
+        "verified": verified,
     }));
     Ok(())
 }

@@ -346,6 +346,12 @@ fn three_replicas_and_a_hub_converge_through_partitions_and_crashes() {
             sync(r, &url);
         }
     }
+    // Merkle verification: every replica's root equals the hub's.
+    for r in &reps {
+        let out = lines(&ok(ks(&["sync", p(r), "--remote", &url, "--verify"])));
+        let summary = out.last().unwrap();
+        assert_eq!(summary["verified"][0]["converged"], true, "{summary}");
+    }
     hub_proc.terminate();
 
     // The same log everywhere, with no event twice.
