@@ -78,6 +78,9 @@ pub enum Message {
     /// Request: the rows of these entity keys (16 bytes each, back to back).
     MerkleRows(#[serde(with = "serde_bytes")] Vec<u8>),
     MerkleRowList(Vec<EntityRow>),
+    /// Round-trip measurement: answered at once with `Pong` and the same number.
+    Ping(u64),
+    Pong(u64),
 }
 
 /// Fixed-size items back to back, for the Merkle messages.
@@ -118,6 +121,8 @@ impl Message {
             Message::MerkleEntryList(_) => "merkle_entry_list",
             Message::MerkleRows(_) => "merkle_rows",
             Message::MerkleRowList(_) => "merkle_row_list",
+            Message::Ping(_) => "ping",
+            Message::Pong(_) => "pong",
         }
     }
 }
@@ -194,6 +199,65 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// How a session sends, chosen from the measured network quality (SPEC §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Batches of up to the configured size, two in flight, live changes at once.
+    Streaming,
+    /// Long round trips: batches of at least 1,000 events, four in flight, live changes
+    /// gathered (the driver looks for them once a second).
+    BatchOptimized,
+    /// Little bandwidth: critical tables first (with the causal past they need), the rest
+    /// after, one batch in flight.
+    PriorityBased,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Streaming => "streaming",
+            Strategy::BatchOptimized => "batch_optimized",
+            Strategy::PriorityBased => "priority_based",
+        }
+    }
+
+    fn batch(self, configured: usize) -> usize {
+        match self {
+            Strategy::BatchOptimized => configured.max(1000),
+            _ => configured.max(1),
+        }
+    }
+
+    fn window(self) -> usize {
+        match self {
+            Strategy::Streaming => 2,
+            Strategy::BatchOptimized => 4,
+            Strategy::PriorityBased => 1,
+        }
+    }
+}
+
+/// What the driver measured on the live session.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct NetworkQuality {
+    pub rtt_ms: f64,
+    /// Bits per second.
+    pub throughput_bps: f64,
+}
+
+/// Under 1 Mbit/s: `priority_based`; else a round trip over 500 ms: `batch_optimized`;
+/// else `streaming`.
+pub fn choose_strategy(q: &NetworkQuality) -> Strategy {
+    if q.throughput_bps < 1_000_000.0 {
+        Strategy::PriorityBased
+    } else if q.rtt_ms > 500.0 {
+        Strategy::BatchOptimized
+    } else {
+        Strategy::Streaming
+    }
+}
+
 /// What happened on a session, for users (the CLI prints these as JSON lines).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
@@ -227,6 +291,13 @@ pub enum Lifecycle {
     Refused { reason: String },
     /// The connection ended without an error message (the other side closed or vanished).
     Disconnect { peer: String, reason: String },
+    /// The sending strategy changed, with the measures that decided it.
+    Strategy {
+        peer: String,
+        strategy: &'static str,
+        rtt_ms: f64,
+        throughput_bps: f64,
+    },
     /// The session failed; the connection closes.
     Error { reason: String },
 }
@@ -238,6 +309,8 @@ pub enum Output {
     Event(Lifecycle),
     /// Close the connection (after sending what precedes).
     Close,
+    /// The answer to our ping with this number arrived (for the driver's RTT).
+    Pong(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +324,10 @@ pub struct SessionConfig {
     /// Server: write a seal after each import that brings events, when the schema has an
     /// `online_wins` property. Hubs do.
     pub seal: bool,
+    /// Tables whose events go first when bandwidth is scarce (`priority_based`).
+    pub critical_tables: Vec<String>,
+    /// Events in a batch sent before anything is measured (one batch in flight then).
+    pub probe_batch: usize,
 }
 
 impl Default for SessionConfig {
@@ -261,6 +338,8 @@ impl Default for SessionConfig {
             capabilities: vec![CAP_ZSTD.to_string()],
             batch_size: DEFAULT_BATCH,
             seal: false,
+            critical_tables: Vec::new(),
+            probe_batch: DEFAULT_BATCH,
         }
     }
 }
@@ -302,6 +381,13 @@ pub struct Session {
     no_exchange: bool,
     /// Server: the Merkle index of this replica's state, built at the first question.
     merkle: Option<(Vec<EntityRow>, MerkleIndex)>,
+    /// Events queued to send, in causal order; batches unacknowledged; EOSE still due.
+    outbox: std::collections::VecDeque<Event>,
+    in_flight: usize,
+    eose_due: bool,
+    strategy: Strategy,
+    /// Whether the driver has measured anything yet.
+    measured: bool,
 }
 
 impl Session {
@@ -319,7 +405,50 @@ impl Session {
             sent_eose: false,
             no_exchange: false,
             merkle: None,
+            outbox: std::collections::VecDeque::new(),
+            in_flight: 0,
+            eose_due: false,
+            strategy: Strategy::Streaming,
+            measured: false,
         }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// A measure of the link from the driver: may change the strategy (reported) and send
+    /// more if the window grew.
+    pub fn set_quality(&mut self, q: NetworkQuality) -> Vec<Output> {
+        let mut out = Vec::new();
+        let new = choose_strategy(&q);
+        if new != self.strategy || !self.measured {
+            self.measured = true;
+            if new != self.strategy {
+                self.strategy = new;
+                out.push(Output::Event(Lifecycle::Strategy {
+                    peer: self.remote_name(),
+                    strategy: new.as_str(),
+                    rtt_ms: q.rtt_ms,
+                    throughput_bps: q.throughput_bps,
+                }));
+            }
+            self.pump(&mut out);
+        }
+        out
+    }
+
+    /// Asks the other side to answer with `Pong(nonce)`.
+    pub fn ping(&mut self, nonce: u64) -> Vec<Output> {
+        if self.state != State::Established {
+            return Vec::new();
+        }
+        vec![Output::Send(Message::Ping(nonce))]
+    }
+
+    /// Events queued, not sent yet.
+    pub fn pending(&self) -> usize {
+        self.outbox.len()
     }
 
     pub fn client(config: SessionConfig) -> Self {
@@ -362,6 +491,7 @@ impl Session {
         self.is_established()
             && self.got_eose
             && self.sent_eose
+            && self.outbox.is_empty()
             && self.remote_acked.dominates(&self.sent)
     }
 
@@ -441,6 +571,16 @@ impl Session {
             (_, State::Established, Message::Ack(vv)) => {
                 self.remote_acked.merge(&vv);
                 self.remote_has.merge(&vv);
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.pump(&mut out);
+                Ok(())
+            }
+            (_, State::Established, Message::Ping(n)) => {
+                out.push(Output::Send(Message::Pong(n)));
+                Ok(())
+            }
+            (_, State::Established, Message::Pong(n)) => {
+                out.push(Output::Pong(n));
                 Ok(())
             }
             (_, state, msg) => Err(format!(
@@ -471,8 +611,9 @@ impl Session {
         if self.remote_has.dominates(replica.version_vector()) {
             return out;
         }
-        if let Err(reason) = self.send_missing(replica, &mut out) {
-            self.fail(reason, &mut out);
+        match self.queue_missing(replica) {
+            Ok(()) => self.pump(&mut out),
+            Err(reason) => self.fail(reason, &mut out),
         }
         out
     }
@@ -746,31 +887,81 @@ impl Session {
             sending: missing as usize,
             remote_version_vector: self.remote_has.clone(),
         }));
-        self.send_missing(replica, out)?;
-        self.sent_eose = true;
-        out.push(Output::Send(Message::Eose));
+        self.queue_missing(replica)?;
+        self.eose_due = true;
+        self.pump(out);
         Ok(())
     }
 
-    fn send_missing<E: EventStore, G: GraphStore>(
+    /// Queues what the remote lacks (and is not queued yet).
+    fn queue_missing<E: EventStore, G: GraphStore>(
         &mut self,
         replica: &Replica<E, G>,
-        out: &mut Vec<Output>,
     ) -> Result<(), String> {
         let events = replica
             .events_since(&self.remote_has)
             .map_err(|e| format!("reading the event log: {e}"))?;
-        let batch = self.config.batch_size.max(1);
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            let chunk: Vec<Event> = events.by_ref().take(batch).collect();
-            for e in &chunk {
-                self.remote_has.observe(&e.id);
-                self.sent.observe(&e.id);
-            }
-            out.push(Output::Send(Message::Events(chunk)));
+        for e in events {
+            // Counted as the remote's once queued, so it is never queued twice.
+            self.remote_has.observe(&e.id);
+            self.outbox.push_back(e);
         }
         Ok(())
+    }
+
+    /// Sends batches while the window allows, then EOSE once the stored events are out.
+    fn pump(&mut self, out: &mut Vec<Output>) {
+        let (window, batch) = if self.measured {
+            (
+                self.strategy.window(),
+                self.strategy.batch(self.config.batch_size),
+            )
+        } else {
+            (1, self.config.probe_batch.max(1))
+        };
+        while self.in_flight < window && !self.outbox.is_empty() {
+            if self.strategy == Strategy::PriorityBased && self.measured {
+                self.critical_first();
+            }
+            let n = batch.min(self.outbox.len());
+            let chunk: Vec<Event> = self.outbox.drain(..n).collect();
+            for e in &chunk {
+                self.sent.observe(&e.id);
+            }
+            self.in_flight += 1;
+            out.push(Output::Send(Message::Events(chunk)));
+        }
+        if self.eose_due && self.outbox.is_empty() {
+            self.eose_due = false;
+            self.sent_eose = true;
+            out.push(Output::Send(Message::Eose));
+        }
+    }
+
+    /// Moves the critical tables' events, with the causal past they need, to the front of
+    /// the outbox; both parts keep their causal order.
+    fn critical_first(&mut self) {
+        let critical = &self.config.critical_tables;
+        if critical.is_empty() {
+            return;
+        }
+        let mut needed = VersionVector::new();
+        for e in &self.outbox {
+            if critical
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(e.op.table()))
+            {
+                needed.merge(&e.deps);
+                needed.observe(&e.id);
+            }
+        }
+        if needed.is_empty() {
+            return;
+        }
+        let (first, rest): (Vec<Event>, Vec<Event>) =
+            self.outbox.drain(..).partition(|e| needed.contains(&e.id));
+        self.outbox.extend(first);
+        self.outbox.extend(rest);
     }
 
     fn on_events<E: EventStore, G: GraphStore>(

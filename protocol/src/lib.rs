@@ -22,7 +22,7 @@ pub mod ws;
 
 pub use frame::{FrameDecoder, FrameError};
 pub use net::{drive, serve, sync_once, watch, HubConfig, NetError, SessionReport, Shared};
-pub use transport::{TcpTransport, Transport};
+pub use transport::{TcpTransport, ThrottledTransport, Transport};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -12,7 +12,8 @@ use kuzu_sync_engine::antientropy::{self, EntityRow};
 use kuzu_sync_engine::merkle::{self, MerkleError, MerkleRemote, Summary};
 use kuzu_sync_engine::ports::{EventStore, GraphStore};
 use kuzu_sync_engine::sync::{
-    pack, unpack, Lifecycle, Message, Output, Session, SessionConfig, CAP_NO_EXCHANGE,
+    pack, unpack, Lifecycle, Message, NetworkQuality, Output, Session, SessionConfig,
+    CAP_NO_EXCHANGE,
 };
 use kuzu_sync_engine::{Event, Op, Replica, ReplicaError};
 
@@ -204,19 +205,26 @@ pub fn drive<E: EventStore, G: GraphStore>(
     let mut buf = Vec::with_capacity(64 << 10);
     let mut last_rx = Instant::now();
     let poll = transport.poll_interval().unwrap_or(opts.poll);
+    let mut meter = Meter::default();
     loop {
+        if session.is_established() && meter.ping_due() {
+            let nonce = meter.ping_sent();
+            pending.extend(session.ping(nonce));
+        }
         // Carry out what the session asked for.
+        let mut pending_after: Vec<Output> = Vec::new();
         for out in pending.drain(..) {
             match out {
                 Output::Send(msg) => {
                     encoder.compress = session.compression();
-                    if let Message::Events(ev) = &msg {
-                        report.events_sent += ev.len() as u64;
-                    }
                     let (frame, stats) = encoder.encode(&msg).map_err(|e| NetError::Protocol {
                         transport: name.clone(),
                         reason: e.to_string(),
                     })?;
+                    if let Message::Events(ev) = &msg {
+                        report.events_sent += ev.len() as u64;
+                        meter.batch_sent(frame.len());
+                    }
                     report.frames_sent += 1;
                     report.raw_bytes_sent += stats.raw as u64;
                     report.wire_bytes_sent += stats.wire as u64;
@@ -239,8 +247,14 @@ pub fn drive<E: EventStore, G: GraphStore>(
                     (opts.events)(&name, &ev);
                 }
                 Output::Close => transport.close(),
+                Output::Pong(nonce) => {
+                    if let Some(q) = meter.pong(nonce) {
+                        pending_after.extend(session.set_quality(q));
+                    }
+                }
             }
         }
+        pending.append(&mut pending_after);
         report.remote = session.remote().unwrap_or_default().to_string();
         if session.is_closed() {
             if let Some(reason) = refused {
@@ -297,6 +311,7 @@ pub fn drive<E: EventStore, G: GraphStore>(
             loop {
                 match decoder.next_message() {
                     Ok(Some(msg)) => {
+                        let acked = matches!(msg, Message::Ack(_));
                         let outs = session.receive(msg, &mut shared.lock());
                         if outs
                             .iter()
@@ -304,7 +319,14 @@ pub fn drive<E: EventStore, G: GraphStore>(
                         {
                             shared.changed();
                         }
+                        // In order: what the message caused first, then what a new
+                        // measure causes (batches must go out in the order they are made).
                         pending.extend(outs);
+                        if acked {
+                            if let Some(q) = meter.ack() {
+                                pending.extend(session.set_quality(q));
+                            }
+                        }
                         if session.is_closed() {
                             break;
                         }
@@ -333,10 +355,98 @@ pub fn drive<E: EventStore, G: GraphStore>(
             }
         }
         let g = shared.generation();
-        if g != last_gen && pending.is_empty() && !session.is_closed() {
+        // With long round trips, live changes are gathered for a second into one batch.
+        let gather = session.strategy() == kuzu_sync_engine::sync::Strategy::BatchOptimized
+            && meter.last_live.elapsed() < Duration::from_secs(1);
+        if g != last_gen && pending.is_empty() && !session.is_closed() && !gather {
             last_gen = g;
+            meter.last_live = Instant::now();
             pending.extend(session.local_changed(&*shared.lock()));
         }
+    }
+}
+
+/// Measures a live session: round trips from pings, throughput from each batch of events
+/// and the time until its ack (less one round trip), both smoothed.
+#[derive(Debug)]
+struct Meter {
+    next_nonce: u64,
+    pings: std::collections::HashMap<u64, Instant>,
+    last_ping: Option<Instant>,
+    in_flight: std::collections::VecDeque<(Instant, usize)>,
+    rtt_ms: Option<f64>,
+    throughput_bps: Option<f64>,
+    last_live: Instant,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter {
+            next_nonce: 1,
+            pings: Default::default(),
+            last_ping: None,
+            in_flight: Default::default(),
+            rtt_ms: None,
+            throughput_bps: None,
+            last_live: Instant::now() - Duration::from_secs(10),
+        }
+    }
+}
+
+/// Pings go out at the handshake and then every few seconds.
+const PING_EVERY: Duration = Duration::from_secs(3);
+/// Batches smaller than this say little about throughput.
+const MIN_SAMPLE_BYTES: usize = 2048;
+
+impl Meter {
+    fn ping_due(&self) -> bool {
+        self.last_ping.is_none_or(|t| t.elapsed() >= PING_EVERY)
+    }
+
+    fn ping_sent(&mut self) -> u64 {
+        let n = self.next_nonce;
+        self.next_nonce += 1;
+        self.pings.insert(n, Instant::now());
+        self.last_ping = Some(Instant::now());
+        n
+    }
+
+    fn quality(&self) -> NetworkQuality {
+        NetworkQuality {
+            rtt_ms: self.rtt_ms.unwrap_or(0.0),
+            throughput_bps: self.throughput_bps.unwrap_or(f64::INFINITY),
+        }
+    }
+
+    fn smooth(old: Option<f64>, sample: f64) -> f64 {
+        match old {
+            None => sample,
+            Some(o) => 0.7 * o + 0.3 * sample,
+        }
+    }
+
+    fn pong(&mut self, nonce: u64) -> Option<NetworkQuality> {
+        let sent = self.pings.remove(&nonce)?;
+        let ms = sent.elapsed().as_secs_f64() * 1000.0;
+        self.rtt_ms = Some(Self::smooth(self.rtt_ms, ms));
+        Some(self.quality())
+    }
+
+    fn batch_sent(&mut self, bytes: usize) {
+        self.in_flight.push_back((Instant::now(), bytes));
+    }
+
+    /// Acks come back in the order of the batches.
+    fn ack(&mut self) -> Option<NetworkQuality> {
+        let (sent, bytes) = self.in_flight.pop_front()?;
+        if bytes < MIN_SAMPLE_BYTES {
+            return None;
+        }
+        let rtt = self.rtt_ms.unwrap_or(0.0) / 1000.0;
+        let secs = (sent.elapsed().as_secs_f64() - rtt).max(0.001);
+        let bps = bytes as f64 * 8.0 / secs;
+        self.throughput_bps = Some(Self::smooth(self.throughput_bps, bps));
+        Some(self.quality())
     }
 }
 
@@ -491,10 +601,23 @@ impl NetRemote<'_> {
                 .next_message()
                 .map_err(|e| proto(e.to_string()))?
             {
-                return match m {
-                    Message::Error(reason) => Err(proto(format!("the remote said: {reason}"))),
-                    m => Ok(m),
-                };
+                match m {
+                    Message::Error(reason) => {
+                        return Err(proto(format!("the remote said: {reason}")))
+                    }
+                    // The remote measures the link too: answer, and keep waiting.
+                    Message::Ping(n) => {
+                        let (frame, _) = self
+                            .encoder
+                            .encode(&Message::Pong(n))
+                            .map_err(|e| proto(e.to_string()))?;
+                        self.wire += frame.len() as u64;
+                        self.transport.send(&frame).map_err(io)?;
+                        continue;
+                    }
+                    Message::Pong(_) => continue,
+                    m => return Ok(m),
+                }
             }
             if Instant::now() > deadline {
                 return Err(NetError::Timeout {

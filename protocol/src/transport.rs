@@ -148,3 +148,135 @@ impl Transport for TcpTransport {
         format!("tcp://{}", self.peer)
     }
 }
+
+/// A transport that adds latency and limits bandwidth, both ways: for testing the adaptive
+/// strategy on loopback, or simulating a poor link. Frames are delayed by half the round
+/// trip and by their transmission time at `bits_per_second`, without blocking the caller
+/// (sends wait in a queue that `flush` releases when due).
+#[derive(Debug)]
+pub struct ThrottledTransport<T: Transport> {
+    inner: T,
+    one_way: Duration,
+    bits_per_second: Option<u64>,
+    outgoing: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    out_free: Instant,
+    incoming: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    in_free: Instant,
+    /// The inner transport failed (or closed) with bytes still on their way: they are
+    /// delivered first, then this error.
+    ended: Option<io::Error>,
+}
+
+impl<T: Transport> ThrottledTransport<T> {
+    /// `round_trip`: added round-trip latency; `bits_per_second`: None for unlimited.
+    pub fn new(inner: T, round_trip: Duration, bits_per_second: Option<u64>) -> Self {
+        let now = Instant::now();
+        ThrottledTransport {
+            inner,
+            one_way: round_trip / 2,
+            bits_per_second,
+            outgoing: Default::default(),
+            out_free: now,
+            incoming: Default::default(),
+            in_free: now,
+            ended: None,
+        }
+    }
+
+    fn transmission(&self, bytes: usize) -> Duration {
+        match self.bits_per_second {
+            Some(bps) if bps > 0 => Duration::from_secs_f64(bytes as f64 * 8.0 / bps as f64),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl<T: Transport> Transport for ThrottledTransport<T> {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        let start = self.out_free.max(Instant::now());
+        self.out_free = start + self.transmission(frame.len());
+        self.outgoing
+            .push_back((self.out_free + self.one_way, frame.to_vec()));
+        self.flush(Duration::ZERO).map(|_| ())
+    }
+
+    fn flush(&mut self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while self
+                .outgoing
+                .front()
+                .is_some_and(|(due, _)| *due <= Instant::now())
+            {
+                let (_, frame) = self.outgoing.pop_front().expect("front");
+                self.inner.send(&frame)?;
+            }
+            let done = self.inner.flush(Duration::from_millis(1))?;
+            if self.outgoing.is_empty() {
+                return Ok(done);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.incoming.is_empty() {
+                if let Some(e) = self.ended.take() {
+                    return Err(e);
+                }
+            }
+            let mut got = Vec::new();
+            let n = if self.ended.is_some() {
+                0
+            } else {
+                match self.inner.recv(&mut got, Duration::from_millis(1)) {
+                    Ok(n) => n,
+                    Err(e) if self.incoming.is_empty() => return Err(e),
+                    Err(e) => {
+                        self.ended = Some(e);
+                        0
+                    }
+                }
+            };
+            if n > 0 {
+                let start = self.in_free.max(Instant::now());
+                self.in_free = start + self.transmission(n);
+                self.incoming.push_back((self.in_free + self.one_way, got));
+            }
+            let mut delivered = 0;
+            while self
+                .incoming
+                .front()
+                .is_some_and(|(due, _)| *due <= Instant::now())
+            {
+                let (_, bytes) = self.incoming.pop_front().expect("front");
+                delivered += bytes.len();
+                buf.extend_from_slice(&bytes);
+            }
+            // Keep the sends moving while waiting.
+            if self.ended.is_none() {
+                self.flush(Duration::ZERO)?;
+            }
+            if delivered > 0 || Instant::now() >= deadline {
+                return Ok(delivered);
+            }
+            if self.ended.is_some() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        let _ = self.flush(Duration::from_secs(30));
+        self.inner.close();
+    }
+
+    fn describe(&self) -> String {
+        format!("throttled+{}", self.inner.describe())
+    }
+}

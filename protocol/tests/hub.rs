@@ -676,3 +676,192 @@ fn spec_merkle_diff_over_the_network() {
     assert_eq!(again.local_root, again.remote_root);
     assert_eq!(again.round_trips, 2, "equal roots end the walk at once");
 }
+
+fn strategies(log: &[Lifecycle]) -> Vec<&'static str> {
+    log.iter()
+        .filter_map(|e| match e {
+            Lifecycle::Strategy { strategy, .. } => Some(*strategy),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A live client behind 700 ms of round trip: both sides measure it and switch to
+/// `batch_optimized`, and the client's 300 quick single writes reach the hub in batches of
+/// more than 100 instead of one by one.
+#[test]
+fn long_round_trips_switch_to_batch_optimized() {
+    let hub = Hub::start(HubConfig::default());
+    hub.shared.write(vec![user_table()]).unwrap();
+    let c = replica("c", 1_000);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (c, url, log, stop) = (c.clone(), hub.addr.clone(), log.clone(), stop.clone());
+        thread::spawn(move || {
+            let tcp =
+                kuzu_sync_protocol::TcpTransport::connect(&url, Duration::from_secs(5)).unwrap();
+            let mut t =
+                kuzu_sync_protocol::ThrottledTransport::new(tcp, Duration::from_millis(700), None);
+            let opts = DriveOptions {
+                stop,
+                events: Arc::new(move |_, e| log.lock().unwrap().push(e.clone())),
+                ..DriveOptions::default()
+            };
+            net::drive(
+                &mut t,
+                kuzu_sync_engine::sync::Session::client(SessionConfig::default()),
+                &c,
+                &opts,
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !strategies(&log.lock().unwrap()).contains(&"batch_optimized") {
+        assert!(
+            Instant::now() < deadline,
+            "no switch: {:?}",
+            log.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..300 {
+        c.write(vec![add_user(&format!("u{i}"))]).unwrap();
+    }
+    b_waits_for(&hub.shared, 301);
+    stop.store(true, Ordering::SeqCst);
+    driver.join().unwrap().unwrap();
+    let batches: Vec<usize> = hub
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Lifecycle::Change { events, .. } => Some(*events),
+            _ => None,
+        })
+        .collect();
+    assert!(batches.iter().any(|&n| n > 100), "{batches:?}");
+    assert!(batches.len() <= 10, "{batches:?}");
+    assert!(strategies(&hub.log.lock().unwrap()).contains(&"batch_optimized"));
+    assert_eq!(c.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());
+}
+
+/// A client behind 400 kbit/s: the hub measures the first batch's throughput, switches to
+/// `priority_based`, and the critical table's events overtake the rest of an independent
+/// peer's bulk. Unthrottled, the same sync stays `streaming` and the bulk comes first.
+#[test]
+fn scarce_bandwidth_switches_to_priority_based() {
+    let run = |throttle: bool| -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let hub = Hub::start(HubConfig {
+            session: SessionConfig {
+                seal: true,
+                batch_size: 150,
+                probe_batch: 150,
+                critical_tables: vec!["Alert".into()],
+                ..SessionConfig::default()
+            },
+            ..HubConfig::default()
+        });
+        let x = replica("x", 1_000);
+        x.write(vec![user_table()]).unwrap();
+        let mut n = 0x1234_5678_9abc_def0u64;
+        x.write(
+            (0..1200)
+                .map(|i| {
+                    n ^= n << 13;
+                    n ^= n >> 7;
+                    n ^= n << 17;
+                    Op::AddNode {
+                        table: "User".into(),
+                        props: vec![
+                            ("name".into(), Value::from(format!("u{i}").as_str())),
+                            (
+                                "status".into(),
+                                Value::from(format!("{n:016x}{n:x}").as_str()),
+                            ),
+                        ],
+                    }
+                })
+                .collect(),
+        )
+        .unwrap();
+        let y = replica("y", 1_000);
+        y.write(vec![Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: "Alert".into(),
+            columns: vec![Column {
+                name: "id".into(),
+                ty: DataType::String,
+                default: None,
+            }],
+            primary_key: "id".into(),
+        }))])
+        .unwrap();
+        y.write(
+            (0..5)
+                .map(|i| Op::AddNode {
+                    table: "Alert".into(),
+                    props: vec![("id".into(), Value::from(format!("a{i}").as_str()))],
+                })
+                .collect(),
+        )
+        .unwrap();
+        sync(&x, &hub);
+        sync(&y, &hub);
+        let c = replica("c", 1_000);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tcp =
+            kuzu_sync_protocol::TcpTransport::connect(&hub.addr, Duration::from_secs(5)).unwrap();
+        let opts = DriveOptions {
+            one_shot: true,
+            events: {
+                let log = log.clone();
+                Arc::new(move |_, e| log.lock().unwrap().push(e.clone()))
+            },
+            ..DriveOptions::default()
+        };
+        let session = kuzu_sync_engine::sync::Session::client(SessionConfig::default());
+        let report = if throttle {
+            let mut t = kuzu_sync_protocol::ThrottledTransport::new(
+                tcp,
+                Duration::from_millis(20),
+                Some(400_000),
+            );
+            net::drive(&mut t, session, &c, &opts).unwrap()
+        } else {
+            let mut t = tcp;
+            net::drive(&mut t, session, &c, &opts).unwrap()
+        };
+        assert!(report.synced);
+        assert_eq!(c.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());
+        let changes = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Lifecycle::Change { tables, .. } => Some(tables.clone()),
+                _ => None,
+            })
+            .collect();
+        let s = strategies(&hub.log.lock().unwrap());
+        (s, changes)
+    };
+    let (s, changes) = run(true);
+    assert!(s.contains(&"priority_based"), "{s:?}");
+    let first_alert = changes
+        .iter()
+        .position(|t| t.contains(&"Alert".to_string()));
+    let last_user = changes
+        .iter()
+        .rposition(|t| t.contains(&"User".to_string()));
+    assert!(first_alert.unwrap() < last_user.unwrap(), "{changes:?}");
+    let (s, changes) = run(false);
+    assert!(!s.contains(&"priority_based"), "{s:?}");
+    let first_alert = changes
+        .iter()
+        .position(|t| t.contains(&"Alert".to_string()));
+    let last_user = changes
+        .iter()
+        .rposition(|t| t.contains(&"User".to_string()));
+    assert!(first_alert.unwrap() >= last_user.unwrap(), "{changes:?}");
+}

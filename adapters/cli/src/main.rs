@@ -142,6 +142,9 @@ enum Command {
         /// The application schema version this hub requires; older clients get `outdated`.
         #[arg(long, default_value_t = 0)]
         schema_version: u64,
+        /// A table whose events go first to clients on a slow link (repeatable).
+        #[arg(long)]
+        critical: Vec<String>,
     },
     /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
     /// http://HOST:PORT/sync): exchange, EOSE, exit with a summary; or stay connected
@@ -166,6 +169,9 @@ enum Command {
         /// the summary (false if the remote changed meanwhile, or if histories differ).
         #[arg(long, conflicts_with = "watch")]
         verify: bool,
+        /// A table whose events go first to the remote on a slow link (repeatable).
+        #[arg(long)]
+        critical: Vec<String>,
     },
 }
 
@@ -450,10 +456,12 @@ fn run(cli: Cli) -> Result<()> {
             relay,
             peer_id,
             schema_version,
+            critical,
         } => {
             let config = HubConfig {
                 session: SessionConfig {
                     seal: true,
+                    critical_tables: critical,
                     ..session_config(auth_token_file.as_deref(), schema_version)?
                 },
                 ..HubConfig::default()
@@ -477,8 +485,12 @@ fn run(cli: Cli) -> Result<()> {
             auth_token_file,
             schema_version,
             verify,
+            critical,
         } => {
-            let config = session_config(auth_token_file.as_deref(), schema_version)?;
+            let config = SessionConfig {
+                critical_tables: critical,
+                ..session_config(auth_token_file.as_deref(), schema_version)?
+            };
             let shared = Shared::new(open(&dir)?);
             if watch {
                 sync_watch(shared, &remote, config, stdin)?;

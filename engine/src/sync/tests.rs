@@ -63,14 +63,14 @@ fn pump(
             match o {
                 Output::Send(m) => to_client.extend(server.receive(m, s)),
                 Output::Event(e) => events.push(("c", e)),
-                Output::Close => {}
+                Output::Close | Output::Pong(_) => {}
             }
         }
         for o in std::mem::take(&mut to_client) {
             match o {
                 Output::Send(m) => to_server.extend(client.receive(m, c)),
                 Output::Event(e) => events.push(("s", e)),
-                Output::Close => {}
+                Output::Close | Output::Pong(_) => {}
             }
         }
     }
@@ -154,6 +154,7 @@ fn full_mode_for_an_empty_client_and_batches() {
     let mut c = replica("c");
     let cfg = SessionConfig {
         batch_size: 3,
+        probe_batch: 3,
         ..SessionConfig::default()
     };
     let mut client = Session::client(SessionConfig::default());
@@ -163,39 +164,148 @@ fn full_mode_for_an_empty_client_and_batches() {
         panic!()
     };
     let out = server.receive(hello.clone(), &mut hub);
-    let sends: Vec<&Message> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send(m) => Some(m),
-            _ => None,
-        })
-        .collect();
-    let Message::Welcome(w) = sends[0] else {
-        panic!("{sends:?}")
+    let Some(Output::Send(Message::Welcome(w))) = out.first() else {
+        panic!("{out:?}")
     };
     assert_eq!(w.sync_mode, SyncMode::Full);
     assert_eq!(w.status, "established");
-    // 11 events in batches of 3, then EOSE.
-    let sizes: Vec<usize> = sends
-        .iter()
-        .filter_map(|m| match m {
-            Message::Events(e) => Some(e.len()),
-            _ => None,
-        })
-        .collect();
+    // Flow control: one batch in flight before anything is measured.
+    let batches = |o: &[Output]| -> Vec<usize> {
+        o.iter()
+            .filter_map(|o| match o {
+                Output::Send(Message::Events(e)) => Some(e.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(batches(&out), vec![3]);
+    // Each ack lets the next batch go; 11 events in batches of 3, then EOSE.
+    let mut sizes = batches(&out);
+    let mut to_client: Vec<Output> = out;
+    let mut saw_eose = false;
+    for _ in 0..20 {
+        let mut to_server = Vec::new();
+        for o in std::mem::take(&mut to_client) {
+            if let Output::Send(m) = o {
+                saw_eose |= m == Message::Eose;
+                to_server.extend(client.receive(m, &mut c));
+            }
+        }
+        for o in to_server {
+            if let Output::Send(m) = o {
+                let back = server.receive(m, &mut hub);
+                sizes.extend(batches(&back));
+                to_client.extend(back);
+            }
+        }
+    }
     assert_eq!(sizes, vec![3, 3, 3, 2]);
-    assert_eq!(sends.last(), Some(&&Message::Eose));
-    for o in out {
-        if let Output::Send(m) = o {
-            let back = client.receive(m, &mut c);
-            for b in back {
-                if let Output::Send(m) = b {
-                    server.receive(m, &mut hub);
+    assert!(saw_eose);
+    assert!(client.is_synced());
+    assert_eq!(c.dump().unwrap(), hub.dump().unwrap());
+}
+
+#[test]
+fn strategy_thresholds() {
+    let q = |rtt_ms: f64, mbps: f64| NetworkQuality {
+        rtt_ms,
+        throughput_bps: mbps * 1e6,
+    };
+    assert_eq!(choose_strategy(&q(20.0, 100.0)), Strategy::Streaming);
+    assert_eq!(choose_strategy(&q(500.0, 100.0)), Strategy::Streaming);
+    assert_eq!(choose_strategy(&q(501.0, 100.0)), Strategy::BatchOptimized);
+    assert_eq!(choose_strategy(&q(20.0, 0.99)), Strategy::PriorityBased);
+    assert_eq!(choose_strategy(&q(900.0, 0.5)), Strategy::PriorityBased);
+    assert_eq!(choose_strategy(&q(20.0, 1.0)), Strategy::Streaming);
+}
+
+/// With little bandwidth, the critical table's events go first, with exactly the causal
+/// past they need, ahead of an independent peer's bulk; everything still arrives, in a
+/// causal order, and the result is the same.
+#[test]
+fn priority_based_sends_critical_events_first_in_causal_order() {
+    let alerts = Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "Alert".into(),
+        columns: vec![Column {
+            name: "id".into(),
+            ty: DataType::String,
+            default: None,
+        }],
+        primary_key: "id".into(),
+    }));
+    // x writes a bulk of users; y, who never saw x, writes alerts; the hub has both.
+    let mut x = replica("x");
+    x.write(vec![user_table()]).unwrap();
+    x.write((0..300).map(|i| add_user(&format!("u{i}"))).collect())
+        .unwrap();
+    let mut y = replica("y");
+    y.write(vec![alerts]).unwrap();
+    y.write(
+        (0..5)
+            .map(|i| Op::AddNode {
+                table: "Alert".into(),
+                props: vec![("id".into(), Value::from(format!("a{i}").as_str()))],
+            })
+            .collect(),
+    )
+    .unwrap();
+    let mut hub = replica("hub");
+    hub.import(x.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    hub.import(y.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    let cfg = SessionConfig {
+        batch_size: 50,
+        probe_batch: 50,
+        critical_tables: vec!["alert".into()],
+        ..SessionConfig::default()
+    };
+    let mut c = replica("c");
+    let mut client = Session::client(SessionConfig::default());
+    let mut server = Session::server(cfg);
+    let hello = client.start(&c);
+    let Output::Send(hello) = hello.into_iter().next().unwrap() else {
+        panic!()
+    };
+    let mut to_client = server.receive(hello, &mut hub);
+    // The link turns out slow: 200 kbit/s.
+    let switched = server.set_quality(NetworkQuality {
+        rtt_ms: 80.0,
+        throughput_bps: 200_000.0,
+    });
+    assert!(switched.iter().any(|o| matches!(
+        o,
+        Output::Event(Lifecycle::Strategy {
+            strategy: "priority_based",
+            ..
+        })
+    )));
+    to_client.extend(switched);
+    let mut order: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        let mut to_server = Vec::new();
+        for o in std::mem::take(&mut to_client) {
+            if let Output::Send(m) = o {
+                if let Message::Events(ev) = &m {
+                    order.extend(ev.iter().map(|e| e.op.table().to_string()));
                 }
+                to_server.extend(client.receive(m, &mut c));
+            }
+        }
+        for o in to_server {
+            if let Output::Send(m) = o {
+                to_client.extend(server.receive(m, &mut hub));
             }
         }
     }
     assert!(client.is_synced());
+    // The probe batch (50 of x's events) went before anything was measured; then y's
+    // six events (its CREATE of the Alert table and the five alerts: their causal past is
+    // only y's), before the rest of x's bulk.
+    assert!(order[..50].iter().all(|t| t == "User"), "{order:?}");
+    assert!(order[50..56].iter().all(|t| t == "Alert"), "{order:?}");
+    assert!(order[56..].iter().all(|t| t == "User"), "{order:?}");
+    assert_eq!(order.len(), 307);
     assert_eq!(c.dump().unwrap(), hub.dump().unwrap());
 }
 
