@@ -134,6 +134,18 @@ impl VersionVector {
         self.0.iter().map(|(p, c)| (p, *c))
     }
 
+    /// The events both vectors hold: the smaller counter of each peer.
+    pub fn meet(&self, other: &VersionVector) -> VersionVector {
+        let mut out = VersionVector::new();
+        for (p, c) in self.iter() {
+            let m = c.min(other.get(p));
+            if m > 0 {
+                out.set(p.clone(), m);
+            }
+        }
+        out
+    }
+
     /// How many events this vector holds that `other` does not.
     pub fn count_missing(&self, other: &VersionVector) -> u64 {
         self.iter()

@@ -574,6 +574,70 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         &self.events
     }
 
+    // ------------------------------------------------------------------ sync points
+
+    /// The XOR of the digests (truncated to 128 bits) of the logged events inside `vv`,
+    /// and how many they are.
+    pub fn checksum_within(&self, vv: &VersionVector) -> Result<([u8; 16], u64), ReplicaError> {
+        let mut sum = [0u8; 16];
+        let mut n = 0u64;
+        self.events.scan(&VersionVector::new(), &mut |e| {
+            if vv.contains(&e.id) {
+                for (s, d) in sum.iter_mut().zip(e.digest()) {
+                    *s ^= d;
+                }
+                n += 1;
+            }
+            Ok(())
+        })?;
+        Ok((sum, n))
+    }
+
+    /// The sync point of the events inside `common` (what both sides of a sync hold).
+    pub fn sync_point(
+        &self,
+        common: &VersionVector,
+    ) -> Result<crate::sync::SyncPoint, ReplicaError> {
+        let (sum, n) = self.checksum_within(common)?;
+        Ok(crate::sync::SyncPoint {
+            timestamp_ms: self.clock.now_ms(),
+            event_count: n,
+            version_vector: common.clone(),
+            checksum: hex::encode(sum),
+        })
+    }
+
+    /// True if this replica holds exactly the events the sync point names.
+    pub fn verify_sync_point(&self, sp: &crate::sync::SyncPoint) -> Result<bool, ReplicaError> {
+        if !self.engine.version_vector().dominates(&sp.version_vector) {
+            return Ok(false);
+        }
+        let (sum, n) = self.checksum_within(&sp.version_vector)?;
+        Ok(n == sp.event_count && hex::encode(sum) == sp.checksum)
+    }
+
+    /// The sync point recorded for `remote` (a URL), if any.
+    pub fn stored_sync_point(
+        &self,
+        remote: &str,
+    ) -> Result<Option<crate::sync::SyncPoint>, ReplicaError> {
+        let Some(text) = self.events.meta(&format!("sync_point:{remote}"))? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str(&text).ok())
+    }
+
+    pub fn store_sync_point(
+        &mut self,
+        remote: &str,
+        sp: &crate::sync::SyncPoint,
+    ) -> Result<(), ReplicaError> {
+        let text = serde_json::to_string(sp).expect("sync points serialize");
+        self.events
+            .set_meta(&format!("sync_point:{remote}"), &text)?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ drift
 
     /// Compares the graph store's rows with the engine's resolved state, by Merkle tree.

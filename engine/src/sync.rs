@@ -136,6 +136,19 @@ pub struct Hello {
     pub capabilities: Vec<String>,
     pub auth_token: Option<String>,
     pub version_vector: VersionVector,
+    /// Where the last sync with this server ended, to check before syncing incrementally.
+    #[serde(default)]
+    pub sync_point: Option<SyncPoint>,
+}
+
+/// Where a sync ended: the events both sides held, and a checksum of exactly those.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPoint {
+    pub timestamp_ms: u64,
+    pub event_count: u64,
+    pub version_vector: VersionVector,
+    /// XOR of the events' digests (SHA-256 truncated to 128 bits), in hex.
+    pub checksum: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +162,10 @@ pub struct Welcome {
     /// The capabilities both sides have.
     pub capabilities: Vec<String>,
     pub version_vector: VersionVector,
+    /// The client's sync point did not verify here: histories diverged (or this side lost
+    /// events), so nothing is assumed and the client follows with a Merkle repair.
+    #[serde(default)]
+    pub full_resync_required: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +285,7 @@ pub enum Lifecycle {
         status: &'static str,
         protocol_version: String,
         sync_mode: &'static str,
+        full_resync_required: bool,
     },
     /// Stored events are being exchanged with `peer`.
     Sync {
@@ -328,6 +346,8 @@ pub struct SessionConfig {
     pub critical_tables: Vec<String>,
     /// Events in a batch sent before anything is measured (one batch in flight then).
     pub probe_batch: usize,
+    /// Client: the sync point of the last sync with this server, if any.
+    pub sync_point: Option<SyncPoint>,
 }
 
 impl Default for SessionConfig {
@@ -340,6 +360,7 @@ impl Default for SessionConfig {
             seal: false,
             critical_tables: Vec::new(),
             probe_batch: DEFAULT_BATCH,
+            sync_point: None,
         }
     }
 }
@@ -388,6 +409,7 @@ pub struct Session {
     strategy: Strategy,
     /// Whether the driver has measured anything yet.
     measured: bool,
+    full_resync_required: bool,
 }
 
 impl Session {
@@ -410,7 +432,23 @@ impl Session {
             eose_due: false,
             strategy: Strategy::Streaming,
             measured: false,
+            full_resync_required: false,
         }
+    }
+
+    /// The client's sync point did not verify on the server (see [`SyncPoint`]).
+    pub fn full_resync_required(&self) -> bool {
+        self.full_resync_required
+    }
+
+    /// What the remote has acknowledged holding.
+    pub fn remote_acked(&self) -> &VersionVector {
+        &self.remote_acked
+    }
+
+    /// What the remote holds, as far as this session knows.
+    pub fn remote_has(&self) -> &VersionVector {
+        &self.remote_has
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -507,6 +545,7 @@ impl Session {
             capabilities: self.config.capabilities.clone(),
             auth_token: self.config.auth_token.clone(),
             version_vector: replica.version_vector().clone(),
+            sync_point: self.config.sync_point.clone(),
         }))]
     }
 
@@ -732,6 +771,12 @@ impl Session {
         } else {
             SyncMode::Incremental
         };
+        self.full_resync_required = match &h.sync_point {
+            None => false,
+            Some(sp) => !replica
+                .verify_sync_point(sp)
+                .map_err(|e| format!("checking the sync point: {e}"))?,
+        };
         self.remote = Some(h.peer.clone());
         self.remote_has = h.version_vector.clone();
         self.state = State::Established;
@@ -743,6 +788,7 @@ impl Session {
             schema_version: self.config.schema_version,
             capabilities: self.capabilities.clone(),
             version_vector: replica.version_vector().clone(),
+            full_resync_required: self.full_resync_required,
         })));
         self.established(mode, out);
         if h.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
@@ -847,6 +893,7 @@ impl Session {
         self.remote = Some(w.peer.clone());
         self.remote_has = w.version_vector.clone();
         self.capabilities = w.capabilities.clone();
+        self.full_resync_required = w.full_resync_required;
         self.state = State::Established;
         if w.schema_version > self.config.schema_version {
             out.push(Output::Event(Lifecycle::Outdated {
@@ -873,6 +920,7 @@ impl Session {
             status: "established",
             protocol_version: PROTOCOL_VERSION.to_string(),
             sync_mode: mode.as_str(),
+            full_resync_required: self.full_resync_required,
         }));
     }
 

@@ -15,7 +15,7 @@ use kuzu_sync_engine::sync::{
     pack, unpack, Lifecycle, Message, NetworkQuality, Output, Session, SessionConfig,
     CAP_NO_EXCHANGE,
 };
-use kuzu_sync_engine::{Event, Op, Replica, ReplicaError};
+use kuzu_sync_engine::{Event, Op, Replica, ReplicaError, VersionVector};
 
 use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::transport::{TcpTransport, Transport};
@@ -143,6 +143,13 @@ pub struct SessionReport {
     pub wire_bytes_sent: u64,
     pub wire_bytes_received: u64,
     pub synced: bool,
+    /// The sync point sent did not verify on the server (histories diverged).
+    pub full_resync_required: bool,
+    /// Entities copied from the remote by the Merkle repair of a full resync.
+    pub repaired: usize,
+    /// What both sides held at the end (for the next sync point).
+    #[serde(skip)]
+    pub common: VersionVector,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +280,8 @@ pub fn drive<E: EventStore, G: GraphStore>(
         }
         if opts.one_shot && session.is_synced() {
             report.synced = true;
+            report.full_resync_required = session.full_resync_required();
+            report.common = shared.lock().version_vector().meet(session.remote_has());
             transport.close();
             return Ok(report);
         }
@@ -488,13 +497,44 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         idle_timeout: Some(Duration::from_secs(120)),
         ..DriveOptions::default()
     };
-    let report = drive(&mut *transport, Session::client(config), shared, &opts)?;
+    let mut with_point = config.clone();
+    with_point.sync_point = shared.lock().stored_sync_point(url)?;
+    let mut report = drive(&mut *transport, Session::client(with_point), shared, &opts)?;
     if !report.synced {
         return Err(NetError::Protocol {
             transport: report.transport,
             reason: "the remote closed the connection before the sync completed".into(),
         });
     }
+    if report.full_resync_required {
+        // The histories diverged: after the exchange (which assumed nothing), a Merkle
+        // repair. Rows the remote has and this replica lacks are copied here; rows this
+        // replica has that the remote lacks or holds differently are written again here,
+        // so the next exchange carries them there. Nothing is deleted: nothing is lost.
+        let d = remote_diff(shared, url, config.clone())?;
+        let ops: Vec<Op> = {
+            let r = shared.lock();
+            let schema = r.engine().schema().clone();
+            d.missing_here
+                .iter()
+                .chain(&d.missing_there)
+                .chain(d.different.iter().map(|c| &c.local))
+                .filter_map(|row| antientropy::upsert_op(row, &schema))
+                .collect()
+        };
+        report.repaired = ops.len();
+        if !ops.is_empty() {
+            shared.write(ops)?;
+            let mut t = connect(url, Duration::from_secs(10))?;
+            let again = drive(&mut *t, Session::client(config), shared, &opts)?;
+            report.common = again.common;
+            report.events_sent += again.events_sent;
+            report.events_received += again.events_received;
+        }
+    }
+    let mut r = shared.lock();
+    let point = r.sync_point(&report.common)?;
+    r.store_sync_point(url, &point)?;
     Ok(report)
 }
 

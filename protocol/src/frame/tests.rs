@@ -35,6 +35,7 @@ fn hello() -> Message {
         capabilities: vec!["zstd".into()],
         auth_token: Some("t".into()),
         version_vector: VersionVector::new(),
+        sync_point: None,
     })
 }
 

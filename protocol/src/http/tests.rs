@@ -45,6 +45,7 @@ fn hello_frame(peer: &str) -> Vec<u8> {
         capabilities: vec![],
         auth_token: None,
         version_vector: VersionVector::new(),
+        sync_point: None,
     });
     Encoder::default().encode(&hello).unwrap().0
 }
