@@ -30,8 +30,8 @@ use kuzu_sync_kuzu::convert::untyped;
     about = "Offline-first replication for KuzuDB",
     long_about = "Offline-first replication for KuzuDB. A replica is a directory holding a Kuzu \
                   database (graph.kuzu) and a SQLite event log (events.sqlite). Every write \
-                  becomes a replicated event; replicas exchange events through bundles and \
-                  converge to the same graph."
+                  becomes a replicated event; replicas exchange events through offline bundles \
+                  or live sync through a hub (serve / sync) and converge to the same graph."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -85,7 +85,8 @@ enum Command {
     },
     /// Import an offline bundle. Importing the same bundle twice changes nothing.
     Import { dir: PathBuf, bundle: PathBuf },
-    /// Peer id, version vector, event counts, schema version and apply watermark.
+    /// Peer id, version vector, event counts, schema version, apply watermark and the
+    /// offline queue.
     Status { dir: PathBuf },
     /// The conflicts detected in this replica's history, as JSON lines.
     Conflicts { dir: PathBuf },
