@@ -95,6 +95,28 @@ pub fn index(entities: &[EntityRow], bucket_bits: u32) -> merkle::MerkleIndex {
     merkle::MerkleIndex::build(entities.iter().map(EntityRow::entry).collect(), bucket_bits)
 }
 
+/// The ops that make this replica hold `upserts` (an add per row) and lack `deletes`,
+/// and the labels of the rows that ops cannot express (the schema entity).
+pub fn ops_for<'a>(
+    upserts: impl IntoIterator<Item = &'a EntityRow>,
+    deletes: impl IntoIterator<Item = &'a EntityRow>,
+    schema: &Schema,
+) -> (Vec<Op>, Vec<String>) {
+    let mut ops = Vec::new();
+    let mut skipped = Vec::new();
+    let mut put = |op: Option<Op>, row: &EntityRow| match op {
+        Some(op) => ops.push(op),
+        None => skipped.push(row.label.clone()),
+    };
+    for row in upserts {
+        put(upsert_op(row, schema), row);
+    }
+    for row in deletes {
+        put(delete_op(row, schema), row);
+    }
+    (ops, skipped)
+}
+
 /// The op that makes an entity hold `row` (an add sets every property), or `None` for the
 /// schema, which ops cannot copy.
 pub fn upsert_op(e: &EntityRow, schema: &Schema) -> Option<Op> {

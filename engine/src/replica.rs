@@ -676,18 +676,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// rows (adds for extra and different rows, deletes for missing ones). Returns the
     /// events written; they replicate like any write.
     pub fn capture_drift(&mut self, drift: &Drift) -> Result<Vec<EventId>, ReplicaError> {
-        let schema = self.engine.schema().clone();
-        let mut ops: Vec<Op> = Vec::new();
-        for row in drift
-            .extra
-            .iter()
-            .chain(drift.different.iter().map(|(_, g)| g))
-        {
-            ops.extend(antientropy::upsert_op(row, &schema));
-        }
-        for row in &drift.missing {
-            ops.extend(antientropy::delete_op(row, &schema));
-        }
+        let (ops, _) = antientropy::ops_for(
+            drift
+                .extra
+                .iter()
+                .chain(drift.different.iter().map(|(_, g)| g)),
+            &drift.missing,
+            self.engine.schema(),
+        );
         // The graph already holds the extra rows the engine now adds: insert idempotently.
         self.recovering = true;
         let written = self.write(ops);

@@ -512,16 +512,14 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         // replica has that the remote lacks or holds differently are written again here,
         // so the next exchange carries them there. Nothing is deleted: nothing is lost.
         let d = remote_diff(shared, url, config.clone())?;
-        let ops: Vec<Op> = {
-            let r = shared.lock();
-            let schema = r.engine().schema().clone();
+        let (ops, _) = antientropy::ops_for(
             d.missing_here
                 .iter()
                 .chain(&d.missing_there)
-                .chain(d.different.iter().map(|c| &c.local))
-                .filter_map(|row| antientropy::upsert_op(row, &schema))
-                .collect()
-        };
+                .chain(d.different.iter().map(|c| &c.local)),
+            [],
+            shared.lock().engine().schema(),
+        );
         report.repaired = ops.len();
         if !ops.is_empty() {
             shared.write(ops)?;
@@ -876,6 +874,38 @@ pub fn remote_diff<E: EventStore, G: GraphStore>(
         // The handshake, the diff's own round trips (its summary included), the rows.
         round_trips: report.round_trips + 1 + u32::from(asked_rows),
         wire_bytes: wire,
+    })
+}
+
+/// What [`pull_repair`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Repair {
+    pub written: usize,
+    /// Entities ops cannot copy (the schema), by label.
+    pub not_repairable: Vec<String>,
+}
+
+/// Makes this replica's resolved state the remote's, as found by [`remote_diff`]: the
+/// remote's rows of what differs or is missing here are written, what the remote lacks is
+/// deleted, all as ordinary local writes (which then replicate).
+pub fn pull_repair<E: EventStore, G: GraphStore>(
+    shared: &Shared<E, G>,
+    d: &RemoteDiff,
+) -> Result<Repair, NetError> {
+    let mut r = shared.lock();
+    let (ops, not_repairable) = antientropy::ops_for(
+        d.missing_here
+            .iter()
+            .chain(d.different.iter().map(|c| &c.remote)),
+        &d.missing_there,
+        r.engine().schema(),
+    );
+    let written = r.write(ops)?.len();
+    drop(r);
+    shared.changed();
+    Ok(Repair {
+        written,
+        not_repairable,
     })
 }
 

@@ -42,9 +42,17 @@ struct Hub {
 
 impl Hub {
     fn start(config: HubConfig) -> Hub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Hub::serve_on("127.0.0.1:0", replica("hub", 500), config)
+    }
+
+    /// A hub on a given address over a given replica (a hub restarted from a backup).
+    fn start_at(addr: &str, shared: Arc<S>) -> Hub {
+        Hub::serve_on(addr, shared, HubConfig::default())
+    }
+
+    fn serve_on(addr: &str, shared: Arc<S>, config: HubConfig) -> Hub {
+        let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let shared = replica("hub", 500);
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink: EventSink = {
@@ -866,34 +874,6 @@ fn scarce_bandwidth_switches_to_priority_based() {
         .iter()
         .rposition(|t| t.contains(&"User".to_string()));
     assert!(first_alert.unwrap() >= last_user.unwrap(), "{changes:?}");
-}
-
-impl Hub {
-    /// A hub on a given address over a given replica (a hub restarted from a backup).
-    fn start_at(addr: &str, shared: Arc<S>) -> Hub {
-        let listener = TcpListener::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink: EventSink = {
-            let log = log.clone();
-            Arc::new(move |_, e| log.lock().unwrap().push(e.clone()))
-        };
-        let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            thread::spawn(move || {
-                net::serve(listener, shared, HubConfig::default(), stop, sink).unwrap()
-            })
-        };
-        Hub {
-            url: format!("tcp://{addr}"),
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-            log,
-        }
-    }
 }
 
 /// SPEC §5: a sync point at 1,000 events; 100 new events later, the next sync moves

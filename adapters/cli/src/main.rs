@@ -402,28 +402,9 @@ fn run(cli: Cli) -> Result<()> {
                 "wire_bytes": d.wire_bytes,
             });
             if repair && !d.equal {
-                let mut r = shared.lock();
-                let schema = r.engine().schema().clone();
-                let mut ops = Vec::new();
-                let mut skipped = Vec::new();
-                for row in d
-                    .missing_here
-                    .iter()
-                    .chain(d.different.iter().map(|c| &c.remote))
-                {
-                    match kuzu_sync_engine::antientropy::upsert_op(row, &schema) {
-                        Some(op) => ops.push(op),
-                        None => skipped.push(row.label.clone()),
-                    }
-                }
-                for row in &d.missing_there {
-                    match kuzu_sync_engine::antientropy::delete_op(row, &schema) {
-                        Some(op) => ops.push(op),
-                        None => skipped.push(row.label.clone()),
-                    }
-                }
-                let ids = r.write(ops).context("repairing")?;
-                out["repaired"] = json!({"written": ids.len(), "not_repairable": skipped});
+                let repaired =
+                    kuzu_sync::protocol::net::pull_repair(&shared, &d).context("repairing")?;
+                out["repaired"] = serde_json::to_value(repaired)?;
             }
             print(out);
         }

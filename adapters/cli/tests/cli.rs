@@ -2,11 +2,12 @@
 //! crash safety under SIGKILL, and fidelity against plain Kuzu `COPY` on the shared datasets.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value as Json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kuzu-sync");
+mod common;
+use common::{fails, json, ks, ks_stdin, lines, ok, p, BIN};
 
 fn datasets() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
@@ -16,67 +17,6 @@ fn datasets() -> PathBuf {
         p.display()
     );
     p.canonicalize().unwrap()
-}
-
-fn ks(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run kuzu-sync")
-}
-
-fn ks_stdin(args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kuzu-sync");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// Runs and expects success; returns stdout.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "kuzu-sync failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs and expects failure; returns stderr.
-fn fails(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "kuzu-sync should have failed; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn json(s: &str) -> Json {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn lines(s: &str) -> Vec<Json> {
-    s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(json)
-        .collect()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 const SCHEMA: &str =

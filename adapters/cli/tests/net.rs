@@ -3,64 +3,31 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kuzu-sync");
-
-fn ks(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run kuzu-sync")
-}
-
-fn ks_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "kuzu-sync failed ({:?}): {}\nstdout: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn lines(s: &str) -> Vec<Json> {
-    s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::{json as parse, ks, ks_stdin, lines, ok, p, BIN};
 
 const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, visits INT64, status STRING, PRIMARY KEY (name))"}
 {"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}
 {"op":"set_policy","table":"User","prop":"visits","policy":"counter"}
 {"op":"set_policy","table":"User","prop":"status","policy":"online_wins"}"#;
+
+/// The schema, then one `add_node` per name, each with `visits` set.
+fn schema_with_users<S: AsRef<str>>(names: &[S], visits: i64) -> String {
+    let mut s = SCHEMA.to_string();
+    for n in names {
+        let op =
+            json!({"op":"add_node","table":"User","props":{"name":n.as_ref(),"visits":visits}});
+        s.push('\n');
+        s.push_str(&op.to_string());
+    }
+    s
+}
 
 fn init(dir: &Path, name: &str) -> PathBuf {
     let r = dir.join(name);
@@ -196,7 +163,7 @@ fn follows(r: &Path) -> Vec<Json> {
 }
 
 fn status(r: &Path) -> Json {
-    serde_json::from_str(&ok(ks(&["status", p(r)]))).unwrap()
+    parse(&ok(ks(&["status", p(r)])))
 }
 
 /// A small deterministic generator, so a failure can be replayed.
@@ -251,14 +218,10 @@ fn three_replicas_and_a_hub_converge_through_partitions_and_crashes() {
     let hub_dir = init(tmp.path(), "hub");
     let reps: Vec<PathBuf> = (0..3).map(|i| init(tmp.path(), &format!("r{i}"))).collect();
     let names: Vec<String> = (0..6).map(|k| format!("u{k}")).collect();
-    let mut setup = SCHEMA.to_string();
-    for n in &names {
-        setup.push_str(&format!(
-            "\n{}",
-            json!({"op":"add_node","table":"User","props":{"name":n,"visits":0}})
-        ));
-    }
-    ok(ks_stdin(&["write", p(&reps[0])], &setup));
+    ok(ks_stdin(
+        &["write", p(&reps[0])],
+        &schema_with_users(&names, 0),
+    ));
 
     let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
     let url = format!("tcp://{addr}");
@@ -404,9 +367,10 @@ fn online_wins_across_processes() {
     let hub_dir = init(tmp.path(), "hub");
     let a = init(tmp.path(), "node_a");
     let b = init(tmp.path(), "node_b");
-    let mut setup = SCHEMA.to_string();
-    setup.push_str("\n{\"op\":\"add_node\",\"table\":\"User\",\"props\":{\"name\":\"user_1\"}}");
-    ok(ks_stdin(&["write", p(&a)], &setup));
+    ok(ks_stdin(
+        &["write", p(&a)],
+        &schema_with_users(&["user_1"], 0),
+    ));
     let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
     let url = format!("tcp://{addr}");
     sync(&a, &url);
@@ -549,11 +513,7 @@ fn offline_writes_queue_coalesce_and_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let hub_dir = init(tmp.path(), "hub");
     let a = init(tmp.path(), "a");
-    let mut setup = SCHEMA.to_string();
-    setup.push_str(
-        "\n{\"op\":\"add_node\",\"table\":\"User\",\"props\":{\"name\":\"u\",\"visits\":0}}",
-    );
-    ok(ks_stdin(&["write", p(&a)], &setup));
+    ok(ks_stdin(&["write", p(&a)], &schema_with_users(&["u"], 0)));
     let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
     let url = format!("tcp://{addr}");
     sync(&a, &url);
@@ -563,11 +523,10 @@ fn offline_writes_queue_coalesce_and_sync() {
             "{{\"op\":\"increment\",\"table\":\"User\",\"key\":\"u\",\"prop\":\"visits\",\"delta\":{i}}}\n"
         ));
     }
-    let out: Json = serde_json::from_str(&ok(ks_stdin(
+    let out: Json = parse(&ok(ks_stdin(
         &["write", p(&a), "--offline", "--queue-capacity", "6"],
         &ops,
-    )))
-    .unwrap();
+    )));
     assert_eq!(out["offline_queue"]["size"], 5, "{out}");
     assert_eq!(out["offline_queue"]["capacity"], 6);
     // The queue holds 5 of 6: two more ops are refused whole, with a clear error.
@@ -599,15 +558,7 @@ fn diff_and_repair_against_a_hub() {
     let tmp = tempfile::tempdir().unwrap();
     let hub_dir = init(tmp.path(), "hub");
     let a = init(tmp.path(), "a");
-    let rows = |names: &[&str]| {
-        let mut s = SCHEMA.to_string();
-        for n in names {
-            s.push_str(&format!(
-                "\n{{\"op\":\"add_node\",\"table\":\"User\",\"props\":{{\"name\":\"{n}\",\"visits\":1}}}}"
-            ));
-        }
-        s
-    };
+    let rows = |names: &[&str]| schema_with_users(names, 1);
     ok(ks_stdin(
         &["write", p(&hub_dir)],
         &rows(&["ann", "bob", "cy", "dee"]),
@@ -619,7 +570,7 @@ fn diff_and_repair_against_a_hub() {
     ));
     let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
     let url = format!("tcp://{addr}");
-    let d: Json = serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url]))).unwrap();
+    let d: Json = parse(&ok(ks(&["diff", p(&a), "--remote", &url])));
     assert_eq!(d["equal"], false, "{d}");
     let sorted = |v: &Json| {
         let mut l: Vec<String> = v
@@ -634,10 +585,9 @@ fn diff_and_repair_against_a_hub() {
     assert_eq!(sorted(&d["missing_here"]), ["User(cy)", "User(dee)"]);
     assert_eq!(sorted(&d["missing_there"]), ["User(eve)"]);
     assert_eq!(sorted(&d["different"]), ["User(bob)"]);
-    let r: Json =
-        serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url, "--repair"]))).unwrap();
+    let r: Json = parse(&ok(ks(&["diff", p(&a), "--remote", &url, "--repair"])));
     assert_eq!(r["repaired"]["written"], 4, "{r}");
-    let again: Json = serde_json::from_str(&ok(ks(&["diff", p(&a), "--remote", &url]))).unwrap();
+    let again: Json = parse(&ok(ks(&["diff", p(&a), "--remote", &url])));
     assert_eq!(again["equal"], true, "{again}");
     assert_eq!(again["local_root"], again["remote_root"]);
     hub_proc.terminate();
@@ -651,13 +601,10 @@ fn drift_in_the_kuzu_database_is_reverted_or_captured() {
     use kuzu_sync_kuzu::kuzu::{Connection, Database, SystemConfig};
     let tmp = tempfile::tempdir().unwrap();
     let a = init(tmp.path(), "a");
-    let mut setup = SCHEMA.to_string();
-    for n in ["ann", "bob", "cy"] {
-        setup.push_str(&format!(
-            "\n{{\"op\":\"add_node\",\"table\":\"User\",\"props\":{{\"name\":\"{n}\",\"visits\":1}}}}"
-        ));
-    }
-    ok(ks_stdin(&["write", p(&a)], &setup));
+    ok(ks_stdin(
+        &["write", p(&a)],
+        &schema_with_users(&["ann", "bob", "cy"], 1),
+    ));
     let clean = users(&a);
     let tamper = || {
         let db = Database::new(a.join("graph.kuzu"), SystemConfig::default()).unwrap();
@@ -672,21 +619,18 @@ fn drift_in_the_kuzu_database_is_reverted_or_captured() {
     };
     tamper();
     let tampered = users(&a);
-    let d: Json = serde_json::from_str(&ok(ks(&["drift", p(&a)]))).unwrap();
+    let d: Json = parse(&ok(ks(&["drift", p(&a)])));
     assert_eq!(d["drift"], true);
     assert_eq!(d["extra"], json!(["User(zed)"]));
     assert_eq!(d["missing"], json!(["User(cy)"]));
     assert_eq!(d["different"], json!(["User(ann)"]));
-    let r: Json = serde_json::from_str(&ok(ks(&["drift", p(&a), "--revert"]))).unwrap();
+    let r: Json = parse(&ok(ks(&["drift", p(&a), "--revert"])));
     assert_eq!(r["reverted"], 3);
     assert_eq!(users(&a), clean);
     let events = status(&a)["events"]["stored"].clone();
-    assert_eq!(
-        serde_json::from_str::<Json>(&ok(ks(&["drift", p(&a)]))).unwrap()["drift"],
-        false
-    );
+    assert_eq!(parse(&ok(ks(&["drift", p(&a)])))["drift"], false);
     tamper();
-    let c: Json = serde_json::from_str(&ok(ks(&["drift", p(&a), "--capture"]))).unwrap();
+    let c: Json = parse(&ok(ks(&["drift", p(&a), "--capture"])));
     assert_eq!(c["captured"], 3);
     assert_eq!(users(&a), tampered);
     assert_eq!(
