@@ -1,10 +1,10 @@
 //! Conflict records: every concurrent write the engine had to resolve, observable by users.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::EventId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictKind {
     /// Two concurrent writes to one property.
@@ -22,7 +22,7 @@ pub enum ConflictKind {
 }
 
 /// One side of a conflict: the event and the value it wrote (Kuzu text form).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConflictSide {
     pub event: String,
     pub value: String,
@@ -54,4 +54,21 @@ pub struct Conflict {
     pub resolved: Option<String>,
     /// The event whose arrival revealed the conflict.
     pub detected_at: String,
+}
+
+/// Every strategy name the engine writes into a [`Conflict`].
+pub const STRATEGIES: &[&str] = &[
+    "last_write_wins",
+    "cumulative",
+    "online_wins",
+    "delete_wins",
+    "add_wins",
+    "latest_edge_wins",
+    "earliest_definition_wins",
+    "null_on_type_mismatch",
+];
+
+/// The strategy name among [`STRATEGIES`] spelled `s`, for reading records back.
+pub fn static_strategy(s: &str) -> Option<&'static str> {
+    STRATEGIES.iter().find(|k| **k == s).copied()
 }

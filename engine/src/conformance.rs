@@ -72,7 +72,59 @@ pub fn event_store_suite<S: EventStore>(make: &mut dyn FnMut() -> S) {
     scan_stops_at_callback_error(&mut make());
     meta_get_set_overwrite(&mut make());
     replace_suffix_rewrites_own_events_atomically(&mut make());
+    compact_replaces_covered_events_with_the_snapshot(&mut make());
     ten_thousand_events(&mut make());
+}
+
+fn compact_replaces_covered_events_with_the_snapshot(store: &mut dyn EventStore) {
+    let case = "compact";
+    assert!(
+        store.snapshot().unwrap().is_none(),
+        "{case}: no snapshot yet"
+    );
+    append(store, case, &make_events("a", 1, 5));
+    append(store, case, &make_events("b", 1, 3));
+    let mut vv = VersionVector::new();
+    vv.set(peer("a"), 3);
+    vv.set(peer("b"), 1);
+    let snap = crate::snapshot::Snapshot {
+        version_vector: vv.clone(),
+        event_count: 4,
+        checksum: [7; 16],
+        state: vec![1, 2, 3],
+    };
+    let removed = store
+        .compact(&snap, &[("graph_rebuild", "1")])
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    assert_eq!(removed, 4, "{case}: a:1..3 and b:1 are covered");
+    assert_eq!(store.snapshot().unwrap().as_ref(), Some(&snap), "{case}");
+    assert_eq!(
+        ids(&scan_all(store, case)),
+        vec!["a:4", "a:5", "b:2", "b:3"],
+        "{case}: the tail stays, in order"
+    );
+    assert_eq!(count(store, case), 4, "{case}");
+    assert_eq!(store.meta("graph_rebuild").unwrap().as_deref(), Some("1"));
+    // Covered events are not stored again, even with other contents.
+    assert_eq!(append(store, case, &make_events("a", 1, 3)), 0, "{case}");
+    assert_eq!(
+        append(store, case, &[conflicting_event("a", 2)]),
+        0,
+        "{case}"
+    );
+    assert_eq!(count(store, case), 4, "{case}");
+    // A later snapshot replaces the first.
+    let mut vv2 = vv.clone();
+    vv2.set(peer("a"), 5);
+    let snap2 = crate::snapshot::Snapshot {
+        version_vector: vv2,
+        event_count: 6,
+        checksum: [8; 16],
+        state: vec![4],
+    };
+    assert_eq!(store.compact(&snap2, &[]).unwrap(), 2, "{case}");
+    assert_eq!(store.snapshot().unwrap().as_ref(), Some(&snap2), "{case}");
+    assert_eq!(ids(&scan_all(store, case)), vec!["b:2", "b:3"], "{case}");
 }
 
 fn replace_suffix_rewrites_own_events_atomically(store: &mut dyn EventStore) {

@@ -37,6 +37,8 @@ pub enum EngineError {
     InvalidEvent { id: EventId, reason: String },
     #[error("event {id} was received twice with different contents (equivocation)")]
     Equivocation { id: EventId },
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
     #[error("cannot parse {what}: {reason}")]
     Parse { what: String, reason: String },
     /// An error in one line of a multi-line input (1-based).

@@ -22,6 +22,7 @@ pub mod queue;
 pub mod replica;
 pub mod schema;
 pub mod sim;
+pub mod snapshot;
 pub mod state;
 pub mod sync;
 pub mod text;
@@ -38,5 +39,6 @@ pub use replica::{Replica, ReplicaError, ReplicaStatus};
 pub use schema::{
     Column, Multiplicity, NodeTableDef, Policy, RelTableDef, Schema, SchemaOp, TableDef,
 };
+pub use snapshot::Snapshot;
 pub use state::Engine;
 pub use value::{DataType, Value};

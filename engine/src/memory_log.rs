@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::clock::{EventId, PeerId, VersionVector};
 use crate::event::Event;
 use crate::ports::{EventStore, StoreError};
+use crate::snapshot::Snapshot;
 
 /// Events in insertion order, an index by id, and the metadata area. Nothing survives a drop.
 #[derive(Debug, Default, Clone)]
@@ -14,11 +15,21 @@ pub struct MemoryEventStore {
     /// Id → (position in `events`, digest of the stored event).
     index: HashMap<EventId, (usize, [u8; 32])>,
     meta: BTreeMap<String, String>,
+    snapshot: Option<Snapshot>,
 }
 
 impl MemoryEventStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), (i, e.digest())))
+            .collect();
     }
 
     /// The stored event with this id, if any.
@@ -32,7 +43,11 @@ impl EventStore for MemoryEventStore {
         // Check everything first, store afterwards: the call is all-or-nothing.
         let mut fresh: HashMap<&EventId, [u8; 32]> = HashMap::new();
         let mut to_store: Vec<&Event> = Vec::new();
+        let floor = self.snapshot.as_ref().map(|s| &s.version_vector);
         for event in events {
+            if floor.is_some_and(|f| f.contains(&event.id)) {
+                continue;
+            }
             let digest = event.digest();
             let known = self
                 .index
@@ -80,6 +95,22 @@ impl EventStore for MemoryEventStore {
         Ok(self.events.len() as u64)
     }
 
+    fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.snapshot.clone())
+    }
+
+    fn compact(&mut self, snapshot: &Snapshot, meta: &[(&str, &str)]) -> Result<u64, StoreError> {
+        let before = self.events.len();
+        self.events
+            .retain(|e| !snapshot.version_vector.contains(&e.id));
+        self.reindex();
+        self.snapshot = Some(snapshot.clone());
+        for (k, v) in meta {
+            self.meta.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Ok((before - self.events.len()) as u64)
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.meta.get(key).cloned())
     }
@@ -100,12 +131,7 @@ impl EventStore for MemoryEventStore {
         self.events
             .retain(|e| !(e.id.peer == *peer && e.id.counter > after));
         self.events.extend(events.iter().cloned());
-        self.index = self
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), (i, e.digest())))
-            .collect();
+        self.reindex();
         for (k, v) in meta {
             self.meta.insert((*k).to_owned(), (*v).to_owned());
         }

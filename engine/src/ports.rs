@@ -10,6 +10,7 @@ use crate::change::ApplyBatch;
 use crate::clock::{EventId, PeerId, VersionVector};
 use crate::event::Event;
 use crate::schema::Schema;
+use crate::snapshot::Snapshot;
 use crate::value::Value;
 
 /// An error from a store. Backend errors keep their source.
@@ -57,6 +58,15 @@ pub trait EventStore {
 
     /// Number of stored events.
     fn count(&self) -> Result<u64, StoreError>;
+
+    /// The snapshot the log was compacted into, if any.
+    fn snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
+
+    /// In one atomic step: stores `snapshot` in place of any earlier one, deletes every
+    /// stored event it covers, and sets the metadata entries given. Returns how many events
+    /// were deleted. From then on, `append` skips events the snapshot covers (they count as
+    /// stored; their contents can no longer be compared for equivocation).
+    fn compact(&mut self, snapshot: &Snapshot, meta: &[(&str, &str)]) -> Result<u64, StoreError>;
 
     /// A small durable key/value area for replica metadata (peer id, settings).
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;

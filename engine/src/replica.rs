@@ -30,6 +30,10 @@ const OFFLINE_MARK_KEY: &str = "offline_mark";
 const QUEUE_CAPACITY_KEY: &str = "offline_queue_capacity";
 /// "1" between a rewrite of the queue in the log and the move of the graph's watermark.
 const REWRITE_PENDING_KEY: &str = "offline_queue_rewritten";
+/// "1" between storing an installed snapshot and rebuilding the graph from it.
+const GRAPH_REBUILD_KEY: &str = "graph_rebuild";
+/// What each known peer holds, as far as this replica knows: JSON `{peer: vector}`.
+const KNOWN_PEERS_KEY: &str = "known_peers";
 /// Offline writes a replica queues at most, unless configured otherwise.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 
@@ -61,6 +65,11 @@ pub enum ReplicaError {
         first: EventId,
         needs: String,
     },
+    #[error(
+        "a snapshot at {snapshot} cannot be installed here: this replica's log is compacted \
+         up to {floor}, which the snapshot does not cover (repair with `diff --repair`)"
+    )]
+    SnapshotBehind { snapshot: String, floor: String },
     #[error(
         "the offline queue is full: {queued} ops queued, capacity {capacity}; this write of \
          {adding} ops was refused (sync, or raise the capacity)"
@@ -115,6 +124,37 @@ pub struct ReplicaStatus {
     pub nodes: usize,
     pub edges: usize,
     pub conflicts: usize,
+    /// The vector of the snapshot the log is compacted into (empty: never compacted).
+    pub compacted_floor: VersionVector,
+    /// How many events the snapshot stands for.
+    pub compacted_events: u64,
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompactReport {
+    /// The snapshot's vector after compaction.
+    pub floor: VersionVector,
+    /// Events removed from the log by this compaction.
+    pub removed_events: u64,
+    /// Events left in the log.
+    pub remaining_events: u64,
+    /// Events the snapshot stands for, in all.
+    pub snapshot_events: u64,
+    pub snapshot_bytes: u64,
+    /// The peers whose acknowledgements set the floor.
+    pub known_peers: Vec<String>,
+}
+
+/// What installing a snapshot did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InstallReport {
+    /// Events the snapshot stands for.
+    pub snapshot_events: u64,
+    /// This replica's own log events it did not cover, applied on top.
+    pub kept_events: u64,
+    /// Log events it covered, removed.
+    pub removed_events: u64,
 }
 
 /// What an import did.
@@ -141,6 +181,10 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     /// Own counter when the replica went offline.
     offline_mark: Option<u64>,
     queue_capacity: usize,
+    /// The stored snapshot's vector, checksum and event count (empty, zero, zero if none).
+    floor: VersionVector,
+    floor_sum: [u8; 16],
+    floor_count: u64,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
@@ -200,6 +244,9 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             recovering: false,
             offline_mark: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            floor: VersionVector::new(),
+            floor_sum: [0; 16],
+            floor_count: 0,
         };
         replica.offline_mark = replica
             .events
@@ -224,17 +271,45 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// Rebuilds the engine from the log and re-applies whatever the graph store lacks.
     fn recover(&mut self, progress: Progress) -> Result<(), ReplicaError> {
-        let watermark = self.graph.watermark()?;
-        self.engine = Engine::new(self.engine.peer().clone());
+        let mut watermark = self.graph.watermark()?;
         self.conflicts.clear();
+        let peer = self.engine.peer().clone();
+        match self.events.snapshot()? {
+            Some(snap) => {
+                let (engine, conflicts) = Engine::from_snapshot_state(peer, &snap.state)?;
+                if engine.version_vector() != &snap.version_vector {
+                    return Err(StoreError::Corrupt(format!(
+                        "the snapshot claims {:?} but holds the state of {:?}",
+                        snap.version_vector,
+                        engine.version_vector()
+                    ))
+                    .into());
+                }
+                self.engine = engine;
+                self.conflicts = conflicts;
+                self.floor = snap.version_vector;
+                self.floor_sum = snap.checksum;
+                self.floor_count = snap.event_count;
+            }
+            None => self.engine = Engine::new(peer),
+        }
+        // An installed snapshot whose graph rebuild did not finish, or a graph store that
+        // lacks what the snapshot holds (a new, empty database): the graph's rows are not
+        // a state of this history. Replay everything, then rebuild it whole.
+        let rebuild = self.events.meta(GRAPH_REBUILD_KEY)?.as_deref() == Some("1")
+            || !watermark.dominates(&self.floor);
+        if rebuild {
+            watermark = VersionVector::new();
+        }
         let total = self.events.count()?;
         let mut all = Vec::with_capacity(total as usize);
         self.events.scan(&VersionVector::new(), &mut |e| {
             all.push(e);
             Ok(())
         })?;
-        let (inside, outside): (Vec<Event>, Vec<Event>) =
-            all.into_iter().partition(|e| watermark.contains(&e.id));
+        let (inside, outside): (Vec<Event>, Vec<Event>) = all
+            .into_iter()
+            .partition(|e| rebuild || watermark.contains(&e.id));
         // Replay what the graph already holds without producing changes.
         self.engine.set_tracking(false);
         let mut done = 0u64;
@@ -249,6 +324,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.engine.set_tracking(true);
         let (_, conflicts) = self.engine.take_batch();
         self.conflicts.extend(conflicts);
+        if rebuild {
+            self.rebuild_graph()?;
+            progress(total, total);
+            return Ok(());
+        }
         let rewritten = self.events.meta(REWRITE_PENDING_KEY)?.as_deref() == Some("1");
         if rewritten {
             // The offline queue was rewritten in the log (fewer, equivalent events) but the
@@ -546,7 +626,247 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             nodes,
             edges,
             conflicts: self.conflicts.len(),
+            compacted_floor: self.floor.clone(),
+            compacted_events: self.floor_count,
         })
+    }
+
+    // ------------------------------------------------------------ compaction
+
+    /// The vector of the snapshot the log is compacted into (empty if none).
+    pub fn floor(&self) -> &VersionVector {
+        &self.floor
+    }
+
+    /// What each known peer holds, as far as this replica knows.
+    pub fn known_peers(&self) -> Result<BTreeMap<String, VersionVector>, ReplicaError> {
+        match self.events.meta(KNOWN_PEERS_KEY)? {
+            None => Ok(BTreeMap::new()),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("{KNOWN_PEERS_KEY}: {e}")).into()),
+        }
+    }
+
+    /// Records (durably) that `peer` holds at least `vv`: its vector at a handshake, or an
+    /// acknowledgement. Compaction never removes what a known peer may still need.
+    pub fn note_remote(&mut self, peer: &str, vv: &VersionVector) -> Result<(), ReplicaError> {
+        if peer == self.peer().as_str() {
+            return Ok(());
+        }
+        let mut known = self.known_peers()?;
+        let entry = known.entry(peer.to_string()).or_default();
+        if entry.dominates(vv) && !vv.is_empty() {
+            return Ok(());
+        }
+        entry.merge(vv);
+        let text = serde_json::to_string(&known).expect("vectors serialize");
+        self.events.set_meta(KNOWN_PEERS_KEY, &text)?;
+        Ok(())
+    }
+
+    /// Stops waiting for `peer`: compaction no longer keeps events for it. Returns whether
+    /// it was known.
+    pub fn forget_peer(&mut self, peer: &str) -> Result<bool, ReplicaError> {
+        let mut known = self.known_peers()?;
+        let was = known.remove(peer).is_some();
+        let text = serde_json::to_string(&known).expect("vectors serialize");
+        self.events.set_meta(KNOWN_PEERS_KEY, &text)?;
+        Ok(was)
+    }
+
+    /// The events every known peer holds (and this replica too): what `compact` may fold
+    /// into the snapshot. While offline, the queue stays out of it.
+    pub fn compaction_floor(&self) -> Result<VersionVector, ReplicaError> {
+        let mut floor = self.engine.version_vector().clone();
+        for vv in self.known_peers()?.values() {
+            floor = floor.meet(vv);
+        }
+        if let Some(mark) = self.offline_mark {
+            let own = floor.get(self.peer()).min(mark);
+            floor.set(self.peer().clone(), own);
+        }
+        Ok(floor)
+    }
+
+    /// Compacts the log up to [`Replica::compaction_floor`].
+    pub fn compact(&mut self) -> Result<CompactReport, ReplicaError> {
+        self.compact_with_progress(&mut |_, _| {})
+    }
+
+    pub fn compact_with_progress(
+        &mut self,
+        progress: Progress,
+    ) -> Result<CompactReport, ReplicaError> {
+        let floor = self.compaction_floor()?;
+        self.compact_to_with_progress(&floor, progress)
+    }
+
+    /// Folds the events inside `floor` (joined with the current snapshot, and limited to
+    /// what is applied here) into a new snapshot, and removes them from the log, in one
+    /// atomic step. The visible graph does not change.
+    pub fn compact_to(&mut self, floor: &VersionVector) -> Result<CompactReport, ReplicaError> {
+        self.compact_to_with_progress(floor, &mut |_, _| {})
+    }
+
+    pub fn compact_to_with_progress(
+        &mut self,
+        floor: &VersionVector,
+        progress: Progress,
+    ) -> Result<CompactReport, ReplicaError> {
+        let mut target = floor.meet(self.engine.version_vector());
+        target.merge(&self.floor);
+        let known_peers = self.known_peers()?.into_keys().collect();
+        if self.floor.dominates(&target) {
+            return Ok(CompactReport {
+                floor: self.floor.clone(),
+                removed_events: 0,
+                remaining_events: self.events.count()?,
+                snapshot_events: self.floor_count,
+                snapshot_bytes: self.events.snapshot()?.map_or(0, |s| s.state.len() as u64),
+                known_peers,
+            });
+        }
+        // Replay the stored snapshot and the covered events into a second engine.
+        let peer = self.peer().clone();
+        let (mut engine, mut conflicts) = match self.events.snapshot()? {
+            Some(snap) => Engine::from_snapshot_state(peer, &snap.state)?,
+            None => {
+                let mut e = Engine::new(peer);
+                e.set_tracking(false);
+                (e, Vec::new())
+            }
+        };
+        let mut covered = Vec::new();
+        self.events.scan(&self.floor, &mut |e| {
+            if target.contains(&e.id) {
+                covered.push(e);
+            }
+            Ok(())
+        })?;
+        let mut checksum = self.floor_sum;
+        let mut count = self.floor_count;
+        for e in &covered {
+            crate::snapshot::Snapshot::fold(&mut checksum, &e.digest());
+            count += 1;
+        }
+        let total = covered.len() as u64;
+        for (i, e) in causal_order(covered, engine.version_vector())?
+            .iter()
+            .enumerate()
+        {
+            engine.apply(e)?;
+            if i % 10_000 == 9_999 {
+                progress(i as u64 + 1, total);
+            }
+        }
+        progress(total, total);
+        let (_, found) = engine.take_batch();
+        conflicts.extend(found);
+        if engine.version_vector() != &target {
+            return Err(StoreError::Corrupt(format!(
+                "compacting up to {target:?}, the log held only {:?}",
+                engine.version_vector()
+            ))
+            .into());
+        }
+        let snapshot = crate::snapshot::Snapshot {
+            version_vector: target,
+            event_count: count,
+            checksum,
+            state: engine.snapshot_state(&conflicts),
+        };
+        let removed = self.events.compact(&snapshot, &[])?;
+        let snapshot_bytes = snapshot.state.len() as u64;
+        self.floor = snapshot.version_vector;
+        self.floor_sum = checksum;
+        self.floor_count = count;
+        Ok(CompactReport {
+            floor: self.floor.clone(),
+            removed_events: removed,
+            remaining_events: self.events.count()?,
+            snapshot_events: count,
+            snapshot_bytes,
+            known_peers,
+        })
+    }
+
+    /// A snapshot to bootstrap a replica whose own log is compacted up to `remote_floor`:
+    /// the stored one if it covers that floor, else one of this replica's whole state.
+    pub fn snapshot_for(
+        &self,
+        remote_floor: &VersionVector,
+    ) -> Result<crate::snapshot::Snapshot, ReplicaError> {
+        if let Some(snap) = self.events.snapshot()? {
+            if snap.version_vector.dominates(remote_floor) {
+                return Ok(snap);
+            }
+        }
+        let vv = self.engine.version_vector().clone();
+        let (checksum, event_count) = self
+            .checksum_within(&vv)?
+            .expect("the replica's own vector dominates its floor");
+        Ok(crate::snapshot::Snapshot {
+            version_vector: vv,
+            event_count,
+            checksum,
+            state: self.engine.snapshot_state(&self.conflicts),
+        })
+    }
+
+    /// Replaces this replica's state with `snap` plus this replica's own logged events that
+    /// it does not cover, and rebuilds the graph store from the result. The log keeps only
+    /// the uncovered events. A crash part-way is finished on the next open.
+    pub fn install_snapshot(
+        &mut self,
+        snap: &crate::snapshot::Snapshot,
+    ) -> Result<InstallReport, ReplicaError> {
+        if !snap.version_vector.dominates(&self.floor) {
+            return Err(ReplicaError::SnapshotBehind {
+                snapshot: format!("{:?}", snap.version_vector),
+                floor: format!("{:?}", self.floor),
+            });
+        }
+        let (mut engine, mut conflicts) =
+            Engine::from_snapshot_state(self.peer().clone(), &snap.state)?;
+        if engine.version_vector() != &snap.version_vector {
+            return Err(EngineError::InvalidSnapshot(format!(
+                "it claims {:?} but holds the state of {:?}",
+                snap.version_vector,
+                engine.version_vector()
+            ))
+            .into());
+        }
+        let kept = self.events_since(&snap.version_vector)?;
+        let kept_events = kept.len() as u64;
+        for e in causal_order(kept, engine.version_vector())? {
+            engine.apply(&e)?;
+        }
+        let (_, found) = engine.take_batch();
+        conflicts.extend(found);
+        let removed = self.events.compact(snap, &[(GRAPH_REBUILD_KEY, "1")])?;
+        self.floor = snap.version_vector.clone();
+        self.floor_sum = snap.checksum;
+        self.floor_count = snap.event_count;
+        self.engine = engine;
+        self.conflicts = conflicts;
+        self.rebuild_graph()?;
+        Ok(InstallReport {
+            snapshot_events: snap.event_count,
+            kept_events,
+            removed_events: removed,
+        })
+    }
+
+    /// Drops and recreates every table of the graph store from the engine's state, then
+    /// clears the rebuild flag.
+    fn rebuild_graph(&mut self) -> Result<(), ReplicaError> {
+        self.engine.rebuild_all();
+        let (batch, found) = self.engine.take_batch();
+        self.conflicts.extend(found);
+        self.engine.set_tracking(true);
+        self.graph.apply(&batch, self.engine.schema())?;
+        self.events.set_meta(GRAPH_REBUILD_KEY, "0")?;
+        Ok(())
     }
 
     /// Every conflict detected since the replica was opened, replay included.
@@ -578,33 +898,41 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// The XOR of the digests (truncated to 128 bits) of the logged events inside `vv`,
     /// and how many they are.
-    pub fn checksum_within(&self, vv: &VersionVector) -> Result<([u8; 16], u64), ReplicaError> {
-        let mut sum = [0u8; 16];
-        let mut n = 0u64;
-        self.events.scan(&VersionVector::new(), &mut |e| {
+    /// None if `vv` does not contain the whole snapshot (some of its events are gone).
+    pub fn checksum_within(
+        &self,
+        vv: &VersionVector,
+    ) -> Result<Option<([u8; 16], u64)>, ReplicaError> {
+        if !vv.dominates(&self.floor) {
+            return Ok(None);
+        }
+        let mut sum = self.floor_sum;
+        let mut n = self.floor_count;
+        self.events.scan(&self.floor, &mut |e| {
             if vv.contains(&e.id) {
-                for (s, d) in sum.iter_mut().zip(e.digest()) {
-                    *s ^= d;
-                }
+                crate::snapshot::Snapshot::fold(&mut sum, &e.digest());
                 n += 1;
             }
             Ok(())
         })?;
-        Ok((sum, n))
+        Ok(Some((sum, n)))
     }
 
     /// The sync point of the events inside `common` (what both sides of a sync hold).
+    /// None if the events inside `common` are partly compacted away here.
     pub fn sync_point(
         &self,
         common: &VersionVector,
-    ) -> Result<crate::sync::SyncPoint, ReplicaError> {
-        let (sum, n) = self.checksum_within(common)?;
-        Ok(crate::sync::SyncPoint {
+    ) -> Result<Option<crate::sync::SyncPoint>, ReplicaError> {
+        let Some((sum, n)) = self.checksum_within(common)? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::sync::SyncPoint {
             timestamp_ms: self.clock.now_ms(),
             event_count: n,
             version_vector: common.clone(),
             checksum: hex::encode(sum),
-        })
+        }))
     }
 
     /// True if this replica holds exactly the events the sync point names.
@@ -612,7 +940,9 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         if !self.engine.version_vector().dominates(&sp.version_vector) {
             return Ok(false);
         }
-        let (sum, n) = self.checksum_within(&sp.version_vector)?;
+        let Some((sum, n)) = self.checksum_within(&sp.version_vector)? else {
+            return Ok(false);
+        };
         Ok(n == sp.event_count && hex::encode(sum) == sp.checksum)
     }
 

@@ -183,7 +183,7 @@ pub enum TableChange {
     PolicyChanged,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct TableEntry {
     /// Every create/add-column op ever applied to this table, sorted by stamp.
     ops: Vec<(Stamp, SchemaOp)>,
@@ -193,7 +193,7 @@ struct TableEntry {
 /// The schema as the engine resolved it. Tables are never dropped and columns never removed,
 /// so the schema only grows. A table's definition is a pure function of the set of DDL ops
 /// for it (see [`Schema::apply`]), so replicas agree whatever the arrival order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     /// Keyed by lower-cased name: Kuzu names are case-insensitive.
     tables: BTreeMap<String, TableEntry>,

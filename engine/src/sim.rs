@@ -248,6 +248,10 @@ pub struct Scenario {
     pub schema_changes: bool,
     /// Percent of steps that crash (reopen) a replica.
     pub crash_percent: u64,
+    /// Percent of steps that compact a replica's log. The floor is the meet of every
+    /// replica's vector, except that the others may have forgotten the last replica (it
+    /// then gets snapshots, as a peer behind a compacted log does).
+    pub compact_percent: u64,
 }
 
 /// The stores of one simulated replica, and how to reopen them after a crash.
@@ -298,11 +302,29 @@ pub fn run<B: SimBackend>(backend: &mut B, sc: &Scenario) -> Result<Vec<GraphDum
         r.as_mut().expect("open").import(schema_events.clone())?;
     }
 
+    let last = sc.replicas - 1;
     for _ in 0..sc.steps {
         base.fetch_add(rng.below(700), std::sync::atomic::Ordering::Relaxed);
         let i = rng.below(sc.replicas as u64) as usize;
         let roll = rng.below(100);
-        if roll < sc.crash_percent {
+        if roll < sc.compact_percent {
+            let forget_last = i != last && rng.chance(50);
+            let mut floor = replicas[i].as_ref().expect("open").version_vector().clone();
+            for (k, r) in replicas.iter().enumerate() {
+                if k != i && !(forget_last && k == last) {
+                    floor = floor.meet(r.as_ref().expect("open").version_vector());
+                }
+            }
+            let r = replicas[i].as_mut().expect("open");
+            let before = r.engine().dump();
+            r.compact_to(&floor)?;
+            assert_eq!(
+                r.engine().dump(),
+                before,
+                "seed {}: compaction changed replica {i}'s state",
+                sc.seed
+            );
+        } else if roll < sc.compact_percent + sc.crash_percent {
             // Crash and reopen; half the time a write first dies between log and graph.
             if rng.chance(50) {
                 let r = replicas[i].as_mut().expect("open");
@@ -337,6 +359,7 @@ pub fn run<B: SimBackend>(backend: &mut B, sc: &Scenario) -> Result<Vec<GraphDum
             } else {
                 jvv
             };
+            let since = deliver_snapshot(backend, &mut replicas, i, j, since, &mut rng, &clock)?;
             let mut events = replicas[i].as_ref().expect("open").events_since(&since)?;
             if rng.chance(50) && !events.is_empty() {
                 let keep = 1 + rng.below(events.len() as u64) as usize;
@@ -359,7 +382,8 @@ pub fn run<B: SimBackend>(backend: &mut B, sc: &Scenario) -> Result<Vec<GraphDum
                     continue;
                 }
                 let jvv = replicas[j].as_ref().expect("open").version_vector().clone();
-                let mut events = replicas[i].as_ref().expect("open").events_since(&jvv)?;
+                let since = deliver_snapshot(backend, &mut replicas, i, j, jvv, &mut rng, &clock)?;
+                let mut events = replicas[i].as_ref().expect("open").events_since(&since)?;
                 shuffle(&mut rng, &mut events);
                 replicas[j].as_mut().expect("open").import(events)?;
             }
@@ -393,6 +417,44 @@ pub fn run<B: SimBackend>(backend: &mut B, sc: &Scenario) -> Result<Vec<GraphDum
         }
     }
     Ok(dumps)
+}
+
+/// As a session does: if replica `j` lacks events `i` has
+/// compacted away, `i` sends a snapshot and `j` installs it. Sometimes the install dies
+/// before the graph is rebuilt, and `j` is reopened. Returns what to send events after.
+#[allow(clippy::type_complexity)]
+fn deliver_snapshot<B: SimBackend>(
+    backend: &mut B,
+    replicas: &mut [Option<Replica<B::Events, B::Graph>>],
+    i: usize,
+    j: usize,
+    mut since: VersionVector,
+    rng: &mut Rng,
+    clock: &dyn Fn(usize) -> Box<dyn WallClock + Send>,
+) -> Result<VersionVector, ReplicaError> {
+    let from = replicas[i].as_ref().expect("open");
+    // A session knows the remote's real vector (`since` may ask for duplicates).
+    let has = replicas[j].as_ref().expect("open").version_vector();
+    if has.dominates(from.floor()) {
+        return Ok(since);
+    }
+    let to_floor = replicas[j].as_ref().expect("open").floor().clone();
+    let snap = from.snapshot_for(&to_floor)?;
+    since.merge(&snap.version_vector);
+    let r = replicas[j].as_mut().expect("open");
+    if rng.chance(25) {
+        backend.inject_apply_failure(r.graph());
+        if r.install_snapshot(&snap).is_ok() {
+            return Ok(since);
+        }
+        let r = replicas[j].take().expect("open");
+        let (ev, gr) = r.into_parts();
+        let (ev, gr) = backend.reopen(j, ev, gr);
+        replicas[j] = Some(Replica::open(ev, gr, clock(j))?);
+    } else {
+        r.install_snapshot(&snap)?;
+    }
+    Ok(since)
 }
 
 fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {

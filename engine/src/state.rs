@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::change::{ApplyBatch, GraphChange};
 use crate::clock::{EventId, Hlc, PeerId, Stamp, VersionVector};
 use crate::conflict::{Conflict, ConflictKind, ConflictSide};
@@ -29,14 +31,14 @@ use crate::schema::{Column, Multiplicity, Policy, Schema, SchemaOp, TableChange,
 use crate::value::{DataType, Value};
 
 /// A property write: who, when, what, and what the writer had seen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Write {
     stamp: Stamp,
     value: Value,
     deps: Arc<VersionVector>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct PropState {
     /// The winning set by stamp, if any.
     reg: Option<Write>,
@@ -48,7 +50,7 @@ struct PropState {
     incs: BTreeMap<PeerId, Vec<(u64, Value)>>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct EntityState {
     /// Latest add per peer: (counter, hlc).
     adds: BTreeMap<PeerId, (u64, Hlc)>,
@@ -76,7 +78,7 @@ impl EntityState {
 }
 
 /// The hubs' seals (`Op::Seal`), for the `online_wins` policy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Seals {
     /// Per sealing peer, the causal past of each of its seals, in counter order (so each
     /// contains the previous one).
@@ -134,8 +136,9 @@ pub struct Engine {
     schema: Schema,
     applied: VersionVector,
     hlc: Hlc,
-    /// HLC of every applied event, per peer, indexed by counter - 1.
-    peer_hlcs: HashMap<PeerId, Vec<Hlc>>,
+    /// HLC of the applied events, per peer: (counter of the first one kept, HLCs in
+    /// counter order). A snapshot keeps only each peer's latest.
+    peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
     nodes: HashMap<NodeRef, EntityState>,
     edges: HashMap<EdgeRef, EntityState>,
     /// Every edge attached to a node, either direction.
@@ -533,7 +536,11 @@ impl Engine {
             if c == 0 {
                 continue;
             }
-            if let Some(h) = self.peer_hlcs.get(p).and_then(|v| v.get(c as usize - 1)) {
+            let h = self
+                .peer_hlcs
+                .get(p)
+                .and_then(|(first, v)| v.get(c.checked_sub(*first)? as usize));
+            if let Some(h) = h {
                 if *h >= e.hlc {
                     return Err(bad(format!(
                         "its hybrid timestamp {:?} is not after that of {}:{} ({:?}) in its causal past",
@@ -866,7 +873,8 @@ impl Engine {
         self.applied.observe(&e.id);
         self.peer_hlcs
             .entry(e.id.peer.clone())
-            .or_default()
+            .or_insert_with(|| (e.id.counter, Vec::new()))
+            .1
             .push(e.hlc);
         if e.hlc > self.hlc {
             self.hlc = e.hlc;
@@ -1729,5 +1737,6 @@ fn resolve_property(
     }
 }
 
+mod snapshot;
 #[cfg(test)]
 mod tests;

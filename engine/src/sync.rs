@@ -21,6 +21,8 @@ use crate::schema::Policy;
 pub const PROTOCOL_VERSION: &str = "1.0";
 /// Events per `Events` message.
 pub const DEFAULT_BATCH: usize = 4096;
+/// Snapshot state bytes per `SnapshotPart` message (frames are limited to 64 MiB).
+pub const SNAPSHOT_PART_BYTES: usize = 4 << 20;
 /// The capability of compressing frames with zstd.
 pub const CAP_ZSTD: &str = "zstd";
 /// A client capability: this session only asks questions (Merkle diff); no events are
@@ -44,6 +46,9 @@ pub enum Message {
     Eose,
     /// The receiver's version vector after importing.
     Ack(VersionVector),
+    /// Part of a snapshot, sent before any event when the receiver lacks events the sender
+    /// has compacted away. The receiver installs it once it holds every part.
+    SnapshotPart(SnapshotPart),
     /// A fatal error; the sender closes the connection.
     Error(String),
     /// Merkle anti-entropy, request: the asker's entity count (the answerer picks the
@@ -110,6 +115,7 @@ impl Message {
             Message::Events(_) => "events",
             Message::Eose => "eose",
             Message::Ack(_) => "ack",
+            Message::SnapshotPart(_) => "snapshot_part",
             Message::Error(_) => "error",
             Message::MerkleSummary { .. } => "merkle_summary",
             Message::MerkleSummaryReply { .. } => "merkle_summary_reply",
@@ -139,6 +145,21 @@ pub struct Hello {
     /// Where the last sync with this server ended, to check before syncing incrementally.
     #[serde(default)]
     pub sync_point: Option<SyncPoint>,
+    /// The vector of the snapshot this side's log is compacted into (empty if none).
+    #[serde(default)]
+    pub compacted: VersionVector,
+}
+
+/// One part of a [`crate::snapshot::Snapshot`] on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub version_vector: VersionVector,
+    pub event_count: u64,
+    pub checksum: [u8; 16],
+    /// Length of the whole state; parts arrive in order.
+    pub total_bytes: u64,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// Where a sync ended: the events both sides held, and a checksum of exactly those.
@@ -166,6 +187,9 @@ pub struct Welcome {
     /// events), so nothing is assumed and the client follows with a Merkle repair.
     #[serde(default)]
     pub full_resync_required: bool,
+    /// The vector of the snapshot this side's log is compacted into (empty if none).
+    #[serde(default)]
+    pub compacted: VersionVector,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +199,8 @@ pub enum SyncMode {
     Incremental,
     /// The whole history: the other side has nothing to start from.
     Full,
+    /// A snapshot, then the events after it: the other side lacks events compacted away.
+    Snapshot,
 }
 
 impl SyncMode {
@@ -182,6 +208,7 @@ impl SyncMode {
         match self {
             SyncMode::Incremental => "incremental",
             SyncMode::Full => "full",
+            SyncMode::Snapshot => "snapshot",
         }
     }
 }
@@ -316,6 +343,14 @@ pub enum Lifecycle {
         rtt_ms: f64,
         throughput_bps: f64,
     },
+    /// A snapshot was sent to `peer` (`sent`) or received from it and installed here
+    /// (`installed`): `events` is how many events it stands for.
+    Snapshot {
+        peer: String,
+        direction: &'static str,
+        events: u64,
+        bytes: u64,
+    },
     /// The session failed; the connection closes.
     Error { reason: String },
 }
@@ -410,6 +445,10 @@ pub struct Session {
     /// Whether the driver has measured anything yet.
     measured: bool,
     full_resync_required: bool,
+    /// The remote's compaction floor, from the handshake.
+    remote_floor: VersionVector,
+    /// A snapshot being received: its first part's header and the bytes so far.
+    snapshot_in: Option<(SnapshotPart, Vec<u8>)>,
 }
 
 impl Session {
@@ -433,6 +472,8 @@ impl Session {
             strategy: Strategy::Streaming,
             measured: false,
             full_resync_required: false,
+            remote_floor: VersionVector::new(),
+            snapshot_in: None,
         }
     }
 
@@ -546,6 +587,7 @@ impl Session {
             auth_token: self.config.auth_token.clone(),
             version_vector: replica.version_vector().clone(),
             sync_point: self.config.sync_point.clone(),
+            compacted: replica.floor().clone(),
         }))]
     }
 
@@ -587,6 +629,9 @@ impl Session {
             (_, State::Established, Message::Events(events)) => {
                 self.on_events(events, replica, &mut out)
             }
+            (_, State::Established, Message::SnapshotPart(part)) => {
+                self.on_snapshot_part(part, replica, &mut out)
+            }
             (_, State::Established, Message::Eose) => {
                 if self.got_eose {
                     Err("a second eose".to_string())
@@ -608,6 +653,10 @@ impl Session {
                 | Message::MerkleRows(_)),
             ) => self.on_merkle(m, replica, &mut out),
             (_, State::Established, Message::Ack(vv)) => {
+                if let Err(e) = replica.note_remote(&self.remote_name(), &vv) {
+                    self.fail(format!("recording an acknowledgement: {e}"), &mut out);
+                    return out;
+                }
                 self.remote_acked.merge(&vv);
                 self.remote_has.merge(&vv);
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -650,7 +699,7 @@ impl Session {
         if self.remote_has.dominates(replica.version_vector()) {
             return out;
         }
-        match self.queue_missing(replica) {
+        match self.queue_missing(replica, &mut out) {
             Ok(()) => self.pump(&mut out),
             Err(reason) => self.fail(reason, &mut out),
         }
@@ -766,19 +815,30 @@ impl Session {
             .filter(|c| h.capabilities.contains(c))
             .cloned()
             .collect();
-        let mode = if h.version_vector.is_empty() && !replica.version_vector().is_empty() {
+        let behind = !h.version_vector.dominates(replica.floor());
+        let mode = if behind {
+            SyncMode::Snapshot
+        } else if h.version_vector.is_empty() && !replica.version_vector().is_empty() {
             SyncMode::Full
         } else {
             SyncMode::Incremental
         };
         self.full_resync_required = match &h.sync_point {
-            None => false,
-            Some(sp) => !replica
-                .verify_sync_point(sp)
-                .map_err(|e| format!("checking the sync point: {e}"))?,
+            // A client with history behind the floor gets a snapshot: check with Merkle.
+            None => behind && !h.version_vector.is_empty(),
+            Some(sp) => {
+                behind
+                    || !replica
+                        .verify_sync_point(sp)
+                        .map_err(|e| format!("checking the sync point: {e}"))?
+            }
         };
         self.remote = Some(h.peer.clone());
         self.remote_has = h.version_vector.clone();
+        self.remote_floor = h.compacted.clone();
+        replica
+            .note_remote(&h.peer, &h.version_vector)
+            .map_err(|e| format!("recording what {} holds: {e}", h.peer))?;
         self.state = State::Established;
         out.push(Output::Send(Message::Welcome(Welcome {
             peer: replica.peer().to_string(),
@@ -789,6 +849,7 @@ impl Session {
             capabilities: self.capabilities.clone(),
             version_vector: replica.version_vector().clone(),
             full_resync_required: self.full_resync_required,
+            compacted: replica.floor().clone(),
         })));
         self.established(mode, out);
         if h.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
@@ -892,6 +953,10 @@ impl Session {
         PeerId::new(&w.peer).map_err(|e| e.to_string())?;
         self.remote = Some(w.peer.clone());
         self.remote_has = w.version_vector.clone();
+        self.remote_floor = w.compacted.clone();
+        replica
+            .note_remote(&w.peer, &w.version_vector)
+            .map_err(|e| format!("recording what {} holds: {e}", w.peer))?;
         self.capabilities = w.capabilities.clone();
         self.full_resync_required = w.full_resync_required;
         self.state = State::Established;
@@ -935,17 +1000,47 @@ impl Session {
             sending: missing as usize,
             remote_version_vector: self.remote_has.clone(),
         }));
-        self.queue_missing(replica)?;
+        self.queue_missing(replica, out)?;
         self.eose_due = true;
         self.pump(out);
         Ok(())
     }
 
-    /// Queues what the remote lacks (and is not queued yet).
+    /// Queues what the remote lacks (and is not queued yet). If it lacks events compacted
+    /// away here, a snapshot goes first.
     fn queue_missing<E: EventStore, G: GraphStore>(
         &mut self,
         replica: &Replica<E, G>,
+        out: &mut Vec<Output>,
     ) -> Result<(), String> {
+        if !self.remote_has.dominates(replica.floor()) {
+            let snap = replica
+                .snapshot_for(&self.remote_floor)
+                .map_err(|e| format!("reading the snapshot: {e}"))?;
+            let total = snap.state.len();
+            let mut offset = 0;
+            loop {
+                let end = (offset + SNAPSHOT_PART_BYTES).min(total);
+                out.push(Output::Send(Message::SnapshotPart(SnapshotPart {
+                    version_vector: snap.version_vector.clone(),
+                    event_count: snap.event_count,
+                    checksum: snap.checksum,
+                    total_bytes: total as u64,
+                    bytes: snap.state[offset..end].to_vec(),
+                })));
+                offset = end;
+                if offset >= total {
+                    break;
+                }
+            }
+            out.push(Output::Event(Lifecycle::Snapshot {
+                peer: self.remote_name(),
+                direction: "sent",
+                events: snap.event_count,
+                bytes: total as u64,
+            }));
+            self.remote_has.merge(&snap.version_vector);
+        }
         let events = replica
             .events_since(&self.remote_has)
             .map_err(|e| format!("reading the event log: {e}"))?;
@@ -1010,6 +1105,56 @@ impl Session {
             self.outbox.drain(..).partition(|e| needed.contains(&e.id));
         self.outbox.extend(first);
         self.outbox.extend(rest);
+    }
+
+    fn on_snapshot_part<E: EventStore, G: GraphStore>(
+        &mut self,
+        part: SnapshotPart,
+        replica: &mut Replica<E, G>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        let (head, mut buf) = match self.snapshot_in.take() {
+            None => {
+                let bytes = Vec::with_capacity(part.total_bytes.min(1 << 30) as usize);
+                (part.clone(), bytes)
+            }
+            Some((head, buf)) => {
+                if head.version_vector != part.version_vector
+                    || head.total_bytes != part.total_bytes
+                {
+                    return Err("a snapshot part of another snapshot".into());
+                }
+                (head, buf)
+            }
+        };
+        buf.extend_from_slice(&part.bytes);
+        if buf.len() as u64 > head.total_bytes {
+            return Err(format!(
+                "snapshot parts hold more than the announced {} bytes",
+                head.total_bytes
+            ));
+        }
+        if (buf.len() as u64) < head.total_bytes {
+            self.snapshot_in = Some((head, buf));
+            return Ok(());
+        }
+        let snap = crate::snapshot::Snapshot {
+            version_vector: head.version_vector,
+            event_count: head.event_count,
+            checksum: head.checksum,
+            state: buf,
+        };
+        replica
+            .install_snapshot(&snap)
+            .map_err(|e| format!("installing the snapshot from {}: {e}", self.remote_name()))?;
+        self.remote_has.merge(&snap.version_vector);
+        out.push(Output::Event(Lifecycle::Snapshot {
+            peer: self.remote_name(),
+            direction: "installed",
+            events: snap.event_count,
+            bytes: head.total_bytes,
+        }));
+        Ok(())
     }
 
     fn on_events<E: EventStore, G: GraphStore>(

@@ -10,7 +10,7 @@ proptest! {
     /// duplication and partial exchanges on the way, and with crashes.
     #[test]
     fn replicas_converge(seed in any::<u64>(), replicas in 3usize..=5, steps in 5usize..60, keys in 2u64..6, schema in any::<bool>()) {
-        let sc = Scenario { seed, replicas, steps, keys, schema_changes: schema, crash_percent: 5 };
+        let sc = Scenario { seed, replicas, steps, keys, schema_changes: schema, crash_percent: 5, compact_percent: 5 };
         run(&mut MemoryBackend, &sc).unwrap();
     }
 }
@@ -27,6 +27,7 @@ fn regressions() {
             keys,
             schema_changes: schema,
             crash_percent: 5,
+            compact_percent: 5,
         };
         run(&mut MemoryBackend, &sc).unwrap();
     }

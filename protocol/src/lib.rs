@@ -27,7 +27,7 @@ pub use transport::{TcpTransport, ThrottledTransport, Transport};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use kuzu_sync_engine::{Event, VersionVector};
+use kuzu_sync_engine::{Event, Snapshot, VersionVector};
 
 pub const MAGIC: &[u8; 8] = b"KZSYNCB\0";
 pub const FORMAT_VERSION: u8 = 1;
@@ -69,6 +69,10 @@ pub struct BundleV1 {
     /// The source's version vector when it made the bundle.
     pub until: VersionVector,
     pub events: Vec<Event>,
+    /// When `since` lacks events the source has compacted away: its snapshot. The events
+    /// are then those after `since` joined with the snapshot's vector.
+    #[serde(default)]
+    pub snapshot: Option<Snapshot>,
 }
 
 /// A versioned bundle.
@@ -87,6 +91,12 @@ impl Bundle {
     pub fn into_events(self) -> Vec<Event> {
         match self {
             Bundle::V1(b) => b.events,
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        match self {
+            Bundle::V1(b) => b.snapshot.as_ref(),
         }
     }
 

@@ -147,6 +147,11 @@ pub struct SessionReport {
     pub full_resync_required: bool,
     /// Entities copied from the remote by the Merkle repair of a full resync.
     pub repaired: usize,
+    /// Events the snapshot received and installed stands for (0: none; this replica was
+    /// not behind the remote's compacted log).
+    pub snapshot_installed: u64,
+    /// Events the snapshot sent stands for (0: none).
+    pub snapshot_sent: u64,
     /// What both sides held at the end (for the next sync point).
     #[serde(skip)]
     pub common: VersionVector,
@@ -248,6 +253,15 @@ pub fn drive<E: EventStore, G: GraphStore>(
                         Lifecycle::Error { reason } => failed = Some(reason.clone()),
                         Lifecycle::Change { events, .. } => {
                             report.events_received += *events as u64;
+                        }
+                        Lifecycle::Snapshot {
+                            direction, events, ..
+                        } => {
+                            if *direction == "installed" {
+                                report.snapshot_installed = *events;
+                            } else {
+                                report.snapshot_sent = *events;
+                            }
                         }
                         _ => {}
                     }
@@ -531,8 +545,11 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         }
     }
     let mut r = shared.lock();
-    let point = r.sync_point(&report.common)?;
-    r.store_sync_point(url, &point)?;
+    // None when the common events are partly compacted away here: no point is kept, and
+    // the next sync is an ordinary version-vector exchange.
+    if let Some(point) = r.sync_point(&report.common)? {
+        r.store_sync_point(url, &point)?;
+    }
     Ok(report)
 }
 

@@ -260,6 +260,7 @@ fn hello(peer: &str, version: &str) -> Message {
         auth_token: None,
         version_vector: VersionVector::new(),
         sync_point: None,
+        compacted: VersionVector::new(),
     })
 }
 
@@ -367,6 +368,7 @@ fn bad_input_closes_only_the_offending_connection() {
             auth_token: None,
             version_vector: forger.version_vector().clone(),
             sync_point: None,
+            compacted: VersionVector::new(),
         }));
         bytes.extend(frame(&Message::Events(vec![ev])));
         let msgs = raw_exchange(&hub, &bytes, false);
@@ -949,4 +951,131 @@ fn a_rewritten_hub_history_is_detected_and_repaired_by_merkle() {
     let again = sync(&c, &hub2);
     assert!(again.full_resync_required);
     assert_eq!(again.repaired, 0);
+}
+
+/// A hub whose log is compacted (every known peer had everything) bootstraps a new replica
+/// from its snapshot plus the tail written since: the new replica holds the same graph,
+/// its log holds only the tail, and the Merkle roots agree.
+#[test]
+fn a_new_replica_bootstraps_from_a_compacted_hub() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("a", 1_000);
+    a.write(vec![user_table()]).unwrap();
+    a.write((0..200).map(numbered_user).collect()).unwrap();
+    sync(&a, &hub);
+    let report = hub.shared.lock().compact().unwrap();
+    assert_eq!(report.known_peers, vec!["a".to_string()]);
+    assert_eq!(report.removed_events, 201, "{report:?}");
+    assert_eq!(report.remaining_events, 0);
+    assert_eq!(report.floor.total(), 201);
+    // The tail: written after the compaction.
+    a.write((200..210).map(numbered_user).collect()).unwrap();
+    sync(&a, &hub);
+
+    let n = replica("n", 2_000);
+    let r = sync(&n, &hub);
+    assert_eq!(r.snapshot_installed, 201, "{r:?}");
+    assert_eq!(r.events_received, 10, "only the tail comes as events");
+    assert!(
+        !r.full_resync_required,
+        "an empty replica has nothing to repair"
+    );
+    let want = hub.shared.lock().dump().unwrap();
+    assert_eq!(want["User"].len(), 210);
+    assert_eq!(n.lock().dump().unwrap(), want);
+    assert_eq!(
+        n.lock().version_vector(),
+        hub.shared.lock().version_vector()
+    );
+    let status = n.lock().status().unwrap();
+    assert_eq!(
+        status.stored_events, 10,
+        "the new replica's log holds only the tail"
+    );
+    assert_eq!(status.compacted_events, 201);
+    let d = net::remote_diff(&n, &hub.url, SessionConfig::default()).unwrap();
+    assert!(d.equal, "{d:?}");
+    // The bootstrapped replica writes and syncs like any other.
+    n.write(vec![set_status("user-3", "from n")]).unwrap();
+    sync(&n, &hub);
+    sync(&a, &hub);
+    assert_eq!(a.lock().dump().unwrap(), n.lock().dump().unwrap());
+}
+
+/// Compaction keeps what a known peer has not acknowledged: the floor is the meet of the
+/// peers' vectors, and that peer then syncs incrementally, with no snapshot.
+#[test]
+fn compaction_waits_for_every_known_peer() {
+    let hub = Hub::start(HubConfig::default());
+    let (a, b) = (replica("a", 1_000), replica("b", 1_100));
+    a.write(vec![user_table()]).unwrap();
+    a.write((0..50).map(numbered_user).collect()).unwrap();
+    sync(&a, &hub);
+    sync(&b, &hub);
+    a.write((50..80).map(numbered_user).collect()).unwrap();
+    sync(&a, &hub);
+    let report = hub.shared.lock().compact().unwrap();
+    assert_eq!(
+        report.floor,
+        *b.lock().version_vector(),
+        "b has acked only 51 events"
+    );
+    assert_eq!(report.removed_events, 51);
+    assert_eq!(report.remaining_events, 30);
+    let r = sync(&b, &hub);
+    assert_eq!(r.snapshot_installed, 0, "b is not behind the floor");
+    assert_eq!(r.events_received, 30);
+    assert_eq!(b.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());
+}
+
+/// SPEC: a peer too far behind a compacted log gets a full resync, never an error. Here
+/// the hub forgot `b` and compacted past it; `b` meanwhile wrote offline, including a
+/// concurrent update of a row `a` also changed. `b` gets the snapshot, keeps its own
+/// writes, delivers them, and ends with the hub's Merkle root; nothing is lost.
+#[test]
+fn a_peer_behind_the_compacted_log_gets_a_full_resync_and_keeps_its_writes() {
+    let hub = Hub::start(HubConfig::default());
+    let (a, b) = (replica("a", 1_000), replica("b", 1_100));
+    a.write(vec![user_table()]).unwrap();
+    a.write((0..100).map(numbered_user).collect()).unwrap();
+    sync(&a, &hub);
+    sync(&b, &hub);
+    // b, offline: its own rows and a change to one of a's.
+    b.write((1_000..1_005).map(numbered_user).collect())
+        .unwrap();
+    b.write(vec![set_status("user-7", "b was here")]).unwrap();
+    // a carries on; the hub forgets b and compacts everything.
+    a.write((100..150).map(numbered_user).collect()).unwrap();
+    a.write(vec![set_status("user-7", "a was here")]).unwrap();
+    sync(&a, &hub);
+    assert!(hub.shared.lock().forget_peer("b").unwrap());
+    let report = hub.shared.lock().compact().unwrap();
+    assert_eq!(report.remaining_events, 0, "{report:?}");
+
+    let r = sync(&b, &hub);
+    assert!(r.full_resync_required, "{r:?}");
+    assert_eq!(r.snapshot_installed, report.snapshot_events, "{r:?}");
+    assert_eq!(
+        r.repaired, 0,
+        "the snapshot left nothing for the Merkle repair"
+    );
+    assert!(r.events_sent >= 6, "b's own writes went to the hub: {r:?}");
+    let hub_dump = hub.shared.lock().dump().unwrap();
+    assert_eq!(b.lock().dump().unwrap(), hub_dump);
+    assert_eq!(hub_dump["User"].len(), 155, "a's 150 and b's 5");
+    let d = net::remote_diff(&b, &hub.url, SessionConfig::default()).unwrap();
+    assert!(d.equal, "{d:?}");
+    // The same resolution as without compaction: a plain replica given every event.
+    let plain = replica("plain", 3_000);
+    plain
+        .lock()
+        .import(a.lock().events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    plain
+        .lock()
+        .import(b.lock().events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    assert_eq!(plain.lock().dump().unwrap(), hub_dump);
+    sync(&a, &hub);
+    assert_eq!(a.lock().dump().unwrap(), hub_dump);
 }

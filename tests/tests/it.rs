@@ -49,7 +49,7 @@ proptest! {
     #[test]
     fn kuzu_replicas_converge(seed in any::<u64>(), replicas in 3usize..=5, steps in 5usize..30, keys in 2u64..5, schema in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
-        let sc = Scenario { seed, replicas, steps, keys, schema_changes: schema, crash_percent: 5 };
+        let sc = Scenario { seed, replicas, steps, keys, schema_changes: schema, crash_percent: 5, compact_percent: 5 };
         run(&mut KuzuBackend::new(dir.path()), &sc).unwrap();
     }
 }

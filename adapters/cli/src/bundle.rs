@@ -14,6 +14,9 @@ use crate::{Error, KuzuReplica};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExportOutcome {
     pub events: usize,
+    /// Events the included snapshot stands for (0: no snapshot; `since` lacked nothing
+    /// compacted away).
+    pub snapshot_events: u64,
     pub bytes: usize,
     pub since: VersionVector,
     pub until: VersionVector,
@@ -25,12 +28,23 @@ pub fn export(
     since: &VersionVector,
     out: &Path,
 ) -> Result<ExportOutcome, Error> {
-    let events = replica.events_since(since)?;
+    // Events before the floor are compacted away: the snapshot stands for them.
+    let snapshot = if since.dominates(replica.floor()) {
+        None
+    } else {
+        Some(replica.snapshot_for(&VersionVector::new())?)
+    };
+    let mut after = since.clone();
+    if let Some(s) = &snapshot {
+        after.merge(&s.version_vector);
+    }
+    let events = replica.events_since(&after)?;
     let bundle = Bundle::V1(BundleV1 {
         source_peer: replica.peer().to_string(),
         since: since.clone(),
         until: replica.version_vector().clone(),
         events,
+        snapshot,
     });
     let bytes = encode(&bundle);
     let tmp = out.with_extension("partial");
@@ -43,6 +57,7 @@ pub fn export(
     let v1 = bundle.v1();
     Ok(ExportOutcome {
         events: v1.events.len(),
+        snapshot_events: v1.snapshot.as_ref().map_or(0, |s| s.event_count),
         bytes: bytes.len(),
         since: v1.since.clone(),
         until: v1.until.clone(),
@@ -62,5 +77,11 @@ pub fn import(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ImportOutcome, Error> {
     let bundle = read(path)?;
+    if let Some(snap) = bundle.snapshot() {
+        // Only if this replica lacks some of what the snapshot stands for.
+        if !replica.version_vector().dominates(&snap.version_vector) {
+            replica.install_snapshot(snap)?;
+        }
+    }
     Ok(replica.import_with_progress(bundle.into_events(), progress)?)
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -85,9 +85,18 @@ enum Command {
     },
     /// Import an offline bundle. Importing the same bundle twice changes nothing.
     Import { dir: PathBuf, bundle: PathBuf },
-    /// Peer id, version vector, event counts, schema version, apply watermark and the
-    /// offline queue.
+    /// Peer id, version vector, event counts, schema version, apply watermark, the
+    /// offline queue and compaction (the snapshot's floor, the known peers).
     Status { dir: PathBuf },
+    /// Fold the events every known peer holds into a snapshot and remove them from the
+    /// log. The graph does not change. Peers that sync later than the floor get the
+    /// snapshot, then the events after it.
+    Compact {
+        dir: PathBuf,
+        /// Stop keeping events for this peer (one that will not come back); repeatable.
+        #[arg(long)]
+        forget_peer: Vec<String>,
+    },
     /// The conflicts detected in this replica's history, as JSON lines.
     Conflicts { dir: PathBuf },
     /// Make a database created with plain Kuzu into a new replica in DIR. The source is
@@ -344,7 +353,32 @@ fn run(cli: Cli) -> Result<()> {
                 "graph": {"nodes": s.nodes, "edges": s.edges},
                 "conflicts": s.conflicts,
                 "offline_queue": r.queue_status()?,
+                "compaction": {
+                    "floor": s.compacted_floor,
+                    "snapshot_events": s.compacted_events,
+                    "known_peers": r.known_peers()?,
+                },
             }));
+        }
+        Command::Compact { dir, forget_peer } => {
+            let mut r = open(&dir)?;
+            for p in &forget_peer {
+                if !r.forget_peer(p)? {
+                    let known: Vec<String> = r.known_peers()?.into_keys().collect();
+                    bail!(
+                        "--forget-peer {p:?}: not a known peer of this replica (known: {known:?})"
+                    );
+                }
+            }
+            let pb = bar(0, "compacting");
+            let report = r.compact_with_progress(&mut |done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            })?;
+            pb.finish_and_clear();
+            let mut out = serde_json::to_value(report)?;
+            out["forgotten"] = json!(forget_peer);
+            print(out);
         }
         Command::Conflicts { dir } => {
             let r = open(&dir)?;

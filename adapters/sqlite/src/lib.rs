@@ -9,11 +9,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kuzu_sync_engine::{Event, EventId, EventStore, PeerId, StoreError, VersionVector};
+use kuzu_sync_engine::{Event, EventId, EventStore, PeerId, Snapshot, StoreError, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,17 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// Version 2: the snapshot the log was compacted into (at most one row).
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS snapshot (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    version_vector  TEXT    NOT NULL,
+    event_count     INTEGER NOT NULL,
+    checksum        BLOB    NOT NULL,
+    state           BLOB    NOT NULL
+);
+";
+
 const LOOKUP_DIGEST: &str = "SELECT digest FROM events WHERE peer = ?1 AND counter = ?2";
 const INSERT_EVENT: &str =
     "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
@@ -42,6 +53,8 @@ const SCAN_EVENTS: &str = "SELECT seq, peer, counter, digest, body FROM events O
 pub struct SqliteEventStore {
     conn: Connection,
     path: PathBuf,
+    /// The stored snapshot's vector: events it covers are not stored again.
+    floor: Option<VersionVector>,
 }
 
 impl fmt::Debug for SqliteEventStore {
@@ -58,12 +71,14 @@ impl SqliteEventStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| StoreError::backend(format!("open event store {}", path.display()), e))?;
-        let store = SqliteEventStore {
+        let mut store = SqliteEventStore {
             conn,
             path: path.to_owned(),
+            floor: None,
         };
         store.configure(true)?;
         store.migrate()?;
+        store.floor = store.snapshot()?.map(|s| s.version_vector);
         Ok(store)
     }
 
@@ -74,6 +89,7 @@ impl SqliteEventStore {
         let store = SqliteEventStore {
             conn,
             path: PathBuf::from(":memory:"),
+            floor: None,
         };
         store.configure(false)?;
         store.migrate()?;
@@ -127,12 +143,14 @@ impl SqliteEventStore {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(&err)?;
         match version {
-            0 => {
+            0 | 1 => {
                 // The version is written in the same transaction as the tables, so a crash
-                // leaves either nothing or a complete version-1 schema.
+                // leaves either the old schema or a complete new one. Version 1 lacks only
+                // the snapshot table; every step is IF NOT EXISTS.
                 self.conn
                     .execute_batch(&format!(
-                        "BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+                        "BEGIN IMMEDIATE;{SCHEMA}{SCHEMA_V2}\
+                         PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
                     ))
                     .map_err(|e| {
                         // Leave no transaction open if a statement in the batch failed.
@@ -187,6 +205,9 @@ impl EventStore for SqliteEventStore {
             let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(err)?;
             for event in events {
                 let id = &event.id;
+                if self.floor.as_ref().is_some_and(|f| f.contains(id)) {
+                    continue;
+                }
                 let counter = sql_counter(id, &self.path)?;
                 let body = event.encode();
                 let digest = event.digest();
@@ -271,6 +292,89 @@ impl EventStore for SqliteEventStore {
             .and_then(|mut s| s.query_row([], |row| row.get(0)))
             .map_err(self.err("count events"))?;
         Ok(n as u64)
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let path = self.path.display();
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT version_vector, event_count, checksum, state FROM snapshot WHERE id = 1",
+            )
+            .and_then(|mut s| {
+                s.query_row([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.err("read the snapshot"))?;
+        let Some((vv, count, checksum, state)) = row else {
+            return Ok(None);
+        };
+        let corrupt =
+            |what: String| StoreError::Corrupt(format!("event store {path}: snapshot: {what}"));
+        Ok(Some(Snapshot {
+            version_vector: serde_json::from_str(&vv)
+                .map_err(|e| corrupt(format!("version vector {vv:?}: {e}")))?,
+            event_count: count as u64,
+            checksum: checksum
+                .try_into()
+                .map_err(|c: Vec<u8>| corrupt(format!("checksum of {} bytes", c.len())))?,
+            state,
+        }))
+    }
+
+    fn compact(&mut self, snapshot: &Snapshot, meta: &[(&str, &str)]) -> Result<u64, StoreError> {
+        let context = format!("compact event store {}", self.path.display());
+        let err = |e| StoreError::backend(context.clone(), e);
+        let vv = serde_json::to_string(&snapshot.version_vector).expect("serializable");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut removed = 0u64;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM events WHERE peer = ?1 AND counter <= ?2")
+                .map_err(err)?;
+            for (peer, counter) in snapshot.version_vector.iter() {
+                let counter = i64::try_from(counter).unwrap_or(i64::MAX);
+                removed += delete
+                    .execute(params![peer.as_str(), counter])
+                    .map_err(err)? as u64;
+            }
+            tx.execute(
+                "INSERT INTO snapshot (id, version_vector, event_count, checksum, state) \
+                 VALUES (1, ?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET version_vector = excluded.version_vector, \
+                 event_count = excluded.event_count, checksum = excluded.checksum, \
+                 state = excluded.state",
+                params![
+                    vv,
+                    i64::try_from(snapshot.event_count).unwrap_or(i64::MAX),
+                    &snapshot.checksum[..],
+                    &snapshot.state
+                ],
+            )
+            .map_err(err)?;
+            let mut set = tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .map_err(err)?;
+            for (k, v) in meta {
+                set.execute([k, v]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.floor = Some(snapshot.version_vector.clone());
+        Ok(removed)
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

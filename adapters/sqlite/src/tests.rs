@@ -101,7 +101,41 @@ fn file_store_uses_wal_full_sync_and_schema_version() {
     assert_eq!(pragma("journal_mode"), "wal");
     assert_eq!(pragma("synchronous"), "2", "2 is FULL");
     assert_eq!(pragma("foreign_keys"), "1");
-    assert_eq!(pragma("user_version"), "1");
+    assert_eq!(pragma("user_version"), "2");
+}
+
+/// A log written by version 1 (no snapshot table) opens, gains the table, keeps its events
+/// and can be compacted.
+#[test]
+fn version_1_store_is_migrated_with_its_events() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path().join("events.db");
+    {
+        let mut store = SqliteEventStore::open(&path).unwrap();
+        store.append(&make_events("a", 1, 3)).unwrap();
+        store
+            .conn
+            .execute_batch("DROP TABLE snapshot; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    assert_eq!(store.count().unwrap(), 3);
+    assert!(store.snapshot().unwrap().is_none());
+    let mut vv = VersionVector::new();
+    vv.set(PeerId::new("a").unwrap(), 2);
+    let snap = kuzu_sync_engine::Snapshot {
+        version_vector: vv,
+        event_count: 2,
+        checksum: [1; 16],
+        state: vec![9],
+    };
+    assert_eq!(store.compact(&snap, &[]).unwrap(), 2);
+    drop(store);
+    // The floor survives a reopen: covered events are still not stored again.
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    assert_eq!(store.snapshot().unwrap(), Some(snap));
+    assert_eq!(store.append(&make_events("a", 1, 3)).unwrap(), 0);
+    assert_eq!(store.count().unwrap(), 1);
 }
 
 #[test]

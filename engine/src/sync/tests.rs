@@ -421,6 +421,7 @@ fn wrong_protocol_version_and_own_peer_id_are_refused() {
             auth_token: None,
             version_vector: VersionVector::new(),
             sync_point: None,
+            compacted: VersionVector::new(),
         })
     };
     let out = server.receive(hello("c", "2.0"), &mut hub);

@@ -36,6 +36,7 @@ fn hello() -> Message {
         auth_token: Some("t".into()),
         version_vector: VersionVector::new(),
         sync_point: None,
+        compacted: Default::default(),
     })
 }
 

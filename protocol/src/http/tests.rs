@@ -46,6 +46,7 @@ fn hello_frame(peer: &str) -> Vec<u8> {
         auth_token: None,
         version_vector: VersionVector::new(),
         sync_point: None,
+        compacted: Default::default(),
     });
     Encoder::default().encode(&hello).unwrap().0
 }
