@@ -164,3 +164,169 @@ fn offline_queue_rewrite_on_kuzu_survives_a_crash_before_the_watermark_moves() {
         "{after:?}"
     );
 }
+
+/// Compaction and snapshot installs on real SQLite + Kuzu:
+/// - compacting changes no Kuzu row, and a reopen replays only the tail;
+/// - a replica behind another's compacted log installs its snapshot: Kuzu is rebuilt
+///   (node and rel tables dropped and created again) and the replica's own writes stay;
+/// - a crash after the snapshot is stored but before Kuzu is rebuilt (the log compacted
+///   behind the replica's back, with the rebuild flag set, as `install_snapshot` does) is
+///   finished on open.
+#[test]
+fn snapshots_on_kuzu_compact_install_and_survive_a_crash_before_the_rebuild() {
+    use kuzu_sync_engine::{EventStore, FixedClock, PeerId, Replica, VersionVector};
+    type R = Replica<SqliteEventStore, KuzuGraphStore>;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = |name: &str| {
+        (
+            dir.path().join(format!("{name}.sqlite")),
+            dir.path().join(format!("{name}.kuzu")),
+        )
+    };
+    let open = |name: &str| -> R {
+        let (ev, gr) = paths(name);
+        Replica::open(
+            SqliteEventStore::open(&ev).unwrap(),
+            KuzuGraphStore::open(&gr, &KuzuConfig::small()).unwrap(),
+            Box::new(FixedClock(9)),
+        )
+        .unwrap()
+    };
+    let create = |name: &str, now: u64| -> R {
+        let (ev, gr) = paths(name);
+        Replica::create(
+            SqliteEventStore::open(&ev).unwrap(),
+            KuzuGraphStore::open(&gr, &KuzuConfig::small()).unwrap(),
+            PeerId::new(name).unwrap(),
+            Box::new(FixedClock(now)),
+        )
+        .unwrap()
+    };
+    let write = |r: &mut R, lines: &str| {
+        let ops = kuzu_sync_engine::json::parse_op_lines(lines, r.engine().schema()).unwrap();
+        r.write(ops.into_iter().map(|(_, op)| op).collect())
+            .unwrap();
+    };
+    let users = |from: i64, to: i64| -> String {
+        (from..to)
+            .map(|i| {
+                format!(r#"{{"op":"add_node","table":"U","props":{{"id":{i},"s":"u{i}","n":0}}}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let knows = |from: i64, to: i64| -> String {
+        (from..to)
+            .map(|i| format!(r#"{{"op":"add_edge","table":"K","from":{i},"to":{},"key":"k{i}","props":{{"since":{i}}}}}"#, i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    let mut hub = create("hub", 1_000);
+    let mut schema = hub.engine().schema().clone();
+    let ddl = kuzu_sync_engine::json::schema_ops(
+        "CREATE NODE TABLE U(id INT64, s STRING, n INT64, PRIMARY KEY(id));
+         CREATE REL TABLE K(FROM U TO U, since INT64)",
+        &mut schema,
+    )
+    .unwrap();
+    hub.write(ddl.into_iter().map(kuzu_sync_engine::Op::Schema).collect())
+        .unwrap();
+    write(
+        &mut hub,
+        r#"{"op":"set_policy","table":"U","prop":"n","policy":"counter"}"#,
+    );
+    write(&mut hub, &users(0, 40));
+    write(&mut hub, &knows(0, 30));
+    // The client gets everything so far, then writes on its own.
+    let mut client = create("client", 2_000);
+    client
+        .import(hub.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    write(&mut client, &users(100, 105));
+    write(
+        &mut client,
+        r#"{"op":"increment","table":"U","key":3,"prop":"n","delta":5}
+{"op":"update","table":"U","key":4,"prop":"s","value":"client"}"#,
+    );
+    // The hub carries on, then compacts everything (it knows no peer).
+    write(&mut hub, &users(40, 60));
+    write(
+        &mut hub,
+        r#"{"op":"increment","table":"U","key":3,"prop":"n","delta":7}
+{"op":"delete_node","table":"U","key":10}"#,
+    );
+    let before = hub.dump().unwrap();
+    let report = hub.compact().unwrap();
+    assert_eq!(report.remaining_events, 0);
+    assert_eq!(
+        hub.dump().unwrap(),
+        before,
+        "compaction changes no Kuzu row"
+    );
+    drop(hub);
+    let mut hub = open("hub");
+    assert_eq!(hub.dump().unwrap(), before, "reopened from the snapshot");
+    assert_eq!(hub.status().unwrap().stored_events, 0);
+
+    // What the client must end with: every event of both, applied the plain way.
+    let mut want_replica = create("plain", 3_000);
+    let (hub_floor, client_events) = (
+        hub.floor().clone(),
+        client.events_since(&VersionVector::new()).unwrap(),
+    );
+    assert!(!hub_floor.is_empty());
+    let snap = hub.snapshot_for(client.floor()).unwrap();
+    let mut plain_events = client_events.clone();
+    drop(client);
+    // The hub's events: only its snapshot holds them now, so the plain replica installs it
+    // too, then takes the client's events.
+    want_replica.install_snapshot(&snap).unwrap();
+    want_replica.import(plain_events.split_off(0)).unwrap();
+    let want = want_replica.dump().unwrap();
+    assert_eq!(
+        want["U"].len(),
+        64,
+        "60 of the hub's minus one deleted, 5 of the client's"
+    );
+
+    // 1. A crash after the snapshot is stored, before Kuzu is rebuilt.
+    {
+        let (ev, _) = paths("client");
+        let mut log = SqliteEventStore::open(&ev).unwrap();
+        log.compact(&snap, &[("graph_rebuild", "1")]).unwrap();
+    }
+    let mut client = open("client");
+    assert_eq!(client.dump().unwrap(), want, "open finished the rebuild");
+    assert_eq!(client.engine().dump(), want);
+    let own = client_events
+        .iter()
+        .filter(|e| e.id.peer.as_str() == "client")
+        .count();
+    assert_eq!(
+        client.status().unwrap().stored_events,
+        own as u64,
+        "only its own stay"
+    );
+    drop(client);
+    let mut client = open("client");
+    assert_eq!(
+        client.dump().unwrap(),
+        want,
+        "and once finished, it stays so"
+    );
+
+    // 2. The normal path, on a fresh copy of the client's history (what the client held
+    //    before the crash): install keeps its own events and rebuilds Kuzu.
+    let mut again = create("again", 4_000);
+    again.import(client_events.clone()).unwrap();
+    let report = again.install_snapshot(&snap).unwrap();
+    assert_eq!(report.snapshot_events, snap.event_count);
+    assert_eq!(report.kept_events, own as u64);
+    assert_eq!(again.dump().unwrap(), want);
+    assert_eq!(again.engine().dump(), want);
+    // And the hub, given the client's events, agrees.
+    hub.import(client.events_since(hub.version_vector()).unwrap())
+        .unwrap();
+    assert_eq!(hub.dump().unwrap(), want);
+}

@@ -89,6 +89,7 @@ fn help_on_every_subcommand() {
         "sync",
         "diff",
         "drift",
+        "compact",
     ] {
         let out = ok(ks(&[sub, "--help"]));
         assert!(out.contains("Usage: kuzu-sync"), "{sub} --help: {out}");
@@ -685,4 +686,84 @@ fn library_api_round_trip() {
     assert_eq!(cols, vec!["a.name", "a.n", "b.name"]);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][1].to_string(), "42");
+}
+
+/// `compact` folds the log into a snapshot without changing the graph; a bundle for a
+/// replica behind the floor carries the snapshot; `status` shows the floor; a bad
+/// `--forget-peer` is named.
+#[test]
+fn compact_then_bootstrap_by_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(dir.path(), "a", "node_a");
+    ok(ks_stdin(
+        &["write", p(&a)],
+        r#"{"op":"add_node","table":"User","props":{"name":"Alice","age":30}}
+{"op":"add_node","table":"User","props":{"name":"Bob","age":40}}
+{"op":"add_node","table":"Product","props":{"id":1,"stock":100}}
+{"op":"add_edge","table":"Follows","from":"Alice","to":"Bob","props":{"since":2020}}
+{"op":"increment","table":"Product","key":1,"prop":"stock","delta":-1}"#,
+    ));
+    let (_, nodes, edges) = snapshot(&a);
+    let err = fails(ks(&["compact", p(&a), "--forget-peer", "nobody"]));
+    assert!(
+        err.contains("\"nobody\"") && err.contains("not a known peer"),
+        "{err}"
+    );
+    let report = json(&ok(ks(&["compact", p(&a)])));
+    let stored = status(&a)["events"]["applied"].as_u64().unwrap();
+    assert_eq!(report["removed_events"].as_u64(), Some(stored), "{report}");
+    assert_eq!(report["remaining_events"], 0);
+    assert!(report["snapshot_bytes"].as_u64().unwrap() > 0);
+    let st = status(&a);
+    assert_eq!(st["events"]["stored"], 0);
+    assert_eq!(st["compaction"]["snapshot_events"].as_u64(), Some(stored));
+    assert_eq!(st["compaction"]["floor"], st["version_vector"]);
+    let (_, nodes_after, edges_after) = snapshot(&a);
+    assert_eq!((nodes_after, edges_after), (nodes.clone(), edges.clone()));
+    // Compacting again does nothing.
+    let again = json(&ok(ks(&["compact", p(&a)])));
+    assert_eq!(again["removed_events"], 0);
+
+    // A new replica bootstraps from a bundle: the snapshot, no events.
+    let b = dir.path().join("b");
+    ok(ks(&["init", p(&b), "--peer-id", "node_b"]));
+    let f = dir.path().join("all.bundle");
+    let out = export(&a, None, &f);
+    assert_eq!(out["snapshot_events"].as_u64(), Some(stored), "{out}");
+    assert_eq!(out["events"], 0);
+    ok(ks(&["import", p(&b), p(&f)]));
+    let (_, nb, eb) = snapshot(&b);
+    assert_eq!((nb, eb), (nodes, edges));
+    // Later events come as events, and b's own writes go back to a.
+    ok(ks_stdin(
+        &["write", p(&a)],
+        r#"{"op":"increment","table":"Product","key":1,"prop":"stock","delta":-1}"#,
+    ));
+    ok(ks_stdin(
+        &["write", p(&b)],
+        r#"{"op":"add_node","table":"User","props":{"name":"Carol"}}"#,
+    ));
+    let tail = dir.path().join("tail.bundle");
+    let out = export(&a, Some(&status(&b)["version_vector"]), &tail);
+    assert_eq!(
+        (out["snapshot_events"].as_u64(), out["events"].as_u64()),
+        (Some(0), Some(1))
+    );
+    ok(ks(&["import", p(&b), p(&tail)]));
+    let back = dir.path().join("back.bundle");
+    export(&b, Some(&status(&a)["version_vector"]), &back);
+    ok(ks(&["import", p(&a), p(&back)]));
+    let (_, na, ea) = snapshot(&a);
+    let (_, nb, eb) = snapshot(&b);
+    assert_eq!(ea, eb);
+    assert_eq!(na, nb);
+    assert_eq!(
+        status(&a)["graph"]["nodes"],
+        4,
+        "Alice, Bob, Carol and the product"
+    );
+    assert_eq!(
+        query(&b, "MATCH (p:Product) RETURN p.stock AS s"),
+        vec![json(r#"{"s":98}"#)]
+    );
 }
