@@ -81,24 +81,50 @@ impl fmt::Display for EventId {
 
 /// Peer → highest counter seen. Because events of one peer are applied in counter order, a
 /// version vector describes a causally closed set of events exactly.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct VersionVector(BTreeMap<PeerId, u64>);
+///
+/// Kept as a vector of entries sorted by peer: an event's causal past is stored with every
+/// write it made, and a sorted vector of a few entries costs a fraction of a tree's node.
+/// It serializes as a map, in peer order, exactly as a `BTreeMap` would.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(Vec<(PeerId, u64)>);
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(p, c)| (p, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<PeerId, u64>::deserialize(d)?;
+        Ok(VersionVector(map.into_iter().collect()))
+    }
+}
 
 impl VersionVector {
     pub fn new() -> Self {
         Self::default()
     }
 
+    fn find(&self, peer: &PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| p.cmp(peer))
+    }
+
     pub fn get(&self, peer: &PeerId) -> u64 {
-        self.0.get(peer).copied().unwrap_or(0)
+        match self.find(peer) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
     }
 
     pub fn set(&mut self, peer: PeerId, counter: u64) {
-        if counter == 0 {
-            self.0.remove(&peer);
-        } else {
-            self.0.insert(peer, counter);
+        match (self.find(&peer), counter) {
+            (Ok(i), 0) => {
+                self.0.remove(i);
+            }
+            (Ok(i), c) => self.0[i].1 = c,
+            (Err(_), 0) => {}
+            (Err(i), c) => self.0.insert(i, (peer, c)),
         }
     }
 
@@ -109,25 +135,30 @@ impl VersionVector {
 
     /// Raises every entry to the maximum of both vectors.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (p, &c) in &other.0 {
-            let e = self.0.entry(p.clone()).or_insert(0);
-            if c > *e {
-                *e = c;
+        for (p, c) in &other.0 {
+            self.raise(p, *c);
+        }
+    }
+
+    fn raise(&mut self, peer: &PeerId, counter: u64) {
+        match self.find(peer) {
+            Ok(i) => {
+                if counter > self.0[i].1 {
+                    self.0[i].1 = counter;
+                }
             }
+            Err(i) => self.0.insert(i, (peer.clone(), counter)),
         }
     }
 
     /// Records that `id` is included (raises the peer's entry if lower).
     pub fn observe(&mut self, id: &EventId) {
-        let e = self.0.entry(id.peer.clone()).or_insert(0);
-        if id.counter > *e {
-            *e = id.counter;
-        }
+        self.raise(&id.peer, id.counter);
     }
 
     /// True if every entry of `other` is ≤ the entry here.
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        other.0.iter().all(|(p, &c)| self.get(p) >= c)
+        other.0.iter().all(|(p, c)| self.get(p) >= *c)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&PeerId, u64)> {
@@ -140,7 +171,7 @@ impl VersionVector {
         for (p, c) in self.iter() {
             let m = c.min(other.get(p));
             if m > 0 {
-                out.set(p.clone(), m);
+                out.0.push((p.clone(), m));
             }
         }
         out
@@ -159,17 +190,24 @@ impl VersionVector {
 
     /// Total number of events described.
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.iter().map(|(_, c)| c).sum()
     }
 
     pub fn peers(&self) -> impl Iterator<Item = &PeerId> {
-        self.0.keys()
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    /// Frees spare capacity (for vectors kept long, such as a write's causal past).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
     }
 }
 
 impl fmt::Debug for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(p, c)| (p, c)))
+            .finish()
     }
 }
 

@@ -14,7 +14,7 @@
 //!   ONE_ONE table it has the greatest priority (latest live add) among the existing edges
 //!   that share its constrained endpoint.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -47,19 +47,19 @@ struct PropState {
     /// `online_wins` policy chooses among `reg` and these.
     others: Vec<Write>,
     /// Increments per peer, in counter order: (counter, delta).
-    incs: BTreeMap<PeerId, Vec<(u64, Value)>>,
+    incs: SmallMap<PeerId, Vec<(u64, Value)>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct EntityState {
     /// Latest add per peer: (counter, hlc).
-    adds: BTreeMap<PeerId, (u64, Hlc)>,
+    adds: SmallMap<PeerId, (u64, Hlc)>,
     /// Merged causal pasts of the deletes of this entity.
     removed: VersionVector,
     /// The latest delete: an unset-write to every property.
     cleared: Option<(Stamp, Arc<VersionVector>)>,
     /// Keyed by lower-cased column name.
-    props: HashMap<String, PropState>,
+    props: SmallMap<Box<str>, PropState>,
 }
 
 impl EntityState {
@@ -140,9 +140,10 @@ pub struct Engine {
     /// counter order). A snapshot keeps only each peer's latest.
     peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
     nodes: HashMap<NodeRef, EntityState>,
-    edges: HashMap<EdgeRef, EntityState>,
-    /// Every edge attached to a node, either direction.
-    adjacency: HashMap<NodeRef, BTreeSet<EdgeRef>>,
+    /// Keyed by a shared reference, which the adjacency index shares too.
+    edges: HashMap<Arc<EdgeRef>, EntityState>,
+    /// Every edge attached to a node with a live add, either direction, sorted.
+    adjacency: HashMap<NodeRef, Vec<Arc<EdgeRef>>>,
     seals: Seals,
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
@@ -785,14 +786,9 @@ impl Engine {
             Op::AddEdge { edge, props } => {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
-                let state = self.edges.entry(ed.clone()).or_default();
+                let (key, state) = self.edge_entry(&ed);
                 state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
-                for end in [&ed.from, &ed.to] {
-                    self.adjacency
-                        .entry(end.clone())
-                        .or_default()
-                        .insert(ed.clone());
-                }
+                self.link(key);
                 if self.tracking {
                     self.edges_added.insert(ed.clone());
                 }
@@ -803,7 +799,7 @@ impl Engine {
             Op::DeleteEdge(edge) => {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
-                let state = self.edges.entry(ed.clone()).or_default();
+                let (_, state) = self.edge_entry(&ed);
                 state.removed.merge(&e.deps);
                 if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     state.cleared = Some((stamp.clone(), deps.clone()));
@@ -833,7 +829,7 @@ impl Engine {
                 self.note_delete_conflict(&entity, prop, e);
                 let key = prop.to_ascii_lowercase();
                 let state = self.entity_mut(&entity);
-                let ps = state.props.entry(key).or_default();
+                let ps = state.props.entry(key.as_str(), || key.as_str().into());
                 let concurrent: Option<(PeerId, u64, Value)> = {
                     ps.incs
                         .iter()
@@ -846,8 +842,7 @@ impl Engine {
                         .next()
                 };
                 ps.incs
-                    .entry(e.id.peer.clone())
-                    .or_default()
+                    .entry(&e.id.peer, || e.id.peer.clone())
                     .push((e.id.counter, delta.clone()));
                 if let Some((p, c, d)) = concurrent {
                     let resolved = self.property_value(&entity, prop);
@@ -1020,7 +1015,32 @@ impl Engine {
     fn entity_mut(&mut self, entity: &Entity) -> &mut EntityState {
         match entity {
             Entity::Node(n) => self.nodes.entry(n.clone()).or_default(),
-            Entity::Edge(e) => self.edges.entry(e.clone()).or_default(),
+            Entity::Edge(e) => self.edge_entry(e).1,
+        }
+    }
+
+    /// The edge's state (created if absent) and its shared key.
+    fn edge_entry(&mut self, e: &EdgeRef) -> (Arc<EdgeRef>, &mut EntityState) {
+        let key = match self.edges.get_key_value(e) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k = Arc::new(e.clone());
+                self.edges.insert(k.clone(), EntityState::default());
+                k
+            }
+        };
+        let state = self.edges.get_mut(e).expect("present");
+        (key, state)
+    }
+
+    /// Adds the edge to the adjacency index of both endpoints.
+    fn link(&mut self, e: Arc<EdgeRef>) {
+        for end in [&e.from, &e.to] {
+            let list = self.adjacency.entry(end.clone()).or_default();
+            if let Err(i) = list.binary_search_by(|o| o.as_ref().cmp(&e)) {
+                list.reserve_exact(1);
+                list.insert(i, e.clone());
+            }
         }
     }
 
@@ -1036,7 +1056,7 @@ impl Engine {
         let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
         let state = self.entity_mut(entity);
-        let ps = state.props.entry(key.clone()).or_default();
+        let ps = state.props.entry(key.as_str(), || key.as_str().into());
         let new = Write {
             stamp: stamp.clone(),
             value: value.clone(),
@@ -1138,7 +1158,7 @@ impl Engine {
             .map(|set| {
                 set.iter()
                     .filter(|e| self.edge_priority(e).is_none())
-                    .cloned()
+                    .map(|e| EdgeRef::clone(e))
                     .collect()
             })
             .unwrap_or_default();
@@ -1150,7 +1170,9 @@ impl Engine {
     fn unlink(&mut self, e: &EdgeRef) {
         for end in [&e.from, &e.to] {
             if let Some(set) = self.adjacency.get_mut(end) {
-                set.remove(e);
+                if let Ok(i) = set.binary_search_by(|o| o.as_ref().cmp(e)) {
+                    set.remove(i);
+                }
                 if set.is_empty() {
                     self.adjacency.remove(end);
                 }
@@ -1223,7 +1245,7 @@ impl Engine {
                                 o.to == *end
                             }
                     })
-                    .cloned()
+                    .map(|o| EdgeRef::clone(o))
                     .collect()
             })
             .unwrap_or_default()
@@ -1291,7 +1313,7 @@ impl Engine {
             .max_by(|a, b| a.0.cmp(&b.0)),
         };
         Some(resolve_property(
-            state.props.get(&col.name.to_ascii_lowercase()),
+            state.props.get(col.name.to_ascii_lowercase().as_str()),
             cleared.as_ref(),
             col,
             self.online(entity.table(), &col.name),
@@ -1312,7 +1334,7 @@ impl Engine {
                         n.key.clone()
                     } else {
                         resolve_property(
-                            state.props.get(&c.name.to_ascii_lowercase()),
+                            state.props.get(c.name.to_ascii_lowercase().as_str()),
                             state.cleared.as_ref(),
                             c,
                             self.online(&def.name, &c.name),
@@ -1364,7 +1386,7 @@ impl Engine {
         let adjacent: Vec<EdgeRef> = self
             .adjacency
             .get(n)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|e| EdgeRef::clone(e)).collect())
             .unwrap_or_default();
         for e in adjacent {
             self.touch_edge(&e, true);
@@ -1534,6 +1556,7 @@ impl Engine {
             let mut es: Vec<&EdgeRef> = self
                 .edges
                 .keys()
+                .map(|e| e.as_ref())
                 .filter(|e| {
                     rebuild.contains(&e.table)
                         || rebuild.contains(&e.from.table)
@@ -1716,7 +1739,7 @@ fn resolve_property(
     };
     let mut value = base.cloned().unwrap_or_else(unset);
     let mut counted = false;
-    for (p, list) in &ps.incs {
+    for (p, list) in ps.incs.iter() {
         let seen = base_deps.map(|d| d.get(p)).unwrap_or(0);
         let start = list.partition_point(|(c, _)| *c <= seen);
         for (_, delta) in &list[start..] {
@@ -1737,6 +1760,9 @@ fn resolve_property(
     }
 }
 
+mod small_map;
 mod snapshot;
+
+use small_map::SmallMap;
 #[cfg(test)]
 mod tests;

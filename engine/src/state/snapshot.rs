@@ -81,7 +81,7 @@ impl Engine {
         let mut edges: Vec<(EdgeRef, EntityState)> = self
             .edges
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (EdgeRef::clone(k), v.clone()))
             .collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
         let mut last_hlcs: Vec<(PeerId, u64, Hlc)> = self
@@ -136,23 +136,18 @@ impl Engine {
             .map(|(p, c, h)| (p, (c, vec![h])))
             .collect();
         e.nodes = s.nodes.into_iter().collect();
-        e.edges = s.edges.into_iter().collect();
+        e.edges = s.edges.into_iter().map(|(k, v)| (Arc::new(k), v)).collect();
         e.seals = s.seals;
         e.contended = s.contended.into_iter().collect();
         // The adjacency index holds exactly the edges with a live add (see `prune_adjacency`).
-        let linked: Vec<EdgeRef> = e
+        let linked: Vec<Arc<EdgeRef>> = e
             .edges
             .keys()
             .filter(|ed| e.edge_priority(ed).is_some())
             .cloned()
             .collect();
         for ed in linked {
-            for end in [&ed.from, &ed.to] {
-                e.adjacency
-                    .entry(end.clone())
-                    .or_default()
-                    .insert(ed.clone());
-            }
+            e.link(ed);
         }
         e.tracking = false;
         let conflicts = s
