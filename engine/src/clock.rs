@@ -102,8 +102,8 @@ impl<'de> Deserialize<'de> for VersionVector {
 }
 
 impl VersionVector {
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        VersionVector(Vec::new())
     }
 
     fn find(&self, peer: &PeerId) -> Result<usize, usize> {

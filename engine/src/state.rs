@@ -35,13 +35,31 @@ use crate::value::{DataType, Value};
 struct Write {
     stamp: Stamp,
     value: Value,
+    /// What the writer had seen, without its own entry (which is always `counter - 1`, see
+    /// [`Engine::check`]): so the consecutive writes of one writer share one vector.
     deps: Arc<VersionVector>,
+}
+
+/// How many events of `peer` the write stamped `stamp` had seen, from its stored causal
+/// past without the writer's own entry (see [`Write::deps`]).
+fn seen_by(stamp: &Stamp, others: &VersionVector, peer: &PeerId) -> u64 {
+    if *peer == stamp.peer {
+        stamp.counter - 1
+    } else {
+        others.get(peer)
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct PropState {
     /// The winning set by stamp, if any.
     reg: Option<Write>,
+    /// Concurrent writes and increments, boxed: most properties never have either.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Rare {
     /// The other writes of the multi-value register: sets concurrent with `reg` and with
     /// each other, not in the causal past of any later set. Almost always empty; the
     /// `online_wins` policy chooses among `reg` and these.
@@ -50,24 +68,70 @@ struct PropState {
     incs: SmallMap<PeerId, Vec<(u64, Value)>>,
 }
 
+impl PropState {
+    fn others(&self) -> &[Write] {
+        self.rare.as_ref().map_or(&[], |r| &r.others)
+    }
+
+    fn incs(&self) -> impl Iterator<Item = (&PeerId, &Vec<(u64, Value)>)> {
+        self.rare.iter().flat_map(|r| r.incs.iter())
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the concurrent writes this write had seen.
+    fn drop_seen(&mut self, deps: &VersionVector) {
+        if let Some(r) = &mut self.rare {
+            r.others.retain(|w| !deps.contains(&w.stamp.id()));
+            if r.others.is_empty() && r.incs.is_empty() {
+                self.rare = None;
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct EntityState {
     /// Latest add per peer: (counter, hlc).
     adds: SmallMap<PeerId, (u64, Hlc)>,
-    /// Merged causal pasts of the deletes of this entity.
-    removed: VersionVector,
-    /// The latest delete: an unset-write to every property.
-    cleared: Option<(Stamp, Arc<VersionVector>)>,
+    /// What deletes did, if any were applied (boxed: most entities are never deleted).
+    deleted: Option<Box<Deleted>>,
     /// Keyed by lower-cased column name.
     props: SmallMap<Box<str>, PropState>,
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Deleted {
+    /// Merged causal pasts of the deletes of this entity.
+    removed: VersionVector,
+    /// The latest delete: an unset-write to every property.
+    cleared: Option<(Stamp, Arc<VersionVector>)>,
+}
+
+static NO_EVENTS: VersionVector = VersionVector::new();
+
 impl EntityState {
+    fn removed(&self) -> &VersionVector {
+        self.deleted.as_ref().map_or(&NO_EVENTS, |d| &d.removed)
+    }
+
+    fn cleared(&self) -> Option<&(Stamp, Arc<VersionVector>)> {
+        self.deleted.as_ref().and_then(|d| d.cleared.as_ref())
+    }
+
+    fn deleted_mut(&mut self) -> &mut Deleted {
+        self.deleted.get_or_insert_with(Box::default)
+    }
+
     /// The latest add not seen by any delete in `removed` (and the extra thresholds).
     fn live_add(&self, extra: &[&VersionVector]) -> Option<Stamp> {
         self.adds
             .iter()
-            .filter(|(p, (c, _))| *c > self.removed.get(p) && extra.iter().all(|vv| *c > vv.get(p)))
+            .filter(|(p, (c, _))| {
+                *c > self.removed().get(p) && extra.iter().all(|vv| *c > vv.get(p))
+            })
             .map(|(p, (c, h))| Stamp {
                 hlc: *h,
                 peer: p.clone(),
@@ -101,7 +165,7 @@ impl Seals {
     fn winner<'a>(&self, ps: &'a PropState) -> Option<&'a Write> {
         let reg = ps.reg.as_ref()?;
         std::iter::once(reg)
-            .chain(ps.others.iter())
+            .chain(ps.others().iter())
             .filter_map(|w| self.position(&w.stamp.id()).map(|p| (p, w)))
             .min_by(|a, b| (a.0, &a.1.stamp).cmp(&(b.0, &b.1.stamp)))
             .map(|(_, w)| w)
@@ -148,6 +212,8 @@ pub struct Engine {
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
 
+    /// The last stored causal past, to share with the next event's (see `shared_past`).
+    last_past: Option<Arc<VersionVector>>,
     /// Whether changes and conflicts are being collected (off during silent replay).
     tracking: bool,
     before_nodes: HashMap<NodeRef, Row>,
@@ -171,6 +237,7 @@ impl Engine {
             adjacency: HashMap::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
+            last_past: None,
             tracking: true,
             before_nodes: HashMap::default(),
             before_edges: HashMap::default(),
@@ -719,7 +786,7 @@ impl Engine {
         }
         self.check(e)?;
         let stamp = e.stamp();
-        let deps = Arc::new(e.deps.clone());
+        let deps = self.shared_past(e);
         match &e.op {
             Op::Schema(s) => self.apply_schema(s, &stamp, &e.id),
             Op::AddNode { table, props } => {
@@ -737,7 +804,7 @@ impl Engine {
                 }
                 let shown = self.display_node(&n).to_string();
                 let state = self.nodes.entry(n.clone()).or_default();
-                if let Some((del, _)) = &state.cleared {
+                if let Some((del, _)) = state.cleared() {
                     if !e.deps.contains(&del.id()) {
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
@@ -754,7 +821,7 @@ impl Engine {
                 let state = self.nodes.get_mut(&n).expect("just inserted");
                 state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
                 for (name, value) in &props[1..] {
-                    self.write_prop(&Entity::Node(n.clone()), name, value, &stamp, &deps, &e.id);
+                    self.write_prop(&Entity::Node(n.clone()), name, value, e, &deps);
                 }
             }
             Op::DeleteNode(n) => {
@@ -762,9 +829,10 @@ impl Engine {
                 self.touch_node(&n);
                 let shown = self.display_node(&n).to_string();
                 let state = self.nodes.entry(n.clone()).or_default();
-                state.removed.merge(&e.deps);
-                if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
-                    state.cleared = Some((stamp.clone(), deps.clone()));
+                let d = state.deleted_mut();
+                d.removed.merge(&e.deps);
+                if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
+                    d.cleared = Some((stamp.clone(), deps.clone()));
                 }
                 let survivor = state.live_add(&[]);
                 self.prune_adjacency(&n);
@@ -793,22 +861,23 @@ impl Engine {
                     self.edges_added.insert(ed.clone());
                 }
                 for (name, value) in props {
-                    self.write_prop(&Entity::Edge(ed.clone()), name, value, &stamp, &deps, &e.id);
+                    self.write_prop(&Entity::Edge(ed.clone()), name, value, e, &deps);
                 }
             }
             Op::DeleteEdge(edge) => {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
                 let (_, state) = self.edge_entry(&ed);
-                state.removed.merge(&e.deps);
-                if state.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
-                    state.cleared = Some((stamp.clone(), deps.clone()));
+                let d = state.deleted_mut();
+                d.removed.merge(&e.deps);
+                if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
+                    d.cleared = Some((stamp.clone(), deps.clone()));
                 }
                 if self.edge_priority(&ed).is_none() {
                     self.unlink(&ed);
                 }
             }
-            Op::Seal => self.apply_seal(e, &stamp, &deps),
+            Op::Seal => self.apply_seal(e, &stamp),
             Op::Update {
                 entity,
                 prop,
@@ -817,7 +886,7 @@ impl Engine {
                 let entity = norm_entity(entity);
                 self.touch_entity(&entity);
                 self.note_delete_conflict(&entity, prop, e);
-                self.write_prop(&entity, prop, value, &stamp, &deps, &e.id);
+                self.write_prop(&entity, prop, value, e, &deps);
             }
             Op::Increment {
                 entity,
@@ -831,8 +900,7 @@ impl Engine {
                 let state = self.entity_mut(&entity);
                 let ps = state.props.entry(key.as_str(), || key.as_str().into());
                 let concurrent: Option<(PeerId, u64, Value)> = {
-                    ps.incs
-                        .iter()
+                    ps.incs()
                         .filter(|(p, _)| **p != e.id.peer)
                         .filter_map(|(p, list)| {
                             list.last()
@@ -841,7 +909,8 @@ impl Engine {
                         })
                         .next()
                 };
-                ps.incs
+                ps.rare_mut()
+                    .incs
                     .entry(&e.id.peer, || e.id.peer.clone())
                     .push((e.id.counter, delta.clone()));
                 if let Some((p, c, d)) = concurrent {
@@ -875,6 +944,21 @@ impl Engine {
             self.hlc = e.hlc;
         }
         Ok(())
+    }
+
+    /// The event's causal past without its author's entry, shared with the previous event's
+    /// when equal (the usual case for consecutive writes of one writer).
+    fn shared_past(&mut self, e: &Event) -> Arc<VersionVector> {
+        let mut others = e.deps.clone();
+        others.set(e.id.peer.clone(), 0);
+        if let Some(last) = &self.last_past {
+            if **last == others {
+                return last.clone();
+            }
+        }
+        let shared = Arc::new(others);
+        self.last_past = Some(shared.clone());
+        shared
     }
 
     fn apply_schema(&mut self, s: &SchemaOp, stamp: &Stamp, id: &EventId) {
@@ -933,7 +1017,7 @@ impl Engine {
 
     /// Records a seal. Where it changes an `online_wins` winner, the row is recomputed and
     /// the change recorded as a conflict.
-    fn apply_seal(&mut self, e: &Event, stamp: &Stamp, deps: &Arc<VersionVector>) {
+    fn apply_seal(&mut self, e: &Event, stamp: &Stamp) {
         let watched: Vec<(Entity, String)> = self
             .contended
             .iter()
@@ -949,7 +1033,7 @@ impl Engine {
         }
         let list = self.seals.by_peer.entry(e.id.peer.clone()).or_default();
         let first = list.is_empty();
-        list.push(deps.clone());
+        list.push(Arc::new(e.deps.clone()));
         if first && self.seals.sequencer.as_ref().is_none_or(|(s, _)| stamp < s) {
             self.seals.sequencer = Some((stamp.clone(), e.id.peer.clone()));
         }
@@ -993,8 +1077,8 @@ impl Engine {
             return;
         }
         let cleared = match entity {
-            Entity::Node(n) => self.nodes.get(n).and_then(|s| s.cleared.clone()),
-            Entity::Edge(ed) => self.edges.get(ed).and_then(|s| s.cleared.clone()),
+            Entity::Node(n) => self.nodes.get(n).and_then(|s| s.cleared().cloned()),
+            Entity::Edge(ed) => self.edges.get(ed).and_then(|s| s.cleared().cloned()),
         };
         if let Some((del, _)) = cleared {
             if !e.deps.contains(&del.id()) {
@@ -1049,10 +1133,10 @@ impl Engine {
         entity: &Entity,
         prop: &str,
         value: &Value,
-        stamp: &Stamp,
-        deps: &Arc<VersionVector>,
-        id: &EventId,
+        e: &Event,
+        stored_past: &Arc<VersionVector>,
     ) {
+        let (stamp, deps, id) = (&e.stamp(), &e.deps, &e.id);
         let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
         let state = self.entity_mut(entity);
@@ -1060,10 +1144,10 @@ impl Engine {
         let new = Write {
             stamp: stamp.clone(),
             value: value.clone(),
-            deps: deps.clone(),
+            deps: stored_past.clone(),
         };
         // The multi-value register: drop what this write had seen, keep what it had not.
-        ps.others.retain(|w| !deps.contains(&w.stamp.id()));
+        ps.drop_seen(deps);
         let (conflict, wins) = match &ps.reg {
             None => (None, true),
             Some(old) => {
@@ -1088,13 +1172,13 @@ impl Engine {
             .cloned();
         if wins {
             if let Some(old) = concurrent_old {
-                ps.others.push(old);
+                ps.rare_mut().others.push(old);
             }
             ps.reg = Some(new);
         } else {
-            ps.others.push(new);
+            ps.rare_mut().others.push(new);
         }
-        let contended = !ps.others.is_empty();
+        let contended = !ps.others().is_empty();
         let online = policy == Policy::OnlineWins;
         let online_pick = online.then(|| self.online_winner(entity, &key));
         let slot = (entity.clone(), key);
@@ -1220,9 +1304,9 @@ impl Engine {
         let from_removed = self
             .nodes
             .get(&e.from)
-            .map(|n| &n.removed)
+            .map(|n| n.removed())
             .unwrap_or(&empty);
-        let to_removed = self.nodes.get(&e.to).map(|n| &n.removed).unwrap_or(&empty);
+        let to_removed = self.nodes.get(&e.to).map(|n| n.removed()).unwrap_or(&empty);
         s.live_add(&[from_removed, to_removed])
     }
 
@@ -1302,11 +1386,11 @@ impl Engine {
             Entity::Edge(e) => self.edges.get(e)?,
         };
         let cleared = match entity {
-            Entity::Node(_) => state.cleared.clone(),
+            Entity::Node(_) => state.cleared().cloned(),
             Entity::Edge(e) => [
-                state.cleared.clone(),
-                self.nodes.get(&e.from).and_then(|n| n.cleared.clone()),
-                self.nodes.get(&e.to).and_then(|n| n.cleared.clone()),
+                state.cleared().cloned(),
+                self.nodes.get(&e.from).and_then(|n| n.cleared().cloned()),
+                self.nodes.get(&e.to).and_then(|n| n.cleared().cloned()),
             ]
             .into_iter()
             .flatten()
@@ -1335,7 +1419,7 @@ impl Engine {
                     } else {
                         resolve_property(
                             state.props.get(c.name.to_ascii_lowercase().as_str()),
-                            state.cleared.as_ref(),
+                            state.cleared(),
                             c,
                             self.online(&def.name, &c.name),
                         )
@@ -1725,22 +1809,24 @@ fn resolve_property(
         Some(seals) => seals.winner(ps),
         None => ps.reg.as_ref(),
     };
-    let (base, base_deps): (Option<&Value>, Option<&VersionVector>) = match (set, cleared) {
+    // The base, and what it had seen: (stamp, stored causal past) of the write or delete.
+    type Past<'a> = Option<(&'a Stamp, &'a VersionVector)>;
+    let (base, base_past): (Option<&Value>, Past) = match (set, cleared) {
         (Some(w), Some((s, d))) => {
             if w.stamp > *s {
-                (Some(&w.value), Some(&w.deps))
+                (Some(&w.value), Some((&w.stamp, &w.deps)))
             } else {
-                (None, Some(d.as_ref()))
+                (None, Some((s, d.as_ref())))
             }
         }
-        (Some(w), None) => (Some(&w.value), Some(&w.deps)),
-        (None, Some((_, d))) => (None, Some(d.as_ref())),
+        (Some(w), None) => (Some(&w.value), Some((&w.stamp, &w.deps))),
+        (None, Some((s, d))) => (None, Some((s, d.as_ref()))),
         (None, None) => (None, None),
     };
     let mut value = base.cloned().unwrap_or_else(unset);
     let mut counted = false;
-    for (p, list) in ps.incs.iter() {
-        let seen = base_deps.map(|d| d.get(p)).unwrap_or(0);
+    for (p, list) in ps.incs() {
+        let seen = base_past.map_or(0, |(s, d)| seen_by(s, d, p));
         let start = list.partition_point(|(c, _)| *c <= seen);
         for (_, delta) in &list[start..] {
             if !counted && value.is_null() {

@@ -135,8 +135,39 @@ impl Engine {
             .into_iter()
             .map(|(p, c, h)| (p, (c, vec![h])))
             .collect();
-        e.nodes = s.nodes.into_iter().collect();
-        e.edges = s.edges.into_iter().map(|(k, v)| (Arc::new(k), v)).collect();
+        // Each stored causal past was read into its own allocation: share equal ones again.
+        let mut pasts: HashMap<VersionVector, Arc<VersionVector>> = HashMap::default();
+        let mut share = |a: &mut Arc<VersionVector>| {
+            *a = pasts
+                .entry((**a).clone())
+                .or_insert_with(|| a.clone())
+                .clone();
+        };
+        let mut nodes = s.nodes;
+        let mut edges = s.edges;
+        for state in nodes
+            .iter_mut()
+            .map(|(_, st)| st)
+            .chain(edges.iter_mut().map(|(_, st)| st))
+        {
+            if let Some(d) = state.deleted.as_mut() {
+                if let Some((_, past)) = d.cleared.as_mut() {
+                    share(past);
+                }
+            }
+            for ps in state.props.values_mut() {
+                if let Some(w) = ps.reg.as_mut() {
+                    share(&mut w.deps);
+                }
+                if let Some(r) = ps.rare.as_mut() {
+                    for w in &mut r.others {
+                        share(&mut w.deps);
+                    }
+                }
+            }
+        }
+        e.nodes = nodes.into_iter().collect();
+        e.edges = edges.into_iter().map(|(k, v)| (Arc::new(k), v)).collect();
         e.seals = s.seals;
         e.contended = s.contended.into_iter().collect();
         // The adjacency index holds exactly the edges with a live add (see `prune_adjacency`).
