@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -98,8 +98,12 @@ struct EntityState {
     adds: SmallMap<PeerId, (u64, Hlc)>,
     /// What deletes did, if any were applied (boxed: most entities are never deleted).
     deleted: Option<Box<Deleted>>,
-    /// Keyed by lower-cased column name.
-    props: SmallMap<Box<str>, PropState>,
+    /// Keyed by lower-cased column name (shared: see `Engine::names`).
+    props: SmallMap<Arc<str>, PropState>,
+    /// A node's adjacency: the edges attached to it with a live add, either direction,
+    /// sorted. Derived (rebuilt from the edges when a snapshot is read).
+    #[serde(skip)]
+    links: Box<[Arc<EdgeRef>]>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -204,10 +208,10 @@ pub struct Engine {
     /// counter order). A snapshot keeps only each peer's latest.
     peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
     nodes: HashMap<NodeRef, EntityState>,
-    /// Keyed by a shared reference, which the adjacency index shares too.
+    /// Keyed by a shared reference, which the nodes' adjacency (`links`) shares too.
     edges: HashMap<Arc<EdgeRef>, EntityState>,
-    /// Every edge attached to a node with a live add, either direction, sorted.
-    adjacency: HashMap<NodeRef, Vec<Arc<EdgeRef>>>,
+    /// Property names, shared by every entity's property map.
+    names: HashSet<Arc<str>>,
     seals: Seals,
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
@@ -234,7 +238,7 @@ impl Engine {
             peer_hlcs: HashMap::default(),
             nodes: HashMap::default(),
             edges: HashMap::default(),
-            adjacency: HashMap::default(),
+            names: HashSet::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
             last_past: None,
@@ -897,8 +901,9 @@ impl Engine {
                 self.touch_entity(&entity);
                 self.note_delete_conflict(&entity, prop, e);
                 let key = prop.to_ascii_lowercase();
+                let name = self.intern(&key);
                 let state = self.entity_mut(&entity);
-                let ps = state.props.entry(key.as_str(), || key.as_str().into());
+                let ps = state.props.entry(key.as_str(), || name);
                 let concurrent: Option<(PeerId, u64, Value)> = {
                     ps.incs()
                         .filter(|(p, _)| **p != e.id.peer)
@@ -1117,13 +1122,33 @@ impl Engine {
         (key, state)
     }
 
-    /// Adds the edge to the adjacency index of both endpoints.
+    /// The shared copy of a (lower-cased) property name.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        self.names.insert(n.clone());
+        n
+    }
+
+    /// The edges attached to `n` with a live add, sorted.
+    fn adjacent(&self, n: &NodeRef) -> &[Arc<EdgeRef>] {
+        self.nodes.get(n).map_or(&[], |s| &s.links)
+    }
+
+    /// Adds the edge to the adjacency of both endpoints.
     fn link(&mut self, e: Arc<EdgeRef>) {
         for end in [&e.from, &e.to] {
-            let list = self.adjacency.entry(end.clone()).or_default();
-            if let Err(i) = list.binary_search_by(|o| o.as_ref().cmp(&e)) {
-                list.reserve_exact(1);
-                list.insert(i, e.clone());
+            if !self.nodes.contains_key(end) {
+                self.nodes.insert(end.clone(), EntityState::default());
+            }
+            let st = self.nodes.get_mut(end).expect("present");
+            if let Err(i) = st.links.binary_search_by(|o| o.as_ref().cmp(&e)) {
+                let mut v = std::mem::take(&mut st.links).into_vec();
+                v.reserve_exact(1);
+                v.insert(i, e.clone());
+                st.links = v.into_boxed_slice();
             }
         }
     }
@@ -1139,8 +1164,9 @@ impl Engine {
         let (stamp, deps, id) = (&e.stamp(), &e.deps, &e.id);
         let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
+        let name = self.intern(&key);
         let state = self.entity_mut(entity);
-        let ps = state.props.entry(key.as_str(), || key.as_str().into());
+        let ps = state.props.entry(key.as_str(), || name);
         let new = Write {
             stamp: stamp.clone(),
             value: value.clone(),
@@ -1237,15 +1263,11 @@ impl Engine {
     /// new add, which links it again, can revive it.
     fn prune_adjacency(&mut self, n: &NodeRef) {
         let dead: Vec<EdgeRef> = self
-            .adjacency
-            .get(n)
-            .map(|set| {
-                set.iter()
-                    .filter(|e| self.edge_priority(e).is_none())
-                    .map(|e| EdgeRef::clone(e))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .adjacent(n)
+            .iter()
+            .filter(|e| self.edge_priority(e).is_none())
+            .map(|e| EdgeRef::clone(e))
+            .collect();
         for e in dead {
             self.unlink(&e);
         }
@@ -1253,12 +1275,11 @@ impl Engine {
 
     fn unlink(&mut self, e: &EdgeRef) {
         for end in [&e.from, &e.to] {
-            if let Some(set) = self.adjacency.get_mut(end) {
-                if let Ok(i) = set.binary_search_by(|o| o.as_ref().cmp(e)) {
-                    set.remove(i);
-                }
-                if set.is_empty() {
-                    self.adjacency.remove(end);
+            if let Some(st) = self.nodes.get_mut(end) {
+                if let Ok(i) = st.links.binary_search_by(|o| o.as_ref().cmp(e)) {
+                    let mut v = std::mem::take(&mut st.links).into_vec();
+                    v.remove(i);
+                    st.links = v.into_boxed_slice();
                 }
             }
         }
@@ -1317,8 +1338,7 @@ impl Engine {
 
     /// The edges of `e`'s table that share `end` on the given side.
     fn group(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Vec<EdgeRef> {
-        self.adjacency
-            .get(end)
+        Some(self.adjacent(end))
             .map(|set| {
                 set.iter()
                     .filter(|o| {
@@ -1467,11 +1487,7 @@ impl Engine {
             let row = self.node_row(n);
             self.before_nodes.insert(n.clone(), row);
         }
-        let adjacent: Vec<EdgeRef> = self
-            .adjacency
-            .get(n)
-            .map(|s| s.iter().map(|e| EdgeRef::clone(e)).collect())
-            .unwrap_or_default();
+        let adjacent: Vec<EdgeRef> = self.adjacent(n).iter().map(|e| EdgeRef::clone(e)).collect();
         for e in adjacent {
             self.touch_edge(&e, true);
         }

@@ -62,6 +62,15 @@ impl<K: Ord, V> SmallMap<K, V> {
         self.0.is_empty()
     }
 
+    /// Replaces each key by an equal one (a shared copy); the order does not change.
+    pub(super) fn share_keys(&mut self, mut f: impl FnMut(&K) -> K) {
+        for (k, _) in &mut self.0 {
+            let shared = f(k);
+            debug_assert!(shared == *k, "share_keys must keep keys equal");
+            *k = shared;
+        }
+    }
+
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.0.iter_mut().map(|(_, v)| v)
     }

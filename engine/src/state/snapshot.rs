@@ -155,6 +155,13 @@ impl Engine {
                     share(past);
                 }
             }
+            state.props.share_keys(|k| {
+                if let Some(n) = e.names.get(&**k) {
+                    return n.clone();
+                }
+                e.names.insert(k.clone());
+                k.clone()
+            });
             for ps in state.props.values_mut() {
                 if let Some(w) = ps.reg.as_mut() {
                     share(&mut w.deps);
