@@ -3,7 +3,9 @@
 //! measured in a fresh child process (this binary, re-run with `KS_MEMORY_CHILD` set) as
 //! the growth of its resident set (`VmRSS` in /proc/self/status), so allocator overhead is
 //! included and nothing freed earlier hides the cost. Printed, plus the time to open
-//! (replay) the replica under criterion. Run with
+//! (replay) the replica under criterion. Then the replica is compacted: the time to compact,
+//! the snapshot's size, the engine's memory when read from the snapshot, and the time to
+//! open from the snapshot. Run with
 //! `cargo bench --profile dev -p kuzu-sync-tests --bench memory`.
 
 use std::time::Duration;
@@ -66,6 +68,7 @@ fn memory(c: &mut Criterion) {
         r.write(ops()).unwrap();
         r.events_since(&VersionVector::new()).unwrap()
     };
+    let log_bytes: u64 = events.iter().map(|e| e.encode().len() as u64).sum();
     drop(events);
     let measure = |mode: &str| -> u64 {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -95,6 +98,27 @@ fn memory(c: &mut Criterion) {
     g.bench_function("open_and_replay", |b| {
         b.iter(|| drop(kuzu_sync::open(&dir).unwrap()))
     });
+    {
+        let mut r = kuzu_sync::open(&dir).unwrap();
+        let start = std::time::Instant::now();
+        let report = r.compact().unwrap();
+        println!(
+            "compaction of 100,002 events: {:.0} ms; snapshot {:.1} MB (the log's events were \
+             {:.1} MB); {} events left in the log",
+            start.elapsed().as_secs_f64() * 1000.0,
+            mb(report.snapshot_bytes),
+            mb(log_bytes),
+            report.remaining_events
+        );
+    }
+    let snapshot_bytes = measure("snapshot");
+    println!(
+        "memory, the same state read from the snapshot: engine state {:.1} MB",
+        mb(snapshot_bytes)
+    );
+    g.bench_function("open_from_snapshot", |b| {
+        b.iter(|| drop(kuzu_sync::open(&dir).unwrap()))
+    });
     g.finish();
 }
 
@@ -111,6 +135,17 @@ fn child(mode: &str) {
             for e in &events {
                 engine.apply(e).unwrap();
             }
+            let grown = rss_bytes().saturating_sub(before);
+            assert_eq!(engine.visible_counts(), (NODES as usize, NODES as usize));
+            grown
+        }
+        "snapshot" => {
+            use kuzu_sync_engine::EventStore;
+            let log = kuzu_sync::SqliteEventStore::open(&dir.join(kuzu_sync::EVENT_LOG)).unwrap();
+            let snap = log.snapshot().unwrap().expect("compacted");
+            let before = rss_bytes();
+            let (engine, _) =
+                Engine::from_snapshot_state(PeerId::new("x").unwrap(), &snap.state).unwrap();
             let grown = rss_bytes().saturating_sub(before);
             assert_eq!(engine.visible_counts(), (NODES as usize, NODES as usize));
             grown
