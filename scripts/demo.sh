@@ -2,8 +2,9 @@
 # Builds kuzu-sync, creates two replicas of ../shared/datasets/demo-db, writes to both
 # while they are apart (including a conflicting update and concurrent counter increments),
 # exchanges offline bundles both ways, and prints the converged graph of each. Then live
-# sync: a hub (`kuzu-sync serve`), a third replica bootstrapped over the network and kept
-# up to date with `sync --watch`, and all three checked equal.
+# sync: a hub (`kuzu-sync serve`) that compacts its log, a third replica bootstrapped from
+# the hub's snapshot over the network and kept up to date with `sync --watch`, and all
+# three checked equal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -88,7 +89,7 @@ fi
 step "live sync: start a hub (kuzu-sync serve) on a free loopback port"
 HUB="$WORK/hub"
 "$KS" init "$HUB" --peer-id hub >/dev/null
-"$KS" serve "$HUB" --listen 127.0.0.1:0 >"$WORK/hub.log" 2>"$WORK/hub.err" &
+"$KS" serve "$HUB" --listen 127.0.0.1:0 --compact-every 1 >"$WORK/hub.log" 2>"$WORK/hub.err" &
 HUB_PID=$!
 WATCH_PID=
 cleanup() { [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null; kill "$HUB_PID" 2>/dev/null || true; }
@@ -102,10 +103,14 @@ step "A and B sync with the hub (one-shot: handshake, exchange, EOSE, summary)"
 "$KS" sync "$A" --remote "$URL" | tail -n1
 "$KS" sync "$B" --remote "$URL" | tail -n1
 
-step "replica C (peer node_c) starts empty and bootstraps from the hub (sync_mode full)"
+step "the hub compacts its log (--compact-every 1): A and B hold every event"
+for _ in $(seq 1 600); do grep -q '"compacted"' "$WORK/hub.log" 2>/dev/null && break; sleep 0.1; done
+grep '"compacted"' "$WORK/hub.log" | head -n1
+
+step "replica C (peer node_c) starts empty and bootstraps from the hub's snapshot (sync_mode snapshot)"
 C="$WORK/replica-c"
 "$KS" init "$C" --peer-id node_c >/dev/null
-"$KS" sync "$C" --remote "$URL" | grep -E '"connect"|"summary"'
+"$KS" sync "$C" --remote "$URL" | grep -E '"connect"|"snapshot"|"summary"'
 
 step "C stays connected (sync --watch); A writes and syncs; the change streams to C"
 "$KS" sync "$C" --remote "$URL" --watch >"$WORK/c-watch.log" 2>/dev/null &

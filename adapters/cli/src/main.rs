@@ -13,7 +13,7 @@ use serde_json::json;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kuzu_sync::protocol::net::{DriveOptions, EventSink};
 use kuzu_sync::protocol::{HubConfig, NetError, Shared};
@@ -155,6 +155,11 @@ enum Command {
         /// A table whose events go first to clients on a slow link (repeatable).
         #[arg(long)]
         critical: Vec<String>,
+        /// Compact the log every SECS seconds (as `kuzu-sync compact` does), while serving;
+        /// sessions wait while it runs. A `compacted` line reports each compaction that
+        /// removed events.
+        #[arg(long, value_name = "SECS")]
+        compact_every: Option<u64>,
     },
     /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
     /// http://HOST:PORT/sync): exchange, EOSE, exit with a summary; or stay connected
@@ -473,7 +478,12 @@ fn run(cli: Cli) -> Result<()> {
             peer_id,
             schema_version,
             critical,
+            compact_every,
         } => {
+            if compact_every == Some(0) {
+                bail!("--compact-every 0: give a number of seconds of at least 1");
+            }
+            let compact_every = compact_every.map(Duration::from_secs);
             let config = HubConfig {
                 session: SessionConfig {
                     seal: true,
@@ -484,13 +494,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             if relay {
                 let r = net::open_relay(&dir, peer_id.as_deref())?;
-                serve(Shared::new(r), &listen, config, true)?;
+                serve(Shared::new(r), &listen, config, true, compact_every)?;
             } else {
                 anyhow::ensure!(
                     peer_id.is_none(),
                     "--peer-id is for creating a relay; create a replica with `kuzu-sync init`"
                 );
-                serve(Shared::new(open(&dir)?), &listen, config, false)?;
+                serve(
+                    Shared::new(open(&dir)?),
+                    &listen,
+                    config,
+                    false,
+                    compact_every,
+                )?;
             }
         }
         Command::Sync {
@@ -544,12 +560,37 @@ fn serve<G>(
     listen: &str,
     config: HubConfig,
     relay: bool,
+    compact_every: Option<Duration>,
 ) -> Result<()>
 where
     G: GraphStore + Send + 'static,
 {
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen:?}"))?;
     let stop = stop_on_signal()?;
+    let compactor = compact_every.map(|every| {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                match shared.lock().compact() {
+                    Ok(r) if r.removed_events > 0 => {
+                        let mut out = serde_json::to_value(r).expect("serializable");
+                        out["event"] = json!("compacted");
+                        print(out);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        print(json!({"event": "error", "reason": format!("compacting: {e}")}))
+                    }
+                }
+            }
+        })
+    });
     let (peer, vv) = {
         let r = shared.lock();
         (r.peer().to_string(), r.version_vector().clone())
@@ -566,7 +607,17 @@ where
         "schema_version": config.session.schema_version,
         "version_vector": vv,
     }));
-    kuzu_sync::protocol::serve(listener, shared.clone(), config, stop, print_events())?;
+    kuzu_sync::protocol::serve(
+        listener,
+        shared.clone(),
+        config,
+        stop.clone(),
+        print_events(),
+    )?;
+    stop.store(true, Ordering::SeqCst);
+    if let Some(t) = compactor {
+        let _ = t.join();
+    }
     let vv = shared.lock().version_vector().clone();
     drop(shared);
     print(json!({"event": "stopped", "version_vector": vv}));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{json as parse, ks, ks_stdin, lines, ok, p, BIN};
+use common::{fails, json as parse, ks, ks_stdin, lines, ok, p, BIN};
 
 const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, visits INT64, status STRING, PRIMARY KEY (name))"}
 {"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}
@@ -644,4 +644,93 @@ fn drift_in_the_kuzu_database_is_reverted_or_captured() {
     ok(ks(&["export", p(&a), "--out", p(&bundle)]));
     ok(ks(&["import", p(&b), p(&bundle)]));
     assert_eq!(users(&b), tampered);
+}
+
+/// A hub that compacts while serving (`--compact-every`): once both clients hold every
+/// event, its log is folded into a snapshot. A new replica bootstraps from it (sync_mode
+/// `snapshot`), and a client the hub was told to forget, which wrote meanwhile, gets the
+/// snapshot, keeps its writes and converges. The hub restarts from its snapshot.
+#[test]
+fn a_compacting_hub_bootstraps_new_and_forgotten_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let (a, b) = (init(tmp.path(), "a"), init(tmp.path(), "b"));
+    ok(ks_stdin(
+        &["write", p(&a)],
+        &schema_with_users(&["ann", "bob"], 1),
+    ));
+    // b knows the hub once; then the hub is told to forget it.
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &[]);
+    let url = format!("tcp://{addr}");
+    sync(&a, &url);
+    sync(&b, &url);
+    hub_proc.terminate();
+    let err = fails(ks(&["compact", p(&hub_dir), "--forget-peer", "nobody"]));
+    assert!(err.contains("not a known peer"), "{err}");
+    let report = parse(&ok(ks(&["compact", p(&hub_dir), "--forget-peer", "b"])));
+    assert_eq!(report["known_peers"], json!(["a"]), "{report}");
+    // b writes while the hub compacts past it.
+    ok(ks_stdin(
+        &["write", p(&b)],
+        r#"{"op":"add_node","table":"User","props":{"name":"bea","visits":2}}
+{"op":"increment","table":"User","key":"ann","prop":"visits","delta":10}"#,
+    ));
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &["--compact-every", "1"]);
+    let url = format!("tcp://{addr}");
+    ok(ks_stdin(
+        &["write", p(&a)],
+        r#"{"op":"increment","table":"User","key":"ann","prop":"visits","delta":100}"#,
+    ));
+    sync(&a, &url);
+    // The hub compacts a's new event. The seal it wrote in answer may stay in the log: a
+    // one-shot client can leave before it receives (and acknowledges) it.
+    let compacted = hub_proc.wait_for("compacted", 60);
+    assert!(
+        compacted["removed_events"].as_u64().unwrap() >= 1,
+        "{compacted}"
+    );
+    let tail = compacted["remaining_events"].clone();
+
+    // A new replica: the snapshot, then the tail.
+    let c = init(tmp.path(), "c");
+    let out = sync(&c, &url);
+    let connect = out.iter().find(|l| l["event"] == "connect").unwrap();
+    assert_eq!(connect["sync_mode"], "snapshot", "{out:?}");
+    assert!(out
+        .iter()
+        .any(|l| l["event"] == "snapshot" && l["direction"] == "installed"));
+    assert_eq!(users(&c), users(&a));
+    assert_eq!(
+        status(&c)["events"]["stored"],
+        tail,
+        "c's log holds only the tail"
+    );
+
+    // The forgotten client: snapshot, its own writes kept and delivered, Merkle-verified.
+    let out = sync(&b, &url);
+    let summary = out.last().unwrap();
+    let session = &summary["sessions"][0];
+    assert_eq!(session["full_resync_required"], true, "{summary}");
+    assert!(
+        session["snapshot_installed"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(session["repaired"], 0, "{summary}");
+    let out = sync(&b, &url);
+    assert_eq!(out.last().unwrap()["sessions"][0]["snapshot_installed"], 0);
+    sync(&a, &url);
+    sync(&c, &url);
+    hub_proc.terminate();
+    let want = users(&hub_dir);
+    assert_eq!(
+        want,
+        vec![
+            json!({"name":"ann","status":null,"visits":111}),
+            json!({"name":"bea","status":null,"visits":2}),
+            json!({"name":"bob","status":null,"visits":1}),
+        ]
+    );
+    for r in [&a, &b, &c] {
+        assert_eq!(users(r), want, "{}", r.display());
+    }
 }
