@@ -185,6 +185,11 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     floor: VersionVector,
     floor_sum: [u8; 16],
     floor_count: u64,
+    /// What each known peer holds (see `note_remote`), whether that changed since it was
+    /// stored, and when it was stored.
+    known: BTreeMap<String, VersionVector>,
+    known_dirty: bool,
+    known_saved_ms: u64,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
@@ -247,7 +252,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             floor: VersionVector::new(),
             floor_sum: [0; 16],
             floor_count: 0,
+            known: BTreeMap::new(),
+            known_dirty: false,
+            known_saved_ms: 0,
         };
+        if let Some(text) = replica.events.meta(KNOWN_PEERS_KEY)? {
+            replica.known = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("{KNOWN_PEERS_KEY}: {e}")))?;
+        }
         replica.offline_mark = replica
             .events
             .meta(OFFLINE_MARK_KEY)?
@@ -640,37 +652,50 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// What each known peer holds, as far as this replica knows.
     pub fn known_peers(&self) -> Result<BTreeMap<String, VersionVector>, ReplicaError> {
-        match self.events.meta(KNOWN_PEERS_KEY)? {
-            None => Ok(BTreeMap::new()),
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("{KNOWN_PEERS_KEY}: {e}")).into()),
-        }
+        Ok(self.known.clone())
     }
 
-    /// Records (durably) that `peer` holds at least `vv`: its vector at a handshake, or an
+    /// Records that `peer` holds at least `vv`: its vector at a handshake, or an
     /// acknowledgement. Compaction never removes what a known peer may still need.
+    ///
+    /// A new peer is stored at once; later progress at most once a second (and by
+    /// [`Replica::save_known_peers`]). Losing the latest progress in a crash is safe: the
+    /// floor is then lower than it could be, never higher.
     pub fn note_remote(&mut self, peer: &str, vv: &VersionVector) -> Result<(), ReplicaError> {
         if peer == self.peer().as_str() {
             return Ok(());
         }
-        let mut known = self.known_peers()?;
-        let entry = known.entry(peer.to_string()).or_default();
-        if entry.dominates(vv) && !vv.is_empty() {
+        let new = !self.known.contains_key(peer);
+        let entry = self.known.entry(peer.to_string()).or_default();
+        if !new && entry.dominates(vv) {
             return Ok(());
         }
         entry.merge(vv);
-        let text = serde_json::to_string(&known).expect("vectors serialize");
-        self.events.set_meta(KNOWN_PEERS_KEY, &text)?;
+        self.known_dirty = true;
+        let now = self.clock.now_ms();
+        if new || now.saturating_sub(self.known_saved_ms) >= 1_000 {
+            self.save_known_peers()?;
+        }
+        Ok(())
+    }
+
+    /// Stores what is known of the peers, if anything changed since the last time.
+    pub fn save_known_peers(&mut self) -> Result<(), ReplicaError> {
+        if self.known_dirty {
+            let text = serde_json::to_string(&self.known).expect("vectors serialize");
+            self.events.set_meta(KNOWN_PEERS_KEY, &text)?;
+            self.known_dirty = false;
+            self.known_saved_ms = self.clock.now_ms();
+        }
         Ok(())
     }
 
     /// Stops waiting for `peer`: compaction no longer keeps events for it. Returns whether
     /// it was known.
     pub fn forget_peer(&mut self, peer: &str) -> Result<bool, ReplicaError> {
-        let mut known = self.known_peers()?;
-        let was = known.remove(peer).is_some();
-        let text = serde_json::to_string(&known).expect("vectors serialize");
-        self.events.set_meta(KNOWN_PEERS_KEY, &text)?;
+        let was = self.known.remove(peer).is_some();
+        self.known_dirty = true;
+        self.save_known_peers()?;
         Ok(was)
     }
 
@@ -678,7 +703,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// into the snapshot. While offline, the queue stays out of it.
     pub fn compaction_floor(&self) -> Result<VersionVector, ReplicaError> {
         let mut floor = self.engine.version_vector().clone();
-        for vv in self.known_peers()?.values() {
+        for vv in self.known.values() {
             floor = floor.meet(vv);
         }
         if let Some(mark) = self.offline_mark {
@@ -697,6 +722,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         &mut self,
         progress: Progress,
     ) -> Result<CompactReport, ReplicaError> {
+        self.save_known_peers()?;
         let floor = self.compaction_floor()?;
         self.compact_to_with_progress(&floor, progress)
     }

@@ -186,8 +186,22 @@ impl NetError {
 }
 
 /// Runs one session over `transport` until it closes, fails, is stopped, or (one-shot)
-/// has synced.
+/// has synced. Then stores what the session learnt of the remote's events (see
+/// `Replica::note_remote`).
 pub fn drive<E: EventStore, G: GraphStore>(
+    transport: &mut dyn Transport,
+    session: Session,
+    shared: &Shared<E, G>,
+    opts: &DriveOptions,
+) -> Result<SessionReport, NetError> {
+    let result = drive_session(transport, session, shared, opts);
+    let saved = shared.lock().save_known_peers();
+    let report = result?;
+    saved?;
+    Ok(report)
+}
+
+fn drive_session<E: EventStore, G: GraphStore>(
     transport: &mut dyn Transport,
     mut session: Session,
     shared: &Shared<E, G>,
