@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use kuzu_sync_engine::replica::ImportOutcome;
+use kuzu_sync_engine::replica::{ImportOutcome, InstallReport};
 use kuzu_sync_engine::VersionVector;
 use kuzu_sync_protocol::{decode, encode, Bundle, BundleV1};
 
@@ -70,18 +70,20 @@ pub fn read(path: &Path) -> Result<Bundle, Error> {
     decode(&bytes).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }
 
-/// Imports a bundle file.
+/// Imports a bundle file: its snapshot first, if it has one with events this replica
+/// lacks (the install's report is returned), then its events.
 pub fn import(
     replica: &mut KuzuReplica,
     path: &Path,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<ImportOutcome, Error> {
+) -> Result<(ImportOutcome, Option<InstallReport>), Error> {
     let bundle = read(path)?;
+    let mut installed = None;
     if let Some(snap) = bundle.snapshot() {
-        // Only if this replica lacks some of what the snapshot stands for.
         if !replica.version_vector().dominates(&snap.version_vector) {
-            replica.install_snapshot(snap)?;
+            installed = Some(replica.install_snapshot(snap)?);
         }
     }
-    Ok(replica.import_with_progress(bundle.into_events(), progress)?)
+    let outcome = replica.import_with_progress(bundle.into_events(), progress)?;
+    Ok((outcome, installed))
 }

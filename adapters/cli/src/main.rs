@@ -332,7 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             bundle::read(&path)?;
             let mut r = open(&dir)?;
             let pb = bar(0, "importing");
-            let outcome = bundle::import(&mut r, &path, &mut |done, total| {
+            let (outcome, installed) = bundle::import(&mut r, &path, &mut |done, total| {
                 pb.set_length(total);
                 pb.set_position(done);
             })
@@ -343,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
                 "applied": outcome.applied,
                 "duplicates": outcome.duplicates,
                 "conflicts": outcome.conflicts,
+                "snapshot_installed": installed,
                 "version_vector": r.version_vector(),
             }));
         }
@@ -717,15 +718,28 @@ fn sync_watch(
 fn query(dir: &Path, cypher: &str) -> Result<()> {
     let log = dir.join(kuzu_sync::EVENT_LOG);
     anyhow::ensure!(log.exists(), "{} is not a kuzu-sync replica", dir.display());
-    let stored = SqliteEventStore::open(&log)?.count()?;
+    // Events the log stands for (the snapshot's and its own), and whether an installed
+    // snapshot still awaits its graph rebuild.
+    let (floor, stored, rebuild) = {
+        let events = SqliteEventStore::open(&log)?;
+        let snap = events.snapshot()?;
+        (
+            snap.as_ref()
+                .map(|s| s.version_vector.clone())
+                .unwrap_or_default(),
+            snap.map_or(0, |s| s.event_count) + events.count()?,
+            events.meta("graph_rebuild")?.as_deref() == Some("1"),
+        )
+    };
     let db_path = dir.join(kuzu_sync::GRAPH_DB);
     let read_only = KuzuConfig {
         read_only: true,
         ..KuzuConfig::default()
     };
-    let behind = {
+    let behind = rebuild || {
         let mut g = KuzuGraphStore::open(&db_path, &read_only)?;
-        g.watermark()?.total() < stored
+        let watermark = g.watermark()?;
+        watermark.total() < stored || !watermark.dominates(&floor)
     };
     if behind {
         drop(open(dir)?);
