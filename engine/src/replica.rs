@@ -338,6 +338,10 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.conflicts.extend(conflicts);
         if rebuild {
             self.rebuild_graph()?;
+            if self.events.meta(REWRITE_PENDING_KEY)?.as_deref() == Some("1") {
+                // The rebuilt graph matches the log, rewritten queue included.
+                self.events.set_meta(REWRITE_PENDING_KEY, "0")?;
+            }
             progress(total, total);
             return Ok(());
         }
@@ -510,6 +514,9 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         mark: u64,
         meta: &[(&str, &str)],
     ) -> Result<CoalesceReport, ReplicaError> {
+        // Own events inside the snapshot (one installed from elsewhere may cover part of
+        // the queue) are history that others hold: only what follows can be rewritten.
+        let mark = mark.max(self.floor.get(self.peer()));
         let queue = self.offline_queue()?;
         let coalesced = crate::queue::coalesce(&queue, mark);
         let report = CoalesceReport {
@@ -740,6 +747,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         progress: Progress,
     ) -> Result<CompactReport, ReplicaError> {
         let mut target = floor.meet(self.engine.version_vector());
+        if let Some(mark) = self.offline_mark {
+            // The offline queue stays in the log: coalescing rewrites it there.
+            let own = target.get(self.peer()).min(mark);
+            target.set(self.peer().clone(), own);
+        }
         target.merge(&self.floor);
         let known_peers = self.known_peers()?.into_keys().collect();
         if self.floor.dominates(&target) {
@@ -981,6 +993,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             return Ok(None);
         };
         Ok(serde_json::from_str(&text).ok())
+    }
+
+    /// Forgets the sync point of `remote`: the next sync assumes nothing.
+    pub fn clear_sync_point(&mut self, remote: &str) -> Result<(), ReplicaError> {
+        self.events.set_meta(&format!("sync_point:{remote}"), "")?;
+        Ok(())
     }
 
     pub fn store_sync_point(

@@ -44,7 +44,7 @@ struct Write {
 /// past without the writer's own entry (see [`Write::deps`]).
 fn seen_by(stamp: &Stamp, others: &VersionVector, peer: &PeerId) -> u64 {
     if *peer == stamp.peer {
-        stamp.counter - 1
+        stamp.counter.saturating_sub(1)
     } else {
         others.get(peer)
     }

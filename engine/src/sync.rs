@@ -23,6 +23,11 @@ pub const PROTOCOL_VERSION: &str = "1.0";
 pub const DEFAULT_BATCH: usize = 4096;
 /// Snapshot state bytes per `SnapshotPart` message (frames are limited to 64 MiB).
 pub const SNAPSHOT_PART_BYTES: usize = 4 << 20;
+/// The most snapshot state a session accepts.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+/// The capability of taking snapshots (`SnapshotPart`, `sync_mode: snapshot`). A replica
+/// behind a compacted log that lacks it is refused, naming what it needs.
+pub const CAP_SNAPSHOT: &str = "snapshot";
 /// The capability of compressing frames with zstd.
 pub const CAP_ZSTD: &str = "zstd";
 /// A client capability: this session only asks questions (Merkle diff); no events are
@@ -390,7 +395,7 @@ impl Default for SessionConfig {
         SessionConfig {
             schema_version: 0,
             auth_token: None,
-            capabilities: vec![CAP_ZSTD.to_string()],
+            capabilities: vec![CAP_ZSTD.to_string(), CAP_SNAPSHOT.to_string()],
             batch_size: DEFAULT_BATCH,
             seal: false,
             critical_tables: Vec::new(),
@@ -816,6 +821,18 @@ impl Session {
             .cloned()
             .collect();
         let behind = !h.version_vector.dominates(replica.floor());
+        if behind && !h.capabilities.iter().any(|c| c == CAP_SNAPSHOT) {
+            return self.refuse(
+                Refused::ProtocolVersion {
+                    supported: format!(
+                        "{PROTOCOL_VERSION} with the {CAP_SNAPSHOT:?} capability (this hub's \
+                         log is compacted past what the client holds)"
+                    ),
+                    got: h.protocol_version,
+                },
+                out,
+            );
+        }
         let mode = if behind {
             SyncMode::Snapshot
         } else if h.version_vector.is_empty() && !replica.version_vector().is_empty() {
@@ -1014,6 +1031,13 @@ impl Session {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         if !self.remote_has.dominates(replica.floor()) {
+            if !self.capabilities.iter().any(|c| c == CAP_SNAPSHOT) {
+                return Err(format!(
+                    "{} lacks events compacted away here and does not take snapshots (an \
+                     older kuzu-sync): upgrade it",
+                    self.remote_name()
+                ));
+            }
             let snap = replica
                 .snapshot_for(&self.remote_floor)
                 .map_err(|e| format!("reading the snapshot: {e}"))?;
@@ -1040,6 +1064,9 @@ impl Session {
                 bytes: total as u64,
             }));
             self.remote_has.merge(&snap.version_vector);
+            // Like a batch: acknowledged once installed, and a one-shot sync waits for it.
+            self.sent.merge(&snap.version_vector);
+            self.in_flight += 1;
         }
         let events = replica
             .events_since(&self.remote_has)
@@ -1115,7 +1142,23 @@ impl Session {
     ) -> Result<(), String> {
         let (head, mut buf) = match self.snapshot_in.take() {
             None => {
-                let bytes = Vec::with_capacity(part.total_bytes.min(1 << 30) as usize);
+                // Taken only when the sender's log is compacted past what this replica
+                // holds (as it said at the handshake): a snapshot replaces state wholesale.
+                if replica.version_vector().dominates(&self.remote_floor) {
+                    return Err(format!(
+                        "a snapshot was sent, but this replica holds every event {} \
+                         compacted ({:?})",
+                        self.remote_name(),
+                        self.remote_floor
+                    ));
+                }
+                if part.total_bytes > MAX_SNAPSHOT_BYTES {
+                    return Err(format!(
+                        "a snapshot of {} bytes is over the limit of {MAX_SNAPSHOT_BYTES}",
+                        part.total_bytes
+                    ));
+                }
+                let bytes = Vec::with_capacity(part.total_bytes.min(64 << 20) as usize);
                 (part.clone(), bytes)
             }
             Some((head, buf)) => {
@@ -1144,16 +1187,20 @@ impl Session {
             checksum: head.checksum,
             state: buf,
         };
-        replica
-            .install_snapshot(&snap)
-            .map_err(|e| format!("installing the snapshot from {}: {e}", self.remote_name()))?;
+        // Events from another session may have brought everything it stands for meanwhile.
+        if !replica.version_vector().dominates(&snap.version_vector) {
+            replica
+                .install_snapshot(&snap)
+                .map_err(|e| format!("installing the snapshot from {}: {e}", self.remote_name()))?;
+            out.push(Output::Event(Lifecycle::Snapshot {
+                peer: self.remote_name(),
+                direction: "installed",
+                events: snap.event_count,
+                bytes: head.total_bytes,
+            }));
+        }
         self.remote_has.merge(&snap.version_vector);
-        out.push(Output::Event(Lifecycle::Snapshot {
-            peer: self.remote_name(),
-            direction: "installed",
-            events: snap.event_count,
-            bytes: head.total_bytes,
-        }));
+        out.push(Output::Send(Message::Ack(replica.version_vector().clone())));
         Ok(())
     }
 

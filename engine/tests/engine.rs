@@ -1202,3 +1202,55 @@ proptest! {
         run_competing_ddl(seed, replicas, steps);
     }
 }
+
+/// Compaction leaves the offline queue in the log, even when asked to compact everything:
+/// the queue still coalesces, and the graph and the queue survive a reopen.
+#[test]
+fn compaction_keeps_the_offline_queue() {
+    use kuzu_sync_engine::memory::MemoryGraphStore;
+    use kuzu_sync_engine::sim::base_schema;
+    use kuzu_sync_engine::{
+        Entity, FixedClock, MemoryEventStore, NodeRef, Op, PeerId, Replica, Value,
+    };
+    let mut a = Replica::create(
+        MemoryEventStore::default(),
+        MemoryGraphStore::new(),
+        PeerId::new("a").unwrap(),
+        Box::new(FixedClock(1_000)),
+    )
+    .unwrap();
+    a.write(base_schema().into_iter().map(Op::Schema).collect())
+        .unwrap();
+    let schema_events = a.version_vector().total();
+    a.go_offline().unwrap();
+    let set = |v: &str| Op::Update {
+        entity: Entity::Node(NodeRef {
+            table: "User".into(),
+            key: Value::Int64(1),
+        }),
+        prop: "name".into(),
+        value: Value::from(v),
+    };
+    a.write(vec![Op::AddNode {
+        table: "User".into(),
+        props: vec![("id".into(), Value::Int64(1))],
+    }])
+    .unwrap();
+    a.write(vec![set("x")]).unwrap();
+    a.write(vec![set("y")]).unwrap();
+    let everything = a.version_vector().clone();
+    let report = a.compact_to(&everything).unwrap();
+    assert_eq!(
+        report.floor.total(),
+        schema_events,
+        "the queue is not compacted"
+    );
+    assert_eq!(a.queue_status().unwrap().size, 3);
+    let before = a.dump().unwrap();
+    let (ev, gr) = a.into_parts();
+    let mut a = Replica::open(ev, gr, Box::new(FixedClock(2_000))).unwrap();
+    assert_eq!(a.dump().unwrap(), before);
+    let coalesced = a.go_online().unwrap();
+    assert_eq!((coalesced.raw, coalesced.coalesced), (3, 2));
+    assert_eq!(a.dump().unwrap(), before);
+}

@@ -561,8 +561,9 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
     let mut r = shared.lock();
     // None when the common events are partly compacted away here: no point is kept, and
     // the next sync is an ordinary version-vector exchange.
-    if let Some(point) = r.sync_point(&report.common)? {
-        r.store_sync_point(url, &point)?;
+    match r.sync_point(&report.common)? {
+        Some(point) => r.store_sync_point(url, &point)?,
+        None => r.clear_sync_point(url)?,
     }
     Ok(report)
 }

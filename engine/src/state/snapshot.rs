@@ -87,7 +87,10 @@ impl Engine {
         let mut last_hlcs: Vec<(PeerId, u64, Hlc)> = self
             .peer_hlcs
             .iter()
-            .filter_map(|(p, (first, v))| Some((p.clone(), first + v.len() as u64 - 1, *v.last()?)))
+            .filter_map(|(p, (first, v))| {
+                let last = *v.last()?;
+                Some((p.clone(), first + v.len() as u64 - 1, last))
+            })
             .collect();
         last_hlcs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut seals = self.seals.clone();

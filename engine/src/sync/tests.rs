@@ -501,3 +501,83 @@ fn an_invalid_event_closes_the_session_and_applies_nothing() {
         "nothing of the batch was applied"
     );
 }
+
+/// A snapshot is taken only from a side whose log is compacted past this replica: an
+/// unsolicited one is an error, and this replica's state is unchanged.
+#[test]
+fn an_unsolicited_snapshot_is_refused() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann")]).unwrap();
+    let mut forger = replica("forger");
+    forger
+        .write(vec![user_table(), add_user("mallory")])
+        .unwrap();
+    let snap = forger.snapshot_for(&VersionVector::new()).unwrap();
+    let mut server = Session::server(SessionConfig::default());
+    let mut client = Session::client(SessionConfig::default());
+    let hello = client.start(&forger);
+    for o in hello {
+        if let Output::Send(m) = o {
+            server.receive(m, &mut hub);
+        }
+    }
+    let before = hub.dump().unwrap();
+    let out = server.receive(
+        Message::SnapshotPart(SnapshotPart {
+            version_vector: snap.version_vector.clone(),
+            event_count: snap.event_count,
+            checksum: snap.checksum,
+            total_bytes: snap.state.len() as u64,
+            bytes: snap.state.clone(),
+        }),
+        &mut hub,
+    );
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Send(Message::Error(r)) if r.contains("a snapshot was sent"))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::Close));
+    assert_eq!(hub.dump().unwrap(), before);
+    assert!(hub.floor().is_empty());
+}
+
+/// A client behind a compacted log that cannot take snapshots (an older build) is
+/// refused, with the capability it needs named; one that can gets `sync_mode: snapshot`.
+#[test]
+fn a_client_behind_the_floor_needs_the_snapshot_capability() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann")]).unwrap();
+    hub.compact().unwrap();
+    assert!(!hub.floor().is_empty());
+    let hello = |caps: Vec<String>| {
+        Message::Hello(Hello {
+            peer: "c".into(),
+            protocol_version: PROTOCOL_VERSION.into(),
+            schema_version: 0,
+            capabilities: caps,
+            auth_token: None,
+            version_vector: VersionVector::new(),
+            sync_point: None,
+            compacted: VersionVector::new(),
+        })
+    };
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(hello(vec![CAP_ZSTD.into()]), &mut hub);
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Send(Message::Refused(Refused::ProtocolVersion { supported, .. }))
+                if supported.contains("\"snapshot\" capability"))),
+        "{out:?}"
+    );
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(hello(vec![CAP_SNAPSHOT.into()]), &mut hub);
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Send(Message::Welcome(w)) if w.sync_mode == SyncMode::Snapshot)),
+        "{out:?}"
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Send(Message::SnapshotPart(_)))));
+}
