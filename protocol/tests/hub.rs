@@ -1079,3 +1079,46 @@ fn a_peer_behind_the_compacted_log_gets_a_full_resync_and_keeps_its_writes() {
     sync(&a, &hub);
     assert_eq!(a.lock().dump().unwrap(), hub_dump);
 }
+
+/// Bootstrap from a compacted hub works over every transport, with a snapshot in several
+/// 4 MiB parts: WebSocket and HTTP push/pull as well as raw TCP.
+#[test]
+fn bootstrap_from_a_snapshot_over_every_transport() {
+    let hub = Hub::start(HubConfig::default());
+    let a = replica("a", 1_000);
+    a.write(vec![user_table()]).unwrap();
+    // Long values, so that the snapshot needs more than one part.
+    let long = "x".repeat(200);
+    a.write(
+        (0..60_000)
+            .map(|i| Op::AddNode {
+                table: "User".into(),
+                props: vec![
+                    ("name".into(), Value::from(format!("user-{i}"))),
+                    ("status".into(), Value::from(format!("{long}{i}"))),
+                ],
+            })
+            .collect(),
+    )
+    .unwrap();
+    sync(&a, &hub);
+    let report = hub.shared.lock().compact().unwrap();
+    assert!(
+        report.snapshot_bytes > 2 * kuzu_sync_engine::sync::SNAPSHOT_PART_BYTES as u64,
+        "{report:?}"
+    );
+    let want = hub.shared.lock().dump().unwrap();
+    for (i, url) in [
+        hub.url.clone(),
+        format!("ws://{}/sync", hub.addr),
+        format!("http://{}/sync", hub.addr),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = replica(&format!("n{i}"), 2_000);
+        let r = net::sync_once(&n, url, SessionConfig::default(), no_events()).unwrap();
+        assert_eq!(r.snapshot_installed, 60_001, "{url}: {r:?}");
+        assert_eq!(n.lock().dump().unwrap(), want, "{url}");
+    }
+}
