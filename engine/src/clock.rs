@@ -10,9 +10,26 @@ use crate::error::EngineError;
 
 /// The id of a replica. 1–64 characters of `[A-Za-z0-9_.-]`.
 /// Cheap to clone (shared string).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PeerId(Arc<str>);
+
+/// By the id's text; two handles on one shared copy compare without reading it.
+impl Ord for PeerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for PeerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl PeerId {
     /// Checks the spelling and returns the id, or an error naming the bad id.

@@ -212,6 +212,8 @@ pub struct Engine {
     edges: HashMap<Arc<EdgeRef>, EntityState>,
     /// Property names, shared by every entity's property map.
     names: HashSet<Arc<str>>,
+    /// Peer ids, shared by every stamp and add.
+    peers: HashSet<PeerId>,
     seals: Seals,
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
@@ -239,6 +241,7 @@ impl Engine {
             nodes: HashMap::default(),
             edges: HashMap::default(),
             names: HashSet::default(),
+            peers: HashSet::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
             last_past: None,
@@ -789,7 +792,13 @@ impl Engine {
             });
         }
         self.check(e)?;
-        let stamp = e.stamp();
+        // One shared copy of each peer id: what the state keeps refers to it, not to the
+        // received event's own copy (one allocation per event otherwise).
+        let peer = self.intern_peer(&e.id.peer);
+        let stamp = Stamp {
+            peer: peer.clone(),
+            ..e.stamp()
+        };
         let deps = self.shared_past(e);
         match &e.op {
             Op::Schema(s) => self.apply_schema(s, &stamp, &e.id),
@@ -823,9 +832,9 @@ impl Engine {
                     }
                 }
                 let state = self.nodes.get_mut(&n).expect("just inserted");
-                state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
+                state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
                 for (name, value) in &props[1..] {
-                    self.write_prop(&Entity::Node(n.clone()), name, value, e, &deps);
+                    self.write_prop(&Entity::Node(n.clone()), name, value, e, &stamp, &deps);
                 }
             }
             Op::DeleteNode(n) => {
@@ -859,13 +868,13 @@ impl Engine {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
                 let (key, state) = self.edge_entry(&ed);
-                state.adds.insert(e.id.peer.clone(), (e.id.counter, e.hlc));
+                state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
                 self.link(key);
                 if self.tracking {
                     self.edges_added.insert(ed.clone());
                 }
                 for (name, value) in props {
-                    self.write_prop(&Entity::Edge(ed.clone()), name, value, e, &deps);
+                    self.write_prop(&Entity::Edge(ed.clone()), name, value, e, &stamp, &deps);
                 }
             }
             Op::DeleteEdge(edge) => {
@@ -890,7 +899,7 @@ impl Engine {
                 let entity = norm_entity(entity);
                 self.touch_entity(&entity);
                 self.note_delete_conflict(&entity, prop, e);
-                self.write_prop(&entity, prop, value, e, &deps);
+                self.write_prop(&entity, prop, value, e, &stamp, &deps);
             }
             Op::Increment {
                 entity,
@@ -916,7 +925,7 @@ impl Engine {
                 };
                 ps.rare_mut()
                     .incs
-                    .entry(&e.id.peer, || e.id.peer.clone())
+                    .entry(&e.id.peer, || peer.clone())
                     .push((e.id.counter, delta.clone()));
                 if let Some((p, c, d)) = concurrent {
                     let resolved = self.property_value(&entity, prop);
@@ -941,7 +950,7 @@ impl Engine {
         }
         self.applied.observe(&e.id);
         self.peer_hlcs
-            .entry(e.id.peer.clone())
+            .entry(peer)
             .or_insert_with(|| (e.id.counter, Vec::new()))
             .1
             .push(e.hlc);
@@ -954,8 +963,13 @@ impl Engine {
     /// The event's causal past without its author's entry, shared with the previous event's
     /// when equal (the usual case for consecutive writes of one writer).
     fn shared_past(&mut self, e: &Event) -> Arc<VersionVector> {
-        let mut others = e.deps.clone();
-        others.set(e.id.peer.clone(), 0);
+        let mut others = VersionVector::new();
+        for (p, c) in e.deps.iter() {
+            if *p != e.id.peer {
+                let p = self.intern_peer(p);
+                others.set(p, c);
+            }
+        }
         if let Some(last) = &self.last_past {
             if **last == others {
                 return last.clone();
@@ -1036,11 +1050,11 @@ impl Engine {
         for (ent, _) in &watched {
             self.touch_entity(ent);
         }
-        let list = self.seals.by_peer.entry(e.id.peer.clone()).or_default();
+        let list = self.seals.by_peer.entry(stamp.peer.clone()).or_default();
         let first = list.is_empty();
         list.push(Arc::new(e.deps.clone()));
         if first && self.seals.sequencer.as_ref().is_none_or(|(s, _)| stamp < s) {
-            self.seals.sequencer = Some((stamp.clone(), e.id.peer.clone()));
+            self.seals.sequencer = Some((stamp.clone(), stamp.peer.clone()));
         }
         for ((ent, prop), before) in watched.iter().zip(winners_before) {
             let after = self.online_winner(ent, prop);
@@ -1122,6 +1136,15 @@ impl Engine {
         (key, state)
     }
 
+    /// The shared copy of a peer id.
+    fn intern_peer(&mut self, p: &PeerId) -> PeerId {
+        if let Some(shared) = self.peers.get(p) {
+            return shared.clone();
+        }
+        self.peers.insert(p.clone());
+        p.clone()
+    }
+
     /// The shared copy of a (lower-cased) property name.
     fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(n) = self.names.get(name) {
@@ -1159,9 +1182,10 @@ impl Engine {
         prop: &str,
         value: &Value,
         e: &Event,
+        stamp: &Stamp,
         stored_past: &Arc<VersionVector>,
     ) {
-        let (stamp, deps, id) = (&e.stamp(), &e.deps, &e.id);
+        let (deps, id) = (&e.deps, &e.id);
         let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
         let name = self.intern(&key);

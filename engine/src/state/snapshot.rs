@@ -154,10 +154,12 @@ impl Engine {
             .chain(edges.iter_mut().map(|(_, st)| st))
         {
             if let Some(d) = state.deleted.as_mut() {
-                if let Some((_, past)) = d.cleared.as_mut() {
+                if let Some((stamp, past)) = d.cleared.as_mut() {
                     share(past);
+                    stamp.peer = e.intern_peer(&stamp.peer);
                 }
             }
+            state.adds.share_keys(|p| e.intern_peer(p));
             state.props.share_keys(|k| {
                 if let Some(n) = e.names.get(&**k) {
                     return n.clone();
@@ -168,11 +170,14 @@ impl Engine {
             for ps in state.props.values_mut() {
                 if let Some(w) = ps.reg.as_mut() {
                     share(&mut w.deps);
+                    w.stamp.peer = e.intern_peer(&w.stamp.peer);
                 }
                 if let Some(r) = ps.rare.as_mut() {
                     for w in &mut r.others {
                         share(&mut w.deps);
+                        w.stamp.peer = e.intern_peer(&w.stamp.peer);
                     }
+                    r.incs.share_keys(|p| e.intern_peer(p));
                 }
             }
         }
