@@ -1119,6 +1119,22 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 }
 
+/// Whether a graph store whose apply watermark is `watermark` lags behind the event log
+/// (its snapshot included), or awaits the rebuild of an installed snapshot: then opening
+/// the replica brings it up to date. For read-only callers that look before opening.
+pub fn graph_is_behind(
+    events: &dyn EventStore,
+    watermark: &VersionVector,
+) -> Result<bool, StoreError> {
+    if events.meta(GRAPH_REBUILD_KEY)?.as_deref() == Some("1") {
+        return Ok(true);
+    }
+    let snapshot = events.snapshot()?;
+    let stored = snapshot.as_ref().map_or(0, |s| s.event_count) + events.count()?;
+    let floor_covered = snapshot.is_none_or(|s| watermark.dominates(&s.version_vector));
+    Ok(watermark.total() < stored || !floor_covered)
+}
+
 /// Orders events so that each comes after its causal past (given what is already applied).
 /// Events that can never become ready are reported as missing history.
 pub fn causal_order(

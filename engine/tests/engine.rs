@@ -1254,3 +1254,34 @@ fn compaction_keeps_the_offline_queue() {
     assert_eq!((coalesced.raw, coalesced.coalesced), (3, 2));
     assert_eq!(a.dump().unwrap(), before);
 }
+
+/// What a read-only caller checks before reading the graph: behind the log, behind the
+/// snapshot, or waiting for a snapshot's rebuild.
+#[test]
+fn graph_is_behind_counts_the_snapshot_and_the_rebuild_flag() {
+    use kuzu_sync_engine::memory::MemoryGraphStore;
+    use kuzu_sync_engine::replica::graph_is_behind;
+    use kuzu_sync_engine::sim::base_schema;
+    use kuzu_sync_engine::{
+        EventStore, FixedClock, MemoryEventStore, Op, PeerId, Replica, VersionVector,
+    };
+    let mut a = Replica::create(
+        MemoryEventStore::default(),
+        MemoryGraphStore::new(),
+        PeerId::new("a").unwrap(),
+        Box::new(FixedClock(1_000)),
+    )
+    .unwrap();
+    a.write(base_schema().into_iter().map(Op::Schema).collect())
+        .unwrap();
+    let all = a.version_vector().clone();
+    assert!(!graph_is_behind(a.event_store(), &all).unwrap());
+    assert!(graph_is_behind(a.event_store(), &VersionVector::new()).unwrap());
+    a.compact().unwrap();
+    assert_eq!(a.event_store().count().unwrap(), 0);
+    assert!(!graph_is_behind(a.event_store(), &all).unwrap());
+    assert!(graph_is_behind(a.event_store(), &VersionVector::new()).unwrap());
+    let (mut ev, _) = a.into_parts();
+    ev.set_meta("graph_rebuild", "1").unwrap();
+    assert!(graph_is_behind(&ev, &all).unwrap());
+}

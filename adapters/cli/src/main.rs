@@ -20,7 +20,7 @@ use kuzu_sync::protocol::{HubConfig, NetError, Shared};
 use kuzu_sync::{bundle, load, net, ops, KuzuConfig, KuzuGraphStore, SqliteEventStore};
 use kuzu_sync_engine::json::value_to_json;
 use kuzu_sync_engine::sync::SessionConfig;
-use kuzu_sync_engine::{EventStore, GraphStore, VersionVector};
+use kuzu_sync_engine::{GraphStore, VersionVector};
 use kuzu_sync_kuzu::convert::untyped;
 
 #[derive(Parser)]
@@ -718,29 +718,17 @@ fn sync_watch(
 fn query(dir: &Path, cypher: &str) -> Result<()> {
     let log = dir.join(kuzu_sync::EVENT_LOG);
     anyhow::ensure!(log.exists(), "{} is not a kuzu-sync replica", dir.display());
-    // Events the log stands for (the snapshot's and its own), and whether an installed
-    // snapshot still awaits its graph rebuild.
-    let (floor, stored, rebuild) = {
-        let events = SqliteEventStore::open(&log)?;
-        let snap = events.snapshot()?;
-        (
-            snap.as_ref()
-                .map(|s| s.version_vector.clone())
-                .unwrap_or_default(),
-            snap.map_or(0, |s| s.event_count) + events.count()?,
-            events.meta("graph_rebuild")?.as_deref() == Some("1"),
-        )
-    };
+    let events = SqliteEventStore::open(&log)?;
     let db_path = dir.join(kuzu_sync::GRAPH_DB);
     let read_only = KuzuConfig {
         read_only: true,
         ..KuzuConfig::default()
     };
-    let behind = rebuild || {
+    let behind = {
         let mut g = KuzuGraphStore::open(&db_path, &read_only)?;
-        let watermark = g.watermark()?;
-        watermark.total() < stored || !watermark.dominates(&floor)
+        kuzu_sync_engine::replica::graph_is_behind(&events, &g.watermark()?)?
     };
+    drop(events);
     if behind {
         drop(open(dir)?);
     }

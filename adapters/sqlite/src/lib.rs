@@ -171,6 +171,18 @@ impl SqliteEventStore {
 }
 
 /// SQLite integers are signed; counters beyond `i64::MAX` cannot be stored.
+/// Sets metadata entries, on a connection or inside a transaction.
+fn write_meta(conn: &Connection, meta: &[(&str, &str)]) -> rusqlite::Result<()> {
+    let mut set = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
+    for (k, v) in meta {
+        set.execute([k, v])?;
+    }
+    Ok(())
+}
+
 fn sql_counter(id: &EventId, path: &Path) -> Result<i64, StoreError> {
     i64::try_from(id.counter).map_err(|_| {
         StoreError::backend(
@@ -362,15 +374,7 @@ impl EventStore for SqliteEventStore {
                 ],
             )
             .map_err(err)?;
-            let mut set = tx
-                .prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .map_err(err)?;
-            for (k, v) in meta {
-                set.execute([k, v]).map_err(err)?;
-            }
+            write_meta(&tx, meta).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         self.floor = Some(snapshot.version_vector.clone());
@@ -385,14 +389,7 @@ impl EventStore for SqliteEventStore {
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .and_then(|mut s| s.execute([key, value]))
-            .map_err(self.err(&format!("write meta {key:?}")))?;
-        Ok(())
+        write_meta(&self.conn, &[(key, value)]).map_err(self.err(&format!("write meta {key:?}")))
     }
 
     fn replace_suffix(
@@ -428,15 +425,7 @@ impl EventStore for SqliteEventStore {
                     ])
                     .map_err(err)?;
             }
-            let mut set = tx
-                .prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .map_err(err)?;
-            for (k, v) in meta {
-                set.execute([k, v]).map_err(err)?;
-            }
+            write_meta(&tx, meta).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
