@@ -103,7 +103,7 @@ struct EntityState {
     /// A node's adjacency: the edges attached to it with a live add, either direction,
     /// sorted. Derived (rebuilt from the edges when a snapshot is read).
     #[serde(skip)]
-    links: Box<[Arc<EdgeRef>]>,
+    links: Box<[EdgeId]>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -207,9 +207,8 @@ pub struct Engine {
     /// HLC of the applied events, per peer: (counter of the first one kept, HLCs in
     /// counter order). A snapshot keeps only each peer's latest.
     peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
-    nodes: HashMap<NodeRef, EntityState>,
-    /// Keyed by a shared reference, which the nodes' adjacency (`links`) shares too.
-    edges: HashMap<Arc<EdgeRef>, EntityState>,
+    /// Nodes and edges (see `store`).
+    store: Entities,
     /// Property names, shared by every entity's property map.
     names: HashSet<Arc<str>>,
     /// Peer ids, shared by every stamp and add.
@@ -238,8 +237,7 @@ impl Engine {
             applied: VersionVector::new(),
             hlc: Hlc::default(),
             peer_hlcs: HashMap::default(),
-            nodes: HashMap::default(),
-            edges: HashMap::default(),
+            store: Entities::default(),
             names: HashSet::default(),
             peers: HashSet::default(),
             seals: Seals::default(),
@@ -816,7 +814,8 @@ impl Engine {
                     self.touch_node(&n);
                 }
                 let shown = self.display_node(&n).to_string();
-                let state = self.nodes.entry(n.clone()).or_default();
+                let id = self.store.node_id_or_insert(&n);
+                let state = self.store.node_state(id);
                 if let Some((del, _)) = state.cleared() {
                     if !e.deps.contains(&del.id()) {
                         self.conflicts.push(Conflict {
@@ -831,7 +830,7 @@ impl Engine {
                         });
                     }
                 }
-                let state = self.nodes.get_mut(&n).expect("just inserted");
+                let state = self.store.node_state_mut(id);
                 state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
                 for (name, value) in &props[1..] {
                     self.write_prop(&Entity::Node(n.clone()), name, value, e, &stamp, &deps);
@@ -841,7 +840,7 @@ impl Engine {
                 let n = norm_node(n);
                 self.touch_node(&n);
                 let shown = self.display_node(&n).to_string();
-                let state = self.nodes.entry(n.clone()).or_default();
+                let state = self.store.node_entry(&n);
                 let d = state.deleted_mut();
                 d.removed.merge(&e.deps);
                 if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
@@ -867,9 +866,9 @@ impl Engine {
             Op::AddEdge { edge, props } => {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
-                let (key, state) = self.edge_entry(&ed);
+                let (id, state) = self.store.edge_entry(&ed);
                 state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
-                self.link(key);
+                self.store.link(id);
                 if self.tracking {
                     self.edges_added.insert(ed.clone());
                 }
@@ -880,14 +879,14 @@ impl Engine {
             Op::DeleteEdge(edge) => {
                 let ed = norm_edge(edge);
                 self.touch_edge(&ed, true);
-                let (_, state) = self.edge_entry(&ed);
+                let (id, state) = self.store.edge_entry(&ed);
                 let d = state.deleted_mut();
                 d.removed.merge(&e.deps);
                 if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     d.cleared = Some((stamp.clone(), deps.clone()));
                 }
                 if self.edge_priority(&ed).is_none() {
-                    self.unlink(&ed);
+                    self.store.unlink(id);
                 }
             }
             Op::Seal => self.apply_seal(e, &stamp),
@@ -1079,10 +1078,7 @@ impl Engine {
 
     /// The stamp of the `online_wins` winner of one property's register.
     fn online_winner(&self, entity: &Entity, prop: &str) -> Option<Stamp> {
-        let state = match entity {
-            Entity::Node(n) => self.nodes.get(n)?,
-            Entity::Edge(e) => self.edges.get(e)?,
-        };
+        let state = self.entity(entity)?;
         let ps = state.props.get(prop)?;
         self.seals.winner(ps).map(|w| w.stamp.clone())
     }
@@ -1095,10 +1091,7 @@ impl Engine {
         if exists {
             return;
         }
-        let cleared = match entity {
-            Entity::Node(n) => self.nodes.get(n).and_then(|s| s.cleared().cloned()),
-            Entity::Edge(ed) => self.edges.get(ed).and_then(|s| s.cleared().cloned()),
-        };
+        let cleared = self.entity(entity).and_then(|s| s.cleared().cloned());
         if let Some((del, _)) = cleared {
             if !e.deps.contains(&del.id()) {
                 self.conflicts.push(Conflict {
@@ -1115,25 +1108,18 @@ impl Engine {
         }
     }
 
-    fn entity_mut(&mut self, entity: &Entity) -> &mut EntityState {
+    fn entity(&self, entity: &Entity) -> Option<&EntityState> {
         match entity {
-            Entity::Node(n) => self.nodes.entry(n.clone()).or_default(),
-            Entity::Edge(e) => self.edge_entry(e).1,
+            Entity::Node(n) => self.store.node(n),
+            Entity::Edge(e) => self.store.edge(e),
         }
     }
 
-    /// The edge's state (created if absent) and its shared key.
-    fn edge_entry(&mut self, e: &EdgeRef) -> (Arc<EdgeRef>, &mut EntityState) {
-        let key = match self.edges.get_key_value(e) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k = Arc::new(e.clone());
-                self.edges.insert(k.clone(), EntityState::default());
-                k
-            }
-        };
-        let state = self.edges.get_mut(e).expect("present");
-        (key, state)
+    fn entity_mut(&mut self, entity: &Entity) -> &mut EntityState {
+        match entity {
+            Entity::Node(n) => self.store.node_entry(n),
+            Entity::Edge(e) => self.store.edge_entry(e).1,
+        }
     }
 
     /// The shared copy of a peer id.
@@ -1155,25 +1141,12 @@ impl Engine {
         n
     }
 
-    /// The edges attached to `n` with a live add, sorted.
-    fn adjacent(&self, n: &NodeRef) -> &[Arc<EdgeRef>] {
-        self.nodes.get(n).map_or(&[], |s| &s.links)
-    }
-
-    /// Adds the edge to the adjacency of both endpoints.
-    fn link(&mut self, e: Arc<EdgeRef>) {
-        for end in [&e.from, &e.to] {
-            if !self.nodes.contains_key(end) {
-                self.nodes.insert(end.clone(), EntityState::default());
-            }
-            let st = self.nodes.get_mut(end).expect("present");
-            if let Err(i) = st.links.binary_search_by(|o| o.as_ref().cmp(&e)) {
-                let mut v = std::mem::take(&mut st.links).into_vec();
-                v.reserve_exact(1);
-                v.insert(i, e.clone());
-                st.links = v.into_boxed_slice();
-            }
-        }
+    /// The edges attached to `n` with a live add.
+    fn adjacent(&self, n: &NodeRef) -> Vec<EdgeRef> {
+        self.store.node_id(n).map_or_else(Vec::new, |i| {
+            let links = &self.store.node_state(i).links;
+            links.iter().map(|&e| self.store.edge_ref(e)).collect()
+        })
     }
 
     fn write_prop(
@@ -1286,26 +1259,19 @@ impl Engine {
     /// index (their state stays, for a later re-add). A dead edge is dead for good: only a
     /// new add, which links it again, can revive it.
     fn prune_adjacency(&mut self, n: &NodeRef) {
-        let dead: Vec<EdgeRef> = self
-            .adjacent(n)
+        let Some(id) = self.store.node_id(n) else {
+            return;
+        };
+        let dead: Vec<EdgeId> = self
+            .store
+            .node_state(id)
+            .links
             .iter()
-            .filter(|e| self.edge_priority(e).is_none())
-            .map(|e| EdgeRef::clone(e))
+            .copied()
+            .filter(|&e| self.edge_id_priority(e).is_none())
             .collect();
         for e in dead {
-            self.unlink(&e);
-        }
-    }
-
-    fn unlink(&mut self, e: &EdgeRef) {
-        for end in [&e.from, &e.to] {
-            if let Some(st) = self.nodes.get_mut(end) {
-                if let Ok(i) = st.links.binary_search_by(|o| o.as_ref().cmp(e)) {
-                    let mut v = std::mem::take(&mut st.links).into_vec();
-                    v.remove(i);
-                    st.links = v.into_boxed_slice();
-                }
-            }
+            self.store.unlink(e);
         }
     }
 
@@ -1314,7 +1280,10 @@ impl Engine {
     /// Visible: alive, its table resolves to a node table, and its key fits that table's
     /// key type (after competing creates of one table, some nodes may not).
     fn node_exists(&self, n: &NodeRef) -> bool {
-        self.nodes.get(n).is_some_and(|s| s.live_add(&[]).is_some()) && self.node_fits_schema(n)
+        self.store
+            .node(n)
+            .is_some_and(|s| s.live_add(&[]).is_some())
+            && self.node_fits_schema(n)
     }
 
     fn node_fits_schema(&self, n: &NodeRef) -> bool {
@@ -1344,15 +1313,16 @@ impl Engine {
 
     /// The latest live add of the edge, counting deletes of its endpoints; None if dead.
     fn edge_priority(&self, e: &EdgeRef) -> Option<Stamp> {
-        let s = self.edges.get(e)?;
-        let empty = VersionVector::new();
-        let from_removed = self
-            .nodes
-            .get(&e.from)
-            .map(|n| n.removed())
-            .unwrap_or(&empty);
-        let to_removed = self.nodes.get(&e.to).map(|n| n.removed()).unwrap_or(&empty);
-        s.live_add(&[from_removed, to_removed])
+        self.edge_id_priority(self.store.edge_id(e)?)
+    }
+
+    fn edge_id_priority(&self, e: EdgeId) -> Option<Stamp> {
+        let (_, from, to) = self.store.edge_ends(e);
+        let from_removed = self.store.node_state(from).removed();
+        let to_removed = self.store.node_state(to).removed();
+        self.store
+            .edge_state(e)
+            .live_add(&[from_removed, to_removed])
     }
 
     /// Alive, and both endpoints exist (multiplicity aside).
@@ -1362,21 +1332,19 @@ impl Engine {
 
     /// The edges of `e`'s table that share `end` on the given side.
     fn group(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Vec<EdgeRef> {
-        Some(self.adjacent(end))
-            .map(|set| {
-                set.iter()
-                    .filter(|o| {
-                        o.table == e.table
-                            && if source_side {
-                                o.from == *end
-                            } else {
-                                o.to == *end
-                            }
-                    })
-                    .map(|o| EdgeRef::clone(o))
-                    .collect()
+        let Some(end) = self.store.node_id(end) else {
+            return Vec::new();
+        };
+        let links = &self.store.node_state(end).links;
+        links
+            .iter()
+            .filter(|&&o| {
+                let (table, from, to) = self.store.edge_ends(o);
+                self.store.table_name(table) == e.table
+                    && if source_side { from == end } else { to == end }
             })
-            .unwrap_or_default()
+            .map(|&o| self.store.edge_ref(o))
+            .collect()
     }
 
     /// The winner of the group: the live edge with the greatest priority.
@@ -1425,16 +1393,13 @@ impl Engine {
     fn property_value(&self, entity: &Entity, prop: &str) -> Option<Value> {
         let table = self.schema.table(entity.table())?;
         let col = table.column(prop)?;
-        let state = match entity {
-            Entity::Node(n) => self.nodes.get(n)?,
-            Entity::Edge(e) => self.edges.get(e)?,
-        };
+        let state = self.entity(entity)?;
         let cleared = match entity {
             Entity::Node(_) => state.cleared().cloned(),
             Entity::Edge(e) => [
                 state.cleared().cloned(),
-                self.nodes.get(&e.from).and_then(|n| n.cleared().cloned()),
-                self.nodes.get(&e.to).and_then(|n| n.cleared().cloned()),
+                self.store.node(&e.from).and_then(|n| n.cleared().cloned()),
+                self.store.node(&e.to).and_then(|n| n.cleared().cloned()),
             ]
             .into_iter()
             .flatten()
@@ -1453,7 +1418,7 @@ impl Engine {
             return None;
         }
         let def = self.schema.node_table(&n.table).ok()?;
-        let state = self.nodes.get(n)?;
+        let state = self.store.node(n)?;
         Some(
             def.columns
                 .iter()
@@ -1511,8 +1476,7 @@ impl Engine {
             let row = self.node_row(n);
             self.before_nodes.insert(n.clone(), row);
         }
-        let adjacent: Vec<EdgeRef> = self.adjacent(n).iter().map(|e| EdgeRef::clone(e)).collect();
-        for e in adjacent {
+        for e in self.adjacent(n) {
             self.touch_edge(&e, true);
         }
     }
@@ -1662,13 +1626,13 @@ impl Engine {
 
         // Rebuilt tables: every visible row, inserted fresh.
         if !rebuild.is_empty() {
-            let mut ns: Vec<&NodeRef> = self
-                .nodes
-                .keys()
+            let mut ns: Vec<NodeRef> = self
+                .store
+                .node_refs()
                 .filter(|n| rebuild.contains(&n.table))
                 .collect();
             ns.sort();
-            for n in ns {
+            for n in &ns {
                 if let Some(values) = self.node_row(n) {
                     node_upserts.push(GraphChange::UpsertNode {
                         node: self.display_node(n),
@@ -1677,10 +1641,9 @@ impl Engine {
                     });
                 }
             }
-            let mut es: Vec<&EdgeRef> = self
-                .edges
-                .keys()
-                .map(|e| e.as_ref())
+            let mut es: Vec<EdgeRef> = self
+                .store
+                .edge_refs()
                 .filter(|e| {
                     rebuild.contains(&e.table)
                         || rebuild.contains(&e.from.table)
@@ -1688,7 +1651,7 @@ impl Engine {
                 })
                 .collect();
             es.sort();
-            for e in es {
+            for e in &es {
                 if let Some(values) = self.edge_row(e) {
                     edge_upserts.push(GraphChange::UpsertEdge {
                         edge: self.display_edge(e),
@@ -1751,15 +1714,15 @@ impl Engine {
         for t in self.schema.tables() {
             out.insert(t.name().to_string(), Vec::new());
         }
-        for n in self.nodes.keys() {
-            if let Some(row) = self.node_row(n) {
-                let name = self.display_node(n).table;
+        for n in self.store.node_refs() {
+            if let Some(row) = self.node_row(&n) {
+                let name = self.display_node(&n).table;
                 out.entry(name).or_default().push(row);
             }
         }
-        for e in self.edges.keys() {
-            if let Some(props) = self.edge_row(e) {
-                let d = self.display_edge(e);
+        for e in self.store.edge_refs() {
+            if let Some(props) = self.edge_row(&e) {
+                let d = self.display_edge(&e);
                 let mut row = vec![
                     Value::String(d.from.table.clone()),
                     d.from.key.clone(),
@@ -1779,10 +1742,14 @@ impl Engine {
 
     /// Number of visible nodes and edges.
     pub fn visible_counts(&self) -> (usize, usize) {
-        let n = self.nodes.keys().filter(|n| self.node_exists(n)).count();
+        let n = self
+            .store
+            .node_refs()
+            .filter(|n| self.node_exists(n))
+            .count();
         let e = self
-            .edges
-            .keys()
+            .store
+            .edge_refs()
             .filter(|e| self.edge_row(e).is_some())
             .count();
         (n, e)
@@ -1888,7 +1855,9 @@ fn resolve_property(
 
 mod small_map;
 mod snapshot;
+mod store;
 
 use small_map::SmallMap;
+use store::{EdgeId, Entities};
 #[cfg(test)]
 mod tests;

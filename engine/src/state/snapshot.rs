@@ -7,7 +7,22 @@ use super::*;
 /// Bumped whenever the layout below changes; an unknown format is refused, not guessed.
 const FORMAT: u32 = 1;
 
-#[derive(Serialize, Deserialize)]
+/// [`State`] as written, borrowing the engine's entity states.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    format: u32,
+    schema: Schema,
+    applied: VersionVector,
+    hlc: Hlc,
+    last_hlcs: Vec<(PeerId, u64, Hlc)>,
+    nodes: Vec<(NodeRef, &'a EntityState)>,
+    edges: Vec<(EdgeRef, &'a EntityState)>,
+    seals: Seals,
+    contended: Vec<(Entity, String)>,
+    conflicts: Vec<ConflictRecord>,
+}
+
+#[derive(Deserialize)]
 struct State {
     format: u32,
     schema: Schema,
@@ -72,16 +87,18 @@ impl Engine {
     /// The engine's CRDT state, with the conflicts seen so far, as snapshot bytes.
     /// Deterministic: equal states give equal bytes.
     pub fn snapshot_state(&self, conflicts: &[Conflict]) -> Vec<u8> {
-        let mut nodes: Vec<(NodeRef, EntityState)> = self
-            .nodes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+        let mut nodes: Vec<(NodeRef, &EntityState)> = (0..self.store.node_count())
+            .map(|i| {
+                let i = i as u32;
+                (self.store.node_ref(i), self.store.node_state(i))
+            })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut edges: Vec<(EdgeRef, EntityState)> = self
-            .edges
-            .iter()
-            .map(|(k, v)| (EdgeRef::clone(k), v.clone()))
+        let mut edges: Vec<(EdgeRef, &EntityState)> = (0..self.store.edge_count())
+            .map(|i| {
+                let i = i as u32;
+                (self.store.edge_ref(i), self.store.edge_state(i))
+            })
             .collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
         let mut last_hlcs: Vec<(PeerId, u64, Hlc)> = self
@@ -96,7 +113,7 @@ impl Engine {
         let mut seals = self.seals.clone();
         let mut by_peer: Vec<_> = seals.by_peer.drain().collect();
         by_peer.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = State {
+        let state = StateRef {
             format: FORMAT,
             schema: self.schema.clone(),
             applied: self.applied.clone(),
@@ -181,19 +198,19 @@ impl Engine {
                 }
             }
         }
-        e.nodes = nodes.into_iter().collect();
-        e.edges = edges.into_iter().map(|(k, v)| (Arc::new(k), v)).collect();
+        for (n, state) in nodes {
+            *e.store.node_entry(&n) = state;
+        }
+        for (ed, state) in edges {
+            *e.store.edge_entry(&ed).1 = state;
+        }
         e.seals = s.seals;
         e.contended = s.contended.into_iter().collect();
         // The adjacency index holds exactly the edges with a live add (see `prune_adjacency`).
-        let linked: Vec<Arc<EdgeRef>> = e
-            .edges
-            .keys()
-            .filter(|ed| e.edge_priority(ed).is_some())
-            .cloned()
-            .collect();
-        for ed in linked {
-            e.link(ed);
+        for ed in 0..e.store.edge_count() as u32 {
+            if e.edge_id_priority(ed).is_some() {
+                e.store.link(ed);
+            }
         }
         e.tracking = false;
         let conflicts = s

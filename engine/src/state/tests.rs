@@ -717,10 +717,13 @@ fn spec_offline_conflict_online_wins() {
     assert_eq!(status(&b), Value::from("banned"));
     // Plain LWW would have kept the later write: the register's latest stamp is
     // `inactive`, so the policy made the difference.
-    let reg = a.nodes[&norm_node(&NodeRef {
-        table: "User".into(),
-        key: Value::from("user_123"),
-    })]
+    let reg = a
+        .store
+        .node(&norm_node(&NodeRef {
+            table: "User".into(),
+            key: Value::from("user_123"),
+        }))
+        .unwrap()
         .props["status"]
         .reg
         .clone()

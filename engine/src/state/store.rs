@@ -1,0 +1,252 @@
+//! Where the engine keeps its entities: dense slots with small ids, not maps keyed by
+//! `NodeRef`/`EdgeRef` (see ARCHITECTURE.md, "The entity store").
+//!
+//! - Table names (lower-cased) are interned to [`TableId`]s.
+//! - Nodes are slots (table id, key, state) in one vector, found through a hash table of
+//!   slot numbers.
+//! - Edges are slots (table id, endpoint node ids, key, state), found the same way. An
+//!   edge's endpoints get node slots when the edge is first seen.
+//! - Slots are never freed: an entity's state is also its tombstone.
+//!
+//! Every reference taken here is normalized: its table names are lower-cased.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
+
+use super::EntityState;
+use crate::event::{EdgeRef, NodeRef};
+use crate::value::Value;
+
+pub(super) type TableId = u32;
+pub(super) type NodeId = u32;
+pub(super) type EdgeId = u32;
+
+#[derive(Debug)]
+struct NodeSlot {
+    table: TableId,
+    key: Value,
+    state: EntityState,
+}
+
+#[derive(Debug)]
+struct EdgeSlot {
+    table: TableId,
+    from: NodeId,
+    to: NodeId,
+    key: Box<str>,
+    state: EntityState,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Entities {
+    tables: Vec<Arc<str>>,
+    table_ids: HashMap<Arc<str>, TableId>,
+    nodes: Vec<NodeSlot>,
+    node_index: HashTable<NodeId>,
+    edges: Vec<EdgeSlot>,
+    edge_index: HashTable<EdgeId>,
+}
+
+fn node_hash(table: TableId, key: &Value) -> u64 {
+    FxBuildHasher.hash_one((table, key))
+}
+
+fn edge_hash(table: TableId, from: NodeId, to: NodeId, key: &str) -> u64 {
+    FxBuildHasher.hash_one((table, from, to, key))
+}
+
+fn id(len: usize) -> u32 {
+    u32::try_from(len).expect("fewer than 2^32 entities")
+}
+
+impl Entities {
+    fn table_id(&self, table: &str) -> Option<TableId> {
+        self.table_ids.get(table).copied()
+    }
+
+    fn table_id_or_insert(&mut self, table: &str) -> TableId {
+        if let Some(t) = self.table_id(table) {
+            return t;
+        }
+        let t = id(self.tables.len());
+        let name: Arc<str> = table.into();
+        self.tables.push(name.clone());
+        self.table_ids.insert(name, t);
+        t
+    }
+
+    /// The table's name (lower-cased).
+    pub(super) fn table_name(&self, t: TableId) -> &str {
+        &self.tables[t as usize]
+    }
+
+    pub(super) fn node_id(&self, n: &NodeRef) -> Option<NodeId> {
+        let t = self.table_id(&n.table)?;
+        let nodes = &self.nodes;
+        self.node_index
+            .find(node_hash(t, &n.key), |&i| {
+                let s = &nodes[i as usize];
+                s.table == t && s.key == n.key
+            })
+            .copied()
+    }
+
+    /// The node's slot, created (with empty state) if absent.
+    pub(super) fn node_id_or_insert(&mut self, n: &NodeRef) -> NodeId {
+        if let Some(i) = self.node_id(n) {
+            return i;
+        }
+        let t = self.table_id_or_insert(&n.table);
+        let i = id(self.nodes.len());
+        self.nodes.push(NodeSlot {
+            table: t,
+            key: n.key.clone(),
+            state: EntityState::default(),
+        });
+        let nodes = &self.nodes;
+        self.node_index
+            .insert_unique(node_hash(t, &n.key), i, |&j| {
+                let s = &nodes[j as usize];
+                node_hash(s.table, &s.key)
+            });
+        i
+    }
+
+    pub(super) fn node(&self, n: &NodeRef) -> Option<&EntityState> {
+        self.node_id(n).map(|i| &self.nodes[i as usize].state)
+    }
+
+    pub(super) fn node_entry(&mut self, n: &NodeRef) -> &mut EntityState {
+        let i = self.node_id_or_insert(n);
+        &mut self.nodes[i as usize].state
+    }
+
+    pub(super) fn node_state(&self, i: NodeId) -> &EntityState {
+        &self.nodes[i as usize].state
+    }
+
+    pub(super) fn node_state_mut(&mut self, i: NodeId) -> &mut EntityState {
+        &mut self.nodes[i as usize].state
+    }
+
+    pub(super) fn node_ref(&self, i: NodeId) -> NodeRef {
+        let s = &self.nodes[i as usize];
+        NodeRef {
+            table: self.table_name(s.table).to_string(),
+            key: s.key.clone(),
+        }
+    }
+
+    pub(super) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(super) fn edge_id(&self, e: &EdgeRef) -> Option<EdgeId> {
+        let t = self.table_id(&e.table)?;
+        let from = self.node_id(&e.from)?;
+        let to = self.node_id(&e.to)?;
+        let edges = &self.edges;
+        self.edge_index
+            .find(edge_hash(t, from, to, &e.key), |&i| {
+                let s = &edges[i as usize];
+                s.table == t && s.from == from && s.to == to && *s.key == *e.key
+            })
+            .copied()
+    }
+
+    pub(super) fn edge(&self, e: &EdgeRef) -> Option<&EntityState> {
+        self.edge_id(e).map(|i| &self.edges[i as usize].state)
+    }
+
+    /// The edge's slot (created with empty state if absent, with slots for its endpoints).
+    pub(super) fn edge_entry(&mut self, e: &EdgeRef) -> (EdgeId, &mut EntityState) {
+        let i = match self.edge_id(e) {
+            Some(i) => i,
+            None => {
+                let t = self.table_id_or_insert(&e.table);
+                let from = self.node_id_or_insert(&e.from);
+                let to = self.node_id_or_insert(&e.to);
+                let i = id(self.edges.len());
+                self.edges.push(EdgeSlot {
+                    table: t,
+                    from,
+                    to,
+                    key: e.key.as_str().into(),
+                    state: EntityState::default(),
+                });
+                let edges = &self.edges;
+                self.edge_index
+                    .insert_unique(edge_hash(t, from, to, &e.key), i, |&j| {
+                        let s = &edges[j as usize];
+                        edge_hash(s.table, s.from, s.to, &s.key)
+                    });
+                i
+            }
+        };
+        (i, &mut self.edges[i as usize].state)
+    }
+
+    pub(super) fn edge_state(&self, i: EdgeId) -> &EntityState {
+        &self.edges[i as usize].state
+    }
+
+    /// The edge's table and endpoints.
+    pub(super) fn edge_ends(&self, i: EdgeId) -> (TableId, NodeId, NodeId) {
+        let s = &self.edges[i as usize];
+        (s.table, s.from, s.to)
+    }
+
+    pub(super) fn edge_ref(&self, i: EdgeId) -> EdgeRef {
+        let s = &self.edges[i as usize];
+        EdgeRef {
+            table: self.table_name(s.table).to_string(),
+            from: self.node_ref(s.from),
+            to: self.node_ref(s.to),
+            key: s.key.to_string(),
+        }
+    }
+
+    pub(super) fn edge_count(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Every node ever seen (including edge endpoints never added), in slot order.
+    pub(super) fn node_refs(&self) -> impl Iterator<Item = NodeRef> + '_ {
+        (0..id(self.nodes.len())).map(|i| self.node_ref(i))
+    }
+
+    /// Every edge ever seen, in slot order.
+    pub(super) fn edge_refs(&self) -> impl Iterator<Item = EdgeRef> + '_ {
+        (0..id(self.edges.len())).map(|i| self.edge_ref(i))
+    }
+
+    /// Adds the edge to its endpoints' adjacency.
+    pub(super) fn link(&mut self, e: EdgeId) {
+        let (_, from, to) = self.edge_ends(e);
+        for end in [from, to] {
+            let st = &mut self.nodes[end as usize].state;
+            if let Err(i) = st.links.binary_search(&e) {
+                let mut v = std::mem::take(&mut st.links).into_vec();
+                v.reserve_exact(1);
+                v.insert(i, e);
+                st.links = v.into_boxed_slice();
+            }
+        }
+    }
+
+    /// Removes the edge from its endpoints' adjacency.
+    pub(super) fn unlink(&mut self, e: EdgeId) {
+        let (_, from, to) = self.edge_ends(e);
+        for end in [from, to] {
+            let st = &mut self.nodes[end as usize].state;
+            if let Ok(i) = st.links.binary_search(&e) {
+                let mut v = std::mem::take(&mut st.links).into_vec();
+                v.remove(i);
+                st.links = v.into_boxed_slice();
+            }
+        }
+    }
+}
