@@ -34,7 +34,7 @@ use crate::value::{DataType, Value};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Write {
     stamp: Stamp,
-    value: Value,
+    value: Stored,
     /// What the writer had seen, without its own entry (which is always `counter - 1`, see
     /// [`Engine::check`]): so the consecutive writes of one writer share one vector.
     deps: Arc<VersionVector>,
@@ -1166,7 +1166,7 @@ impl Engine {
         let ps = state.props.entry(key.as_str(), || name);
         let new = Write {
             stamp: stamp.clone(),
-            value: value.clone(),
+            value: Stored::new(value),
             deps: stored_past.clone(),
         };
         // The multi-value register: drop what this write had seen, keep what it had not.
@@ -1176,7 +1176,7 @@ impl Engine {
             Some(old) => {
                 let concurrent = !deps.contains(&old.stamp.id());
                 let wins = old.stamp < *stamp;
-                let c = if concurrent && old.value != *value {
+                let c = if concurrent && !old.value.is(value) {
                     Some(if wins {
                         (new.clone(), old.clone())
                     } else {
@@ -1818,19 +1818,19 @@ fn resolve_property(
     };
     // The base, and what it had seen: (stamp, stored causal past) of the write or delete.
     type Past<'a> = Option<(&'a Stamp, &'a VersionVector)>;
-    let (base, base_past): (Option<&Value>, Past) = match (set, cleared) {
+    let (base, base_past): (Option<Value>, Past) = match (set, cleared) {
         (Some(w), Some((s, d))) => {
             if w.stamp > *s {
-                (Some(&w.value), Some((&w.stamp, &w.deps)))
+                (Some(w.value.value()), Some((&w.stamp, &w.deps)))
             } else {
                 (None, Some((s, d.as_ref())))
             }
         }
-        (Some(w), None) => (Some(&w.value), Some((&w.stamp, &w.deps))),
+        (Some(w), None) => (Some(w.value.value()), Some((&w.stamp, &w.deps))),
         (None, Some((s, d))) => (None, Some((s, d.as_ref()))),
         (None, None) => (None, None),
     };
-    let mut value = base.cloned().unwrap_or_else(unset);
+    let mut value = base.unwrap_or_else(unset);
     let mut counted = false;
     for (p, list) in ps.incs() {
         let seen = base_past.map_or(0, |(s, d)| seen_by(s, d, p));
@@ -1856,8 +1856,10 @@ fn resolve_property(
 mod small_map;
 mod snapshot;
 mod store;
+mod stored;
 
 use small_map::SmallMap;
 use store::{EdgeId, Entities};
+use stored::Stored;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
+use super::stored::Stored;
 use super::EntityState;
 use crate::event::{EdgeRef, NodeRef};
 use crate::value::Value;
@@ -27,7 +28,7 @@ pub(super) type EdgeId = u32;
 #[derive(Debug)]
 struct NodeSlot {
     table: TableId,
-    key: Value,
+    key: Stored,
     state: EntityState,
 }
 
@@ -89,7 +90,7 @@ impl Entities {
         self.node_index
             .find(node_hash(t, &n.key), |&i| {
                 let s = &nodes[i as usize];
-                s.table == t && s.key == n.key
+                s.table == t && s.key.is(&n.key)
             })
             .copied()
     }
@@ -103,14 +104,14 @@ impl Entities {
         let i = id(self.nodes.len());
         self.nodes.push(NodeSlot {
             table: t,
-            key: n.key.clone(),
+            key: Stored::new(&n.key),
             state: EntityState::default(),
         });
         let nodes = &self.nodes;
         self.node_index
             .insert_unique(node_hash(t, &n.key), i, |&j| {
                 let s = &nodes[j as usize];
-                node_hash(s.table, &s.key)
+                node_hash(s.table, &s.key.value())
             });
         i
     }
@@ -136,7 +137,7 @@ impl Entities {
         let s = &self.nodes[i as usize];
         NodeRef {
             table: self.table_name(s.table).to_string(),
-            key: s.key.clone(),
+            key: s.key.value(),
         }
     }
 

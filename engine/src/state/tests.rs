@@ -728,7 +728,7 @@ fn spec_offline_conflict_online_wins() {
         .reg
         .clone()
         .unwrap();
-    assert_eq!(reg.value, Value::from("inactive"));
+    assert_eq!(reg.value.value(), Value::from("inactive"));
     // A write made after seeing `banned` wins as usual.
     let active = set(&mut a, "active", 10_000);
     b.apply(&active).unwrap();
