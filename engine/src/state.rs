@@ -95,7 +95,7 @@ impl PropState {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct EntityState {
     /// Latest add per peer: (counter, hlc).
-    adds: SmallMap<PeerId, (u64, Hlc)>,
+    adds: OneOrMap<PeerId, (u64, Hlc)>,
     /// What deletes did, if any were applied (boxed: most entities are never deleted).
     deleted: Option<Box<Deleted>>,
     /// Keyed by lower-cased column name (shared: see `Engine::names`).
@@ -1858,7 +1858,7 @@ mod snapshot;
 mod store;
 mod stored;
 
-use small_map::SmallMap;
+use small_map::{OneOrMap, SmallMap};
 use store::{EdgeId, Entities};
 use stored::Stored;
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! A map kept as a vector sorted by key: for the few entries per entity (adds per peer,
 //! properties, increments per peer), where a tree or hash table costs far more memory than
-//! the entries themselves.
+//! the entries themselves. A boxed slice, not a `Vec`: no capacity word, no spare room.
 
 use std::borrow::Borrow;
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct SmallMap<K, V>(Vec<(K, V)>);
+pub(super) struct SmallMap<K, V>(Box<[(K, V)]>);
 
 impl<K, V> Default for SmallMap<K, V> {
     fn default() -> Self {
-        SmallMap(Vec::new())
+        SmallMap(Box::default())
     }
 }
 
@@ -33,11 +33,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     pub(super) fn insert(&mut self, key: K, value: V) {
         match self.find(&key) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => {
-                // Exactly one more: most maps hold one to three entries for good.
-                self.0.reserve_exact(1);
-                self.0.insert(i, (key, value));
-            }
+            Err(i) => self.insert_at(i, key, value),
         }
     }
 
@@ -50,12 +46,20 @@ impl<K: Ord, V> SmallMap<K, V> {
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
-                self.0.reserve_exact(1);
-                self.0.insert(i, (make(), V::default()));
+                self.insert_at(i, make(), V::default());
                 i
             }
         };
         &mut self.0[i].1
+    }
+
+    /// Exactly one more slot: most maps hold one to three entries for good, and a boxed
+    /// slice has no spare capacity to pay for.
+    fn insert_at(&mut self, i: usize, key: K, value: V) {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.reserve_exact(1);
+        v.insert(i, (key, value));
+        self.0 = v.into_boxed_slice();
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -87,5 +91,72 @@ where
     type Output = V;
     fn index(&self, key: &Q) -> &V {
         self.get(key).expect("key present")
+    }
+}
+
+/// A [`SmallMap`] that keeps a single entry in place, with no allocation: for the adds of
+/// an entity, which almost always come from one event. Serializes as a `SmallMap` does.
+#[derive(Clone, Debug, Default)]
+pub(super) enum OneOrMap<K, V> {
+    #[default]
+    Empty,
+    One((K, V)),
+    Many(SmallMap<K, V>),
+}
+
+impl<K: Ord, V> OneOrMap<K, V> {
+    fn entries(&self) -> &[(K, V)] {
+        match self {
+            OneOrMap::Empty => &[],
+            OneOrMap::One(entry) => std::slice::from_ref(entry),
+            OneOrMap::Many(m) => &m.0,
+        }
+    }
+
+    pub(super) fn insert(&mut self, key: K, value: V) {
+        match self {
+            OneOrMap::Empty => *self = OneOrMap::One((key, value)),
+            OneOrMap::One((k, v)) if *k == key => *v = value,
+            OneOrMap::One(_) => {
+                let OneOrMap::One((k, v)) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                let mut m = SmallMap::default();
+                m.insert(k, v);
+                m.insert(key, value);
+                *self = OneOrMap::Many(m);
+            }
+            OneOrMap::Many(m) => m.insert(key, value),
+        }
+    }
+
+    /// Replaces each key by an equal one (a shared copy).
+    pub(super) fn share_keys(&mut self, mut f: impl FnMut(&K) -> K) {
+        match self {
+            OneOrMap::Empty => {}
+            OneOrMap::One((k, _)) => *k = f(k),
+            OneOrMap::Many(m) => m.share_keys(f),
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries().iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K: Ord + Serialize, V: Serialize> Serialize for OneOrMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.entries().serialize(s)
+    }
+}
+
+impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for OneOrMap<K, V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut entries = Vec::<(K, V)>::deserialize(d)?;
+        Ok(match entries.len() {
+            0 => OneOrMap::Empty,
+            1 => OneOrMap::One(entries.pop().expect("one entry")),
+            _ => OneOrMap::Many(SmallMap(entries.into_boxed_slice())),
+        })
     }
 }
