@@ -1,37 +1,25 @@
 //! Writing the engine's state into a snapshot and reading it back.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::*;
 
 /// Bumped whenever the layout below changes; an unknown format is refused, not guessed.
 const FORMAT: u32 = 1;
 
-/// [`State`] as written, borrowing the engine's entity states.
+/// The snapshot's layout, borrowing the engine's entity states. Read back field by field
+/// by [`Reader`], in this order.
 #[derive(Serialize)]
 struct StateRef<'a> {
     format: u32,
     schema: Schema,
     applied: VersionVector,
     hlc: Hlc,
+    /// Per peer: the counter and HLC of its latest applied event.
     last_hlcs: Vec<(PeerId, u64, Hlc)>,
     nodes: Vec<(NodeRef, &'a EntityState)>,
     edges: Vec<(EdgeRef, &'a EntityState)>,
-    seals: Seals,
-    contended: Vec<(Entity, String)>,
-    conflicts: Vec<ConflictRecord>,
-}
-
-#[derive(Deserialize)]
-struct State {
-    format: u32,
-    schema: Schema,
-    applied: VersionVector,
-    hlc: Hlc,
-    /// Per peer: the counter and HLC of its latest applied event.
-    last_hlcs: Vec<(PeerId, u64, Hlc)>,
-    nodes: Vec<(NodeRef, EntityState)>,
-    edges: Vec<(EdgeRef, EntityState)>,
     seals: Seals,
     contended: Vec<(Entity, String)>,
     conflicts: Vec<ConflictRecord>,
@@ -134,78 +122,27 @@ impl Engine {
     /// An engine for `peer` holding the state in `bytes` (from [`Engine::snapshot_state`]),
     /// and the conflicts recorded with it. Change tracking is off: the caller decides what
     /// the graph store needs (see [`Engine::rebuild_all`]).
+    ///
+    /// Entities go into the engine's store as they are read, not through a list of them
+    /// all: the list would double the memory the state needs while it is read.
     pub fn from_snapshot_state(
         peer: PeerId,
         bytes: &[u8],
     ) -> Result<(Engine, Vec<Conflict>), EngineError> {
-        let bad = |reason: String| EngineError::InvalidSnapshot(reason);
-        let s: State = rmp_serde::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if s.format != FORMAT {
-            return Err(bad(format!(
-                "snapshot format {} (this build reads format {FORMAT})",
-                s.format
-            )));
-        }
-        let mut e = Engine::new(peer);
-        e.schema = s.schema;
-        e.applied = s.applied;
-        e.hlc = s.hlc;
-        e.peer_hlcs = s
-            .last_hlcs
-            .into_iter()
-            .map(|(p, c, h)| (p, (c, vec![h])))
-            .collect();
-        // Each stored causal past was read into its own allocation: share equal ones again.
-        let mut pasts: HashMap<VersionVector, Arc<VersionVector>> = HashMap::default();
-        let mut share = |a: &mut Arc<VersionVector>| {
-            *a = pasts
-                .entry((**a).clone())
-                .or_insert_with(|| a.clone())
-                .clone();
+        let mut reader = Reader {
+            engine: Engine::new(peer),
+            pasts: HashMap::default(),
+            conflicts: Vec::new(),
         };
-        let mut nodes = s.nodes;
-        let mut edges = s.edges;
-        for state in nodes
-            .iter_mut()
-            .map(|(_, st)| st)
-            .chain(edges.iter_mut().map(|(_, st)| st))
-        {
-            if let Some(d) = state.deleted.as_mut() {
-                if let Some((stamp, past)) = d.cleared.as_mut() {
-                    share(past);
-                    stamp.peer = e.intern_peer(&stamp.peer);
-                }
-            }
-            state.adds.share_keys(|p| e.intern_peer(p));
-            state.props.share_keys(|k| {
-                if let Some(n) = e.names.get(&**k) {
-                    return n.clone();
-                }
-                e.names.insert(k.clone());
-                k.clone()
-            });
-            for ps in state.props.values_mut() {
-                if let Some(w) = ps.reg.as_mut() {
-                    share(&mut w.deps);
-                    w.stamp.peer = e.intern_peer(&w.stamp.peer);
-                }
-                if let Some(r) = ps.rare.as_mut() {
-                    for w in &mut r.others {
-                        share(&mut w.deps);
-                        w.stamp.peer = e.intern_peer(&w.stamp.peer);
-                    }
-                    r.incs.share_keys(|p| e.intern_peer(p));
-                }
-            }
-        }
-        for (n, state) in nodes {
-            *e.store.node_entry(&n) = state;
-        }
-        for (ed, state) in edges {
-            *e.store.edge_entry(&ed).1 = state;
-        }
-        e.seals = s.seals;
-        e.contended = s.contended.into_iter().collect();
+        let mut de = rmp_serde::Deserializer::new(bytes);
+        (&mut reader)
+            .deserialize(&mut de)
+            .map_err(|e| EngineError::InvalidSnapshot(e.to_string()))?;
+        let Reader {
+            engine: mut e,
+            conflicts,
+            ..
+        } = reader;
         // The adjacency index holds exactly the edges with a live add (see `prune_adjacency`).
         for ed in 0..e.store.edge_count() as u32 {
             if e.edge_id_priority(ed).is_some() {
@@ -213,8 +150,7 @@ impl Engine {
             }
         }
         e.tracking = false;
-        let conflicts = s
-            .conflicts
+        let conflicts = conflicts
             .into_iter()
             .map(ConflictRecord::into_conflict)
             .collect::<Result<_, _>>()?;
@@ -230,5 +166,159 @@ impl Engine {
             .tables()
             .map(|t| t.name().to_ascii_lowercase())
             .collect();
+    }
+}
+
+/// Reads a snapshot into an engine (see [`Engine::from_snapshot_state`]).
+struct Reader {
+    engine: Engine,
+    /// Each stored causal past is read into its own allocation: equal ones are shared again.
+    pasts: HashMap<VersionVector, Arc<VersionVector>>,
+    conflicts: Vec<ConflictRecord>,
+}
+
+const FIELDS: &[&str] = &[
+    "format",
+    "schema",
+    "applied",
+    "hlc",
+    "last_hlcs",
+    "nodes",
+    "edges",
+    "seals",
+    "contended",
+    "conflicts",
+];
+
+impl Reader {
+    /// Shares the state's causal pasts, peer ids and property names with the engine's.
+    fn share(&mut self, state: &mut EntityState) {
+        let Reader {
+            engine: e, pasts, ..
+        } = self;
+        let mut share = |a: &mut Arc<VersionVector>| {
+            *a = pasts
+                .entry((**a).clone())
+                .or_insert_with(|| a.clone())
+                .clone();
+        };
+        if let Some(d) = state.deleted.as_mut() {
+            if let Some((stamp, past)) = d.cleared.as_mut() {
+                share(past);
+                stamp.peer = e.intern_peer(&stamp.peer);
+            }
+        }
+        state.adds.share_keys(|p| e.intern_peer(p));
+        state.props.share_keys(|k| {
+            if let Some(n) = e.names.get(&**k) {
+                return n.clone();
+            }
+            e.names.insert(k.clone());
+            k.clone()
+        });
+        for ps in state.props.values_mut() {
+            if let Some(w) = ps.reg.as_mut() {
+                share(&mut w.deps);
+                w.stamp.peer = e.intern_peer(&w.stamp.peer);
+            }
+            if let Some(r) = ps.rare.as_mut() {
+                for w in &mut r.others {
+                    share(&mut w.deps);
+                    w.stamp.peer = e.intern_peer(&w.stamp.peer);
+                }
+                r.incs.share_keys(|p| e.intern_peer(p));
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Reader {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_struct("State", FIELDS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Reader {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a kuzu-sync engine snapshot")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        fn next<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+            seq: &mut A,
+            field: &str,
+        ) -> Result<T, A::Error> {
+            seq.next_element()?
+                .ok_or_else(|| A::Error::custom(format!("the snapshot ends before {field}")))
+        }
+        let format: u32 = next(&mut seq, "format")?;
+        if format != FORMAT {
+            return Err(A::Error::custom(format!(
+                "snapshot format {format} (this build reads format {FORMAT})"
+            )));
+        }
+        self.engine.schema = next(&mut seq, "schema")?;
+        self.engine.applied = next(&mut seq, "applied")?;
+        self.engine.hlc = next(&mut seq, "hlc")?;
+        let last_hlcs: Vec<(PeerId, u64, Hlc)> = next(&mut seq, "last_hlcs")?;
+        self.engine.peer_hlcs = last_hlcs
+            .into_iter()
+            .map(|(p, c, h)| (p, (c, vec![h])))
+            .collect();
+        for edges in [false, true] {
+            let field = if edges { "edges" } else { "nodes" };
+            seq.next_element_seed(EntitySeq {
+                reader: &mut *self,
+                edges,
+            })?
+            .ok_or_else(|| A::Error::custom(format!("the snapshot ends before {field}")))?;
+        }
+        self.engine.seals = next(&mut seq, "seals")?;
+        let contended: Vec<(Entity, String)> = next(&mut seq, "contended")?;
+        self.engine.contended = contended.into_iter().collect();
+        self.conflicts = next(&mut seq, "conflicts")?;
+        Ok(())
+    }
+}
+
+/// The nodes (or the edges) of a snapshot, each put into the store as it is read.
+struct EntitySeq<'r> {
+    reader: &'r mut Reader,
+    edges: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for EntitySeq<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntitySeq<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(if self.edges { "edges" } else { "nodes" })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let r = self.reader;
+        if self.edges {
+            while let Some((ed, mut state)) = seq.next_element::<(EdgeRef, EntityState)>()? {
+                r.share(&mut state);
+                *r.engine.store.edge_entry(&ed).1 = state;
+            }
+        } else {
+            while let Some((n, mut state)) = seq.next_element::<(NodeRef, EntityState)>()? {
+                r.share(&mut state);
+                *r.engine.store.node_entry(&n) = state;
+            }
+        }
+        Ok(())
     }
 }

@@ -770,3 +770,22 @@ fn snapshot_bytes_depend_only_on_the_event_set() {
         assert_eq!(read.dump(), a.dump(), "seed {seed}");
     }
 }
+
+#[test]
+fn a_snapshot_of_another_format_or_cut_short_is_refused() {
+    let (a, _) = sim_pair();
+    let mut bytes = a.snapshot_state(&[]);
+    // A 10-field array (0x9a), then the format as a positive fixint.
+    assert_eq!(bytes[..2], [0x9a, 1]);
+    bytes[1] = 2;
+    let err = Engine::from_snapshot_state(peer("c"), &bytes).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("snapshot format 2 (this build reads format 1)"),
+        "{err}"
+    );
+    bytes[1] = 1;
+    assert!(Engine::from_snapshot_state(peer("c"), &bytes).is_ok());
+    let err = Engine::from_snapshot_state(peer("c"), &bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidSnapshot(_)), "{err}");
+}
