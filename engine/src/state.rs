@@ -92,17 +92,18 @@ impl PropState {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Written to and read from snapshots through `snapshot::EntityOut` / `EntityIn`, which
+/// spell property names out.
+#[derive(Clone, Debug, Default)]
 struct EntityState {
     /// Latest add per peer: (counter, hlc).
     adds: OneOrMap<PeerId, (u64, Hlc)>,
     /// What deletes did, if any were applied (boxed: most entities are never deleted).
     deleted: Option<Box<Deleted>>,
-    /// Keyed by lower-cased column name (shared: see `Engine::names`).
-    props: SmallMap<Arc<str>, PropState>,
+    /// Keyed by the id of the lower-cased column name (see `Engine::names`).
+    props: SmallMap<NameId, PropState>,
     /// A node's adjacency: the edges attached to it with a live add, either direction,
     /// sorted. Derived (rebuilt from the edges when a snapshot is read).
-    #[serde(skip)]
     links: Box<[EdgeId]>,
 }
 
@@ -142,6 +143,38 @@ impl EntityState {
                 counter: *c,
             })
             .max()
+    }
+}
+
+/// The id of a (lower-cased) property name, see [`Names`].
+type NameId = u32;
+
+/// Property names (lower-cased), interned: entities key their properties by id, 4 bytes
+/// instead of a 16-byte shared string.
+#[derive(Debug, Default)]
+struct Names {
+    list: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, NameId>,
+}
+
+impl Names {
+    fn id(&self, name: &str) -> Option<NameId> {
+        self.ids.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> NameId {
+        if let Some(id) = self.id(name) {
+            return id;
+        }
+        let id = NameId::try_from(self.list.len()).expect("fewer than 2^32 property names");
+        let shared: Arc<str> = name.into();
+        self.list.push(shared.clone());
+        self.ids.insert(shared, id);
+        id
+    }
+
+    fn name(&self, id: NameId) -> &str {
+        &self.list[id as usize]
     }
 }
 
@@ -209,8 +242,8 @@ pub struct Engine {
     peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
     /// Nodes and edges (see `store`).
     store: Entities,
-    /// Property names, shared by every entity's property map.
-    names: HashSet<Arc<str>>,
+    /// Property names, as ids in every entity's property map.
+    names: Names,
     /// Peer ids, shared by every stamp and add.
     peers: HashSet<PeerId>,
     seals: Seals,
@@ -238,7 +271,7 @@ impl Engine {
             hlc: Hlc::default(),
             peer_hlcs: HashMap::default(),
             store: Entities::default(),
-            names: HashSet::default(),
+            names: Names::default(),
             peers: HashSet::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
@@ -908,10 +941,9 @@ impl Engine {
                 let entity = norm_entity(entity);
                 self.touch_entity(&entity);
                 self.note_delete_conflict(&entity, prop, e);
-                let key = prop.to_ascii_lowercase();
-                let name = self.intern(&key);
+                let name = self.names.intern(&prop.to_ascii_lowercase());
                 let state = self.entity_mut(&entity);
-                let ps = state.props.entry(key.as_str(), || name);
+                let ps = state.props.entry(&name, || name);
                 let concurrent: Option<(PeerId, u64, Value)> = {
                     ps.incs()
                         .filter(|(p, _)| **p != e.id.peer)
@@ -1079,7 +1111,7 @@ impl Engine {
     /// The stamp of the `online_wins` winner of one property's register.
     fn online_winner(&self, entity: &Entity, prop: &str) -> Option<Stamp> {
         let state = self.entity(entity)?;
-        let ps = state.props.get(prop)?;
+        let ps = state.props.get(&self.names.id(prop)?)?;
         self.seals.winner(ps).map(|w| w.stamp.clone())
     }
 
@@ -1131,14 +1163,9 @@ impl Engine {
         p.clone()
     }
 
-    /// The shared copy of a (lower-cased) property name.
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(name) {
-            return n.clone();
-        }
-        let n: Arc<str> = name.into();
-        self.names.insert(n.clone());
-        n
+    /// The state of the entity's property `name` (any case), if it has one.
+    fn prop<'a>(&self, state: &'a EntityState, name: &str) -> Option<&'a PropState> {
+        state.props.get(&self.names.id(&name.to_ascii_lowercase())?)
     }
 
     /// The edges attached to `n` with a live add.
@@ -1161,9 +1188,9 @@ impl Engine {
         let (deps, id) = (&e.deps, &e.id);
         let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
-        let name = self.intern(&key);
+        let name = self.names.intern(&key);
         let state = self.entity_mut(entity);
-        let ps = state.props.entry(key.as_str(), || name);
+        let ps = state.props.entry(&name, || name);
         let new = Write {
             stamp: stamp.clone(),
             value: Stored::new(value),
@@ -1406,7 +1433,7 @@ impl Engine {
             .max_by(|a, b| a.0.cmp(&b.0)),
         };
         Some(resolve_property(
-            state.props.get(col.name.to_ascii_lowercase().as_str()),
+            self.prop(state, &col.name),
             cleared.as_ref(),
             col,
             self.online(entity.table(), &col.name),
@@ -1427,7 +1454,7 @@ impl Engine {
                         n.key.clone()
                     } else {
                         resolve_property(
-                            state.props.get(c.name.to_ascii_lowercase().as_str()),
+                            self.prop(state, &c.name),
                             state.cleared(),
                             c,
                             self.online(&def.name, &c.name),

@@ -87,9 +87,11 @@ fn memory(c: &mut Criterion) {
     let replica_bytes = measure("replica");
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "memory, 50,000 nodes + 50,000 edges: engine state {:.1} MB; whole replica opened \
-         (engine replayed from SQLite, Kuzu beside it) {:.1} MB; SPEC limit 32 MB",
+        "memory, 50,000 nodes + 50,000 edges: engine state {:.1} MiB ({:.1} million bytes); \
+         whole replica opened (engine replayed from SQLite, Kuzu beside it) {:.1} MiB; SPEC \
+         limit 32 MB",
         mb(engine_bytes),
+        engine_bytes as f64 / 1e6,
         mb(replica_bytes)
     );
     let mut g = c.benchmark_group("open_replica_100k_entities");
@@ -103,8 +105,8 @@ fn memory(c: &mut Criterion) {
         let start = std::time::Instant::now();
         let report = r.compact().unwrap();
         println!(
-            "compaction of 100,002 events: {:.0} ms; snapshot {:.1} MB (the log's events were \
-             {:.1} MB); {} events left in the log",
+            "compaction of 100,002 events: {:.0} ms; snapshot {:.1} MiB (the log's events were \
+             {:.1} MiB); {} events left in the log",
             start.elapsed().as_secs_f64() * 1000.0,
             mb(report.snapshot_bytes),
             mb(log_bytes),
@@ -113,7 +115,7 @@ fn memory(c: &mut Criterion) {
     }
     let snapshot_bytes = measure("snapshot");
     println!(
-        "memory, the same state read from the snapshot: engine state {:.1} MB",
+        "memory, the same state read from the snapshot: engine state {:.1} MiB",
         mb(snapshot_bytes)
     );
     g.bench_function("open_from_snapshot", |b| {

@@ -62,6 +62,12 @@ impl<K: Ord, V> SmallMap<K, V> {
         self.0 = v.into_boxed_slice();
     }
 
+    /// The map of `entries`, whose keys are distinct, in any order.
+    pub(super) fn from_unsorted(mut entries: Vec<(K, V)>) -> Self {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        SmallMap(entries.into_boxed_slice())
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

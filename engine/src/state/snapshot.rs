@@ -18,11 +18,44 @@ struct StateRef<'a> {
     hlc: Hlc,
     /// Per peer: the counter and HLC of its latest applied event.
     last_hlcs: Vec<(PeerId, u64, Hlc)>,
-    nodes: Vec<(NodeRef, &'a EntityState)>,
-    edges: Vec<(EdgeRef, &'a EntityState)>,
+    nodes: Vec<(NodeRef, EntityOut<'a>)>,
+    edges: Vec<(EdgeRef, EntityOut<'a>)>,
     seals: Seals,
     contended: Vec<(Entity, String)>,
     conflicts: Vec<ConflictRecord>,
+}
+
+/// An [`EntityState`] as written: its properties by name, in name order (ids are
+/// assigned in apply order, which differs between replicas).
+#[derive(Serialize)]
+struct EntityOut<'a> {
+    adds: &'a OneOrMap<PeerId, (u64, Hlc)>,
+    deleted: &'a Option<Box<Deleted>>,
+    props: Vec<(&'a str, &'a PropState)>,
+}
+
+/// An [`EntityState`] as read (see [`Reader::entity`]).
+#[derive(Deserialize)]
+struct EntityIn {
+    adds: OneOrMap<PeerId, (u64, Hlc)>,
+    deleted: Option<Box<Deleted>>,
+    props: Vec<(String, PropState)>,
+}
+
+impl Engine {
+    fn entity_out<'a>(&'a self, state: &'a EntityState) -> EntityOut<'a> {
+        let mut props: Vec<(&str, &PropState)> = state
+            .props
+            .iter()
+            .map(|(id, ps)| (self.names.name(*id), ps))
+            .collect();
+        props.sort_by(|a, b| a.0.cmp(b.0));
+        EntityOut {
+            adds: &state.adds,
+            deleted: &state.deleted,
+            props,
+        }
+    }
 }
 
 /// A [`Conflict`] as stored: the strategy as an owned name.
@@ -75,17 +108,19 @@ impl Engine {
     /// The engine's CRDT state, with the conflicts seen so far, as snapshot bytes.
     /// Deterministic: equal states give equal bytes.
     pub fn snapshot_state(&self, conflicts: &[Conflict]) -> Vec<u8> {
-        let mut nodes: Vec<(NodeRef, &EntityState)> = (0..self.store.node_count())
+        let mut nodes: Vec<(NodeRef, EntityOut)> = (0..self.store.node_count())
             .map(|i| {
                 let i = i as u32;
-                (self.store.node_ref(i), self.store.node_state(i))
+                let state = self.entity_out(self.store.node_state(i));
+                (self.store.node_ref(i), state)
             })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut edges: Vec<(EdgeRef, &EntityState)> = (0..self.store.edge_count())
+        let mut edges: Vec<(EdgeRef, EntityOut)> = (0..self.store.edge_count())
             .map(|i| {
                 let i = i as u32;
-                (self.store.edge_ref(i), self.store.edge_state(i))
+                let state = self.entity_out(self.store.edge_state(i));
+                (self.store.edge_ref(i), state)
             })
             .collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
@@ -191,7 +226,28 @@ const FIELDS: &[&str] = &[
 ];
 
 impl Reader {
-    /// Shares the state's causal pasts, peer ids and property names with the engine's.
+    /// The entity's state, sharing causal pasts and peer ids with the engine's, and with
+    /// its property names as the engine's ids.
+    fn entity(&mut self, read: EntityIn) -> EntityState {
+        let EntityIn {
+            adds,
+            deleted,
+            props,
+        } = read;
+        let props: Vec<(NameId, PropState)> = props
+            .into_iter()
+            .map(|(name, ps)| (self.engine.names.intern(&name), ps))
+            .collect();
+        let mut state = EntityState {
+            adds,
+            deleted,
+            props: SmallMap::from_unsorted(props),
+            links: Box::default(),
+        };
+        self.share(&mut state);
+        state
+    }
+
     fn share(&mut self, state: &mut EntityState) {
         let Reader {
             engine: e, pasts, ..
@@ -209,13 +265,6 @@ impl Reader {
             }
         }
         state.adds.share_keys(|p| e.intern_peer(p));
-        state.props.share_keys(|k| {
-            if let Some(n) = e.names.get(&**k) {
-                return n.clone();
-            }
-            e.names.insert(k.clone());
-            k.clone()
-        });
         for ps in state.props.values_mut() {
             if let Some(w) = ps.reg.as_mut() {
                 share(&mut w.deps);
@@ -309,13 +358,13 @@ impl<'de> Visitor<'de> for EntitySeq<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let r = self.reader;
         if self.edges {
-            while let Some((ed, mut state)) = seq.next_element::<(EdgeRef, EntityState)>()? {
-                r.share(&mut state);
+            while let Some((ed, state)) = seq.next_element::<(EdgeRef, EntityIn)>()? {
+                let state = r.entity(state);
                 *r.engine.store.edge_entry(&ed).1 = state;
             }
         } else {
-            while let Some((n, mut state)) = seq.next_element::<(NodeRef, EntityState)>()? {
-                r.share(&mut state);
+            while let Some((n, state)) = seq.next_element::<(NodeRef, EntityIn)>()? {
+                let state = r.entity(state);
                 *r.engine.store.node_entry(&n) = state;
             }
         }

@@ -724,7 +724,7 @@ fn spec_offline_conflict_online_wins() {
             key: Value::from("user_123"),
         }))
         .unwrap()
-        .props["status"]
+        .props[&a.names.id("status").unwrap()]
         .reg
         .clone()
         .unwrap();
