@@ -146,37 +146,9 @@ impl EntityState {
     }
 }
 
-/// The id of a (lower-cased) property name, see [`Names`].
+/// The id of a (lower-cased) property name in `Engine::names`: entities key their
+/// properties by it, 4 bytes instead of a 16-byte shared string.
 type NameId = u32;
-
-/// Property names (lower-cased), interned: entities key their properties by id, 4 bytes
-/// instead of a 16-byte shared string.
-#[derive(Debug, Default)]
-struct Names {
-    list: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, NameId>,
-}
-
-impl Names {
-    fn id(&self, name: &str) -> Option<NameId> {
-        self.ids.get(name).copied()
-    }
-
-    fn intern(&mut self, name: &str) -> NameId {
-        if let Some(id) = self.id(name) {
-            return id;
-        }
-        let id = NameId::try_from(self.list.len()).expect("fewer than 2^32 property names");
-        let shared: Arc<str> = name.into();
-        self.list.push(shared.clone());
-        self.ids.insert(shared, id);
-        id
-    }
-
-    fn name(&self, id: NameId) -> &str {
-        &self.list[id as usize]
-    }
-}
 
 /// The hubs' seals (`Op::Seal`), for the `online_wins` policy.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -243,7 +215,7 @@ pub struct Engine {
     /// Nodes and edges (see `store`).
     store: Entities,
     /// Property names, as ids in every entity's property map.
-    names: Names,
+    names: Interner,
     /// Peer ids, shared by every stamp and add.
     peers: HashSet<PeerId>,
     seals: Seals,
@@ -271,7 +243,7 @@ impl Engine {
             hlc: Hlc::default(),
             peer_hlcs: HashMap::default(),
             store: Entities::default(),
-            names: Names::default(),
+            names: Interner::default(),
             peers: HashSet::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
@@ -1886,7 +1858,7 @@ mod store;
 mod stored;
 
 use small_map::{OneOrMap, SmallMap};
-use store::{EdgeId, Entities};
+use store::{EdgeId, Entities, Interner};
 use stored::Stored;
 #[cfg(test)]
 mod tests;

@@ -47,7 +47,7 @@ impl Engine {
         let mut props: Vec<(&str, &PropState)> = state
             .props
             .iter()
-            .map(|(id, ps)| (self.names.name(*id), ps))
+            .map(|(id, ps)| (self.names.get(*id), ps))
             .collect();
         props.sort_by(|a, b| a.0.cmp(b.0));
         EntityOut {

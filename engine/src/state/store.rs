@@ -41,10 +41,38 @@ struct EdgeSlot {
     state: EntityState,
 }
 
+/// Strings interned to small ids, numbered in the order first seen: table names here,
+/// property names in the engine.
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    list: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Interner {
+    pub(super) fn id(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    pub(super) fn intern(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.id(s) {
+            return i;
+        }
+        let i = id(self.list.len());
+        let shared: Arc<str> = s.into();
+        self.list.push(shared.clone());
+        self.ids.insert(shared, i);
+        i
+    }
+
+    pub(super) fn get(&self, i: u32) -> &str {
+        &self.list[i as usize]
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Entities {
-    tables: Vec<Arc<str>>,
-    table_ids: HashMap<Arc<str>, TableId>,
+    tables: Interner,
     nodes: Vec<NodeSlot>,
     node_index: HashTable<NodeId>,
     edges: Vec<EdgeSlot>,
@@ -60,28 +88,21 @@ fn edge_hash(table: TableId, from: NodeId, to: NodeId, key: &str) -> u64 {
 }
 
 fn id(len: usize) -> u32 {
-    u32::try_from(len).expect("fewer than 2^32 entities")
+    u32::try_from(len).expect("fewer than 2^32 of each")
 }
 
 impl Entities {
     fn table_id(&self, table: &str) -> Option<TableId> {
-        self.table_ids.get(table).copied()
+        self.tables.id(table)
     }
 
     fn table_id_or_insert(&mut self, table: &str) -> TableId {
-        if let Some(t) = self.table_id(table) {
-            return t;
-        }
-        let t = id(self.tables.len());
-        let name: Arc<str> = table.into();
-        self.tables.push(name.clone());
-        self.table_ids.insert(name, t);
-        t
+        self.tables.intern(table)
     }
 
     /// The table's name (lower-cased).
     pub(super) fn table_name(&self, t: TableId) -> &str {
-        &self.tables[t as usize]
+        self.tables.get(t)
     }
 
     pub(super) fn node_id(&self, n: &NodeRef) -> Option<NodeId> {
