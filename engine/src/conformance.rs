@@ -113,6 +113,22 @@ fn compact_replaces_covered_events_with_the_snapshot(store: &mut dyn EventStore)
         "{case}"
     );
     assert_eq!(count(store, case), 4, "{case}");
+    // Covered events cannot be rewritten: refused, naming the floor, and nothing changes.
+    let err = store
+        .replace_suffix(
+            &peer("a"),
+            2,
+            &[make_event_with_key("a", 3, 42)],
+            &[("mark", "x")],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("up to a:3"), "{case}: {err}");
+    assert_eq!(
+        ids(&scan_all(store, case)),
+        vec!["a:4", "a:5", "b:2", "b:3"],
+        "{case}: a refused rewrite changes nothing"
+    );
+    assert_eq!(store.meta("mark").unwrap(), None, "{case}");
     // A later snapshot replaces the first.
     let mut vv2 = vv.clone();
     vv2.set(peer("a"), 5);

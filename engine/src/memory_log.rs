@@ -127,7 +127,8 @@ impl EventStore for MemoryEventStore {
         events: &[Event],
         meta: &[(&str, &str)],
     ) -> Result<(), StoreError> {
-        check_suffix(peer, after, events)?;
+        let floor = self.snapshot.as_ref().map(|s| &s.version_vector);
+        check_suffix(peer, after, events, floor)?;
         self.events
             .retain(|e| !(e.id.peer == *peer && e.id.counter > after));
         self.events.extend(events.iter().cloned());
@@ -139,8 +140,22 @@ impl EventStore for MemoryEventStore {
     }
 }
 
-/// Checks that `events` are `peer`'s, numbered `after + 1`, `after + 2`, …
-pub fn check_suffix(peer: &PeerId, after: u64, events: &[Event]) -> Result<(), StoreError> {
+/// Checks that `events` are `peer`'s, numbered `after + 1`, `after + 2`, …, and that none
+/// of the events to replace is folded into the store's snapshot (whose vector is `floor`):
+/// those are gone from the log, and other replicas may hold them.
+pub fn check_suffix(
+    peer: &PeerId,
+    after: u64,
+    events: &[Event],
+    floor: Option<&VersionVector>,
+) -> Result<(), StoreError> {
+    let covered = floor.map_or(0, |f| f.get(peer));
+    if covered > after {
+        return Err(StoreError::Corrupt(format!(
+            "replacing the events of {peer} after {after}: the snapshot covers them up to \
+             {peer}:{covered}, and compacted events cannot be rewritten"
+        )));
+    }
     for (i, e) in events.iter().enumerate() {
         if e.id.peer != *peer || e.id.counter != after + 1 + i as u64 {
             return Err(StoreError::Corrupt(format!(

@@ -76,7 +76,8 @@ pub trait EventStore {
     /// `events` (which must be `peer`'s, numbered from `after + 1`), and sets the metadata
     /// entries given. Only for rewriting a replica's own events that no other replica has
     /// seen (coalescing the offline queue); the new events come after every stored one in
-    /// scan order.
+    /// scan order. Refused, changing nothing, if the snapshot covers any event it would
+    /// replace (`peer`'s entry in the snapshot's vector is above `after`).
     fn replace_suffix(
         &mut self,
         peer: &PeerId,

@@ -399,7 +399,7 @@ impl EventStore for SqliteEventStore {
         events: &[Event],
         meta: &[(&str, &str)],
     ) -> Result<(), StoreError> {
-        kuzu_sync_engine::memory_log::check_suffix(peer, after, events)?;
+        kuzu_sync_engine::memory_log::check_suffix(peer, after, events, self.floor.as_ref())?;
         let context = format!("rewrite the events of {peer} in {}", self.path.display());
         let err = |e| StoreError::backend(context.clone(), e);
         let after = i64::try_from(after).map_err(|e| StoreError::backend(context.clone(), e))?;
