@@ -141,6 +141,7 @@ pub struct CompactReport {
     pub remaining_events: u64,
     /// Events the snapshot stands for, in all.
     pub snapshot_events: u64,
+    /// The snapshot's size, uncompressed (a SQLite log stores it zstd-compressed).
     pub snapshot_bytes: u64,
     /// The peers whose acknowledgements set the floor.
     pub known_peers: Vec<String>,

@@ -138,6 +138,61 @@ fn version_1_store_is_migrated_with_its_events() {
     assert_eq!(store.count().unwrap(), 1);
 }
 
+/// Snapshots are stored zstd-compressed and read back exactly; a row written before
+/// compression at rest (the state as it is) still reads; a damaged compressed state is
+/// reported as corrupt.
+#[test]
+fn snapshot_state_is_compressed_at_rest() {
+    let dir = TempDir::new("compressed");
+    let path = dir.path().join("events.db");
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    store.append(&make_events("a", 1, 3)).unwrap();
+    let mut vv = VersionVector::new();
+    vv.set(PeerId::new("a").unwrap(), 2);
+    // MessagePack-like state: an array marker, then repetitive content.
+    let mut state = vec![0x9a];
+    for i in 0..20_000u32 {
+        state.extend_from_slice(&(i % 97).to_le_bytes());
+    }
+    let snap = kuzu_sync_engine::Snapshot {
+        version_vector: vv,
+        event_count: 2,
+        checksum: [3; 16],
+        state,
+    };
+    store.compact(&snap, &[]).unwrap();
+    let stored: Vec<u8> = store
+        .conn
+        .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
+        .unwrap();
+    assert!(stored.starts_with(&super::ZSTD_MAGIC));
+    assert!(
+        stored.len() * 10 < snap.state.len(),
+        "{} bytes stored for {}",
+        stored.len(),
+        snap.state.len()
+    );
+    drop(store);
+    let store = SqliteEventStore::open(&path).unwrap();
+    assert_eq!(store.snapshot().unwrap().as_ref(), Some(&snap));
+    // An uncompressed row, as written before.
+    store
+        .conn
+        .execute("UPDATE snapshot SET state = ?1", [&snap.state])
+        .unwrap();
+    assert_eq!(store.snapshot().unwrap().as_ref(), Some(&snap));
+    // A damaged compressed state.
+    let mut damaged = stored.clone();
+    damaged.truncate(stored.len() / 2);
+    store
+        .conn
+        .execute("UPDATE snapshot SET state = ?1", [&damaged])
+        .unwrap();
+    let err = store.snapshot().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("does not decompress"), "{err}");
+}
+
 #[test]
 fn newer_schema_version_is_refused_with_the_path() {
     let dir = TempDir::new("version");
