@@ -61,8 +61,8 @@ struct PropState {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Rare {
     /// The other writes of the multi-value register: sets concurrent with `reg` and with
-    /// each other, not in the causal past of any later set. Almost always empty; the
-    /// `online_wins` policy chooses among `reg` and these.
+    /// each other, not in the causal past of any later set, in stamp order. Almost always
+    /// empty; the `online_wins` policy chooses among `reg` and these.
     others: Vec<Write>,
     /// Increments per peer, in counter order: (counter, delta).
     incs: SmallMap<PeerId, Vec<(u64, Value)>>,
@@ -79,6 +79,14 @@ impl PropState {
 
     fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Adds a concurrent write, keeping them in stamp order: their order is then a function
+    /// of the set, whatever order they arrived in (snapshots write them as they are).
+    fn push_other(&mut self, w: Write) {
+        let others = &mut self.rare_mut().others;
+        let i = others.partition_point(|o| o.stamp < w.stamp);
+        others.insert(i, w);
     }
 
     /// Drops the concurrent writes this write had seen.
@@ -103,7 +111,8 @@ struct EntityState {
     /// Keyed by the id of the lower-cased column name (see `Engine::names`).
     props: SmallMap<NameId, PropState>,
     /// A node's adjacency: the edges attached to it with a live add, either direction,
-    /// sorted. Derived (rebuilt from the edges when a snapshot is read).
+    /// sorted by edge slot id (which differs between replicas: nothing may depend on this
+    /// order). Derived (rebuilt from the edges when a snapshot is read).
     links: Box<[EdgeId]>,
 }
 
@@ -118,6 +127,11 @@ struct Deleted {
 static NO_EVENTS: VersionVector = VersionVector::new();
 
 impl EntityState {
+    /// No add, no delete, no property: a slot made only to be an edge's endpoint.
+    fn is_blank(&self) -> bool {
+        self.adds.is_empty() && self.deleted.is_none() && self.props.is_empty()
+    }
+
     fn removed(&self) -> &VersionVector {
         self.deleted.as_ref().map_or(&NO_EVENTS, |d| &d.removed)
     }
@@ -1194,11 +1208,11 @@ impl Engine {
             .cloned();
         if wins {
             if let Some(old) = concurrent_old {
-                ps.rare_mut().others.push(old);
+                ps.push_other(old);
             }
             ps.reg = Some(new);
         } else {
-            ps.rare_mut().others.push(new);
+            ps.push_other(new);
         }
         let contended = !ps.others().is_empty();
         let online = policy == Policy::OnlineWins;

@@ -136,6 +136,10 @@ impl<K: Ord, V> OneOrMap<K, V> {
         }
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
     /// Replaces each key by an equal one (a shared copy).
     pub(super) fn share_keys(&mut self, mut f: impl FnMut(&K) -> K) {
         match self {

@@ -108,9 +108,20 @@ impl Engine {
     /// The engine's CRDT state, with the conflicts seen so far, as snapshot bytes.
     /// Deterministic: equal states give equal bytes.
     pub fn snapshot_state(&self, conflicts: &[Conflict]) -> Vec<u8> {
-        let mut nodes: Vec<(NodeRef, EntityOut)> = (0..self.store.node_count())
+        // A node slot with no state of its own is written only if an edge that was added
+        // ends at it (as the adjacency used to create them): the slots of edges that were
+        // only ever deleted or updated make no difference to the state.
+        let mut ends = vec![false; self.store.node_count()];
+        for i in 0..self.store.edge_count() as u32 {
+            if !self.store.edge_state(i).adds.is_empty() {
+                let (_, from, to) = self.store.edge_ends(i);
+                ends[from as usize] = true;
+                ends[to as usize] = true;
+            }
+        }
+        let mut nodes: Vec<(NodeRef, EntityOut)> = (0..self.store.node_count() as u32)
+            .filter(|&i| ends[i as usize] || !self.store.node_state(i).is_blank())
             .map(|i| {
-                let i = i as u32;
                 let state = self.entity_out(self.store.node_state(i));
                 (self.store.node_ref(i), state)
             })
@@ -271,6 +282,8 @@ impl Reader {
                 w.stamp.peer = e.intern_peer(&w.stamp.peer);
             }
             if let Some(r) = ps.rare.as_mut() {
+                // Snapshots written before the engine kept them in stamp order.
+                r.others.sort_by(|a, b| a.stamp.cmp(&b.stamp));
                 for w in &mut r.others {
                     share(&mut w.deps);
                     w.stamp.peer = e.intern_peer(&w.stamp.peer);

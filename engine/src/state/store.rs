@@ -8,7 +8,8 @@
 //!   edge's endpoints get node slots when the edge is first seen.
 //! - Slots are never freed: an entity's state is also its tombstone.
 //!
-//! Every reference taken here is normalized: its table names are lower-cased.
+//! Callers pass normalized references only (table names lower-cased, see `norm_node`):
+//! another spelling would intern a second table id. Debug builds check it.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -106,6 +107,7 @@ impl Entities {
     }
 
     pub(super) fn node_id(&self, n: &NodeRef) -> Option<NodeId> {
+        debug_assert!(!n.table.bytes().any(|b| b.is_ascii_uppercase()), "{n:?}");
         let t = self.table_id(&n.table)?;
         let nodes = &self.nodes;
         self.node_index
@@ -167,6 +169,7 @@ impl Entities {
     }
 
     pub(super) fn edge_id(&self, e: &EdgeRef) -> Option<EdgeId> {
+        debug_assert!(!e.table.bytes().any(|b| b.is_ascii_uppercase()), "{e:?}");
         let t = self.table_id(&e.table)?;
         let from = self.node_id(&e.from)?;
         let to = self.node_id(&e.to)?;

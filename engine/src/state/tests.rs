@@ -463,8 +463,14 @@ fn unknown_table_and_wrong_type_are_rejected_locally_naming_the_input() {
 /// Engines sharing the simulator's base schema (User, City, Follows, LivesIn, Marries) and
 /// users 1..=3.
 fn sim_pair() -> (Engine, Engine) {
-    let mut a = Engine::new(peer("a"));
-    let mut b = Engine::new(peer("b"));
+    let mut engines = sim_engines(&["a", "b"]);
+    let b = engines.pop().unwrap();
+    (engines.pop().unwrap(), b)
+}
+
+/// [`sim_pair`] for any number of peers (the first writes the shared events).
+fn sim_engines(peers: &[&str]) -> Vec<Engine> {
+    let mut engines: Vec<Engine> = peers.iter().map(|p| Engine::new(peer(p))).collect();
     let mut ops: Vec<Op> = crate::sim::base_schema()
         .into_iter()
         .map(Op::Schema)
@@ -476,12 +482,15 @@ fn sim_pair() -> (Engine, Engine) {
         });
     }
     for op in ops {
-        let e = a.prepare(op, 1_000).unwrap();
-        a.apply(&e).unwrap();
-        b.apply(&e).unwrap();
+        let e = engines[0].prepare(op, 1_000).unwrap();
+        for engine in &mut engines {
+            engine.apply(&e).unwrap();
+        }
     }
-    let _ = (a.take_batch(), b.take_batch());
-    (a, b)
+    for engine in &mut engines {
+        let _ = engine.take_batch();
+    }
+    engines
 }
 
 fn uref(i: i64) -> NodeRef {
@@ -736,39 +745,53 @@ fn spec_offline_conflict_online_wins() {
     assert_eq!(status(&b), Value::from("active"));
 }
 
-/// The snapshot's bytes are a function of the applied event set: two engines that applied
-/// the same events in different orders write the same bytes, and reading them back gives an
-/// engine that writes them again and shows the same graph.
+/// The snapshot's bytes are a function of the applied event set: three engines that
+/// applied the same events in different orders write the same bytes (three, so that a
+/// register can hold several concurrent writes), and reading them back gives an engine
+/// that writes them again and shows the same graph.
 #[test]
 fn snapshot_bytes_depend_only_on_the_event_set() {
-    for seed in 0..40 {
+    let mut several_concurrent = 0;
+    for seed in 0..60 {
         let mut rng = crate::sim::Rng::new(seed);
-        let (mut a, mut b) = sim_pair();
-        let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+        let mut engines = sim_engines(&["a", "b", "c"]);
+        let mut written: Vec<Vec<Event>> = vec![Vec::new(); 3];
         for step in 0..60 {
             let op = crate::sim::random_op(&mut rng, 4, false);
-            let (w, out) = if rng.below(2) == 0 {
-                (&mut a, &mut from_a)
-            } else {
-                (&mut b, &mut from_b)
-            };
-            if let Ok(e) = w.prepare(op, 2_000 + step) {
-                w.apply(&e).unwrap();
-                out.push(e);
+            let w = rng.below(3) as usize;
+            if let Ok(e) = engines[w].prepare(op, 2_000 + step) {
+                engines[w].apply(&e).unwrap();
+                written[w].push(e);
             }
         }
-        for e in &from_b {
-            a.apply(e).unwrap();
+        // Engine i receives the others' events starting with engine i + 1's.
+        for (i, engine) in engines.iter_mut().enumerate() {
+            for k in 1..3 {
+                for e in &written[(i + k) % 3] {
+                    engine.apply(e).unwrap();
+                }
+            }
         }
-        for e in &from_a {
-            b.apply(e).unwrap();
+        several_concurrent += engines[0]
+            .contended
+            .iter()
+            .filter(|(ent, prop)| {
+                let state = engines[0].entity(ent).unwrap();
+                engines[0].prop(state, prop).unwrap().others().len() > 1
+            })
+            .count();
+        let bytes = engines[0].snapshot_state(&[]);
+        for e in &engines[1..] {
+            assert_eq!(e.snapshot_state(&[]), bytes, "seed {seed}");
         }
-        let bytes = a.snapshot_state(&[]);
-        assert_eq!(bytes, b.snapshot_state(&[]), "seed {seed}");
-        let (read, _) = Engine::from_snapshot_state(peer("c"), &bytes).unwrap();
+        let (read, _) = Engine::from_snapshot_state(peer("d"), &bytes).unwrap();
         assert_eq!(read.snapshot_state(&[]), bytes, "seed {seed}");
-        assert_eq!(read.dump(), a.dump(), "seed {seed}");
+        assert_eq!(read.dump(), engines[0].dump(), "seed {seed}");
     }
+    assert!(
+        several_concurrent > 0,
+        "no register held several concurrent writes: the test would miss their order"
+    );
 }
 
 #[test]
