@@ -109,6 +109,15 @@ impl SqliteEventStore {
         &self.path
     }
 
+    /// The bytes the snapshot's state takes in the file (compressed), if there is one.
+    pub fn snapshot_bytes_at_rest(&self) -> Result<Option<u64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT length(state) FROM snapshot WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0)).optional())
+            .map(|n| n.map(|n| n as u64))
+            .map_err(self.err("read the snapshot's size"))
+    }
+
     /// Wraps a rusqlite error with the operation and the file it failed on.
     fn err(&self, operation: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         let context = format!("{operation} in event store {}", self.path.display());

@@ -166,6 +166,10 @@ fn snapshot_state_is_compressed_at_rest() {
         .query_row("SELECT state FROM snapshot", [], |r| r.get(0))
         .unwrap();
     assert!(stored.starts_with(&super::ZSTD_MAGIC));
+    assert_eq!(
+        store.snapshot_bytes_at_rest().unwrap(),
+        Some(stored.len() as u64)
+    );
     assert!(
         stored.len() * 10 < snap.state.len(),
         "{} bytes stored for {}",
