@@ -225,7 +225,7 @@ pub struct Engine {
     hlc: Hlc,
     /// HLC of the applied events, per peer: (counter of the first one kept, HLCs in
     /// counter order). A snapshot keeps only each peer's latest.
-    peer_hlcs: HashMap<PeerId, (u64, Vec<Hlc>)>,
+    peer_hlcs: HashMap<PeerId, (u64, Chunked<Hlc>)>,
     /// Nodes and edges (see `store`).
     store: Entities,
     /// Property names, as ids in every entity's property map.
@@ -968,7 +968,7 @@ impl Engine {
         self.applied.observe(&e.id);
         self.peer_hlcs
             .entry(peer)
-            .or_insert_with(|| (e.id.counter, Vec::new()))
+            .or_insert_with(|| (e.id.counter, Chunked::default()))
             .1
             .push(e.hlc);
         if e.hlc > self.hlc {
@@ -1866,11 +1866,13 @@ fn resolve_property(
     }
 }
 
+mod chunked;
 mod small_map;
 mod snapshot;
 mod store;
 mod stored;
 
+use chunked::Chunked;
 use small_map::{OneOrMap, SmallMap};
 use store::{EdgeId, Entities, Interner};
 use stored::Stored;

@@ -52,6 +52,17 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// of their time.
 const SNAPSHOT_ZSTD_LEVEL: i32 = 3;
 
+/// A compressed snapshot state, decompressed into one allocation of the size its frame
+/// header gives (`compact` writes it), not a buffer grown by doubling: the engine is read
+/// from it next, and freed growth buffers of this size would stay in the process.
+fn decompress(state: &[u8]) -> std::io::Result<Vec<u8>> {
+    const MAX: u64 = 4 << 30;
+    match zstd::zstd_safe::get_frame_content_size(state) {
+        Ok(Some(size)) if size <= MAX => zstd::bulk::decompress(state, size as usize),
+        _ => zstd::decode_all(state),
+    }
+}
+
 const LOOKUP_DIGEST: &str = "SELECT digest FROM events WHERE peer = ?1 AND counter = ?2";
 const INSERT_EVENT: &str =
     "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
@@ -356,7 +367,7 @@ impl EventStore for SqliteEventStore {
                 .map_err(|c: Vec<u8>| corrupt(format!("checksum of {} bytes", c.len())))?,
             // Rows written before compression at rest hold the state as it is.
             state: if state.starts_with(&ZSTD_MAGIC) {
-                zstd::decode_all(&state[..]).map_err(|e| {
+                decompress(&state).map_err(|e| {
                     corrupt(format!(
                         "the compressed state ({} bytes) does not decompress: {e}",
                         state.len()

@@ -329,7 +329,11 @@ impl<'de> Visitor<'de> for &mut Reader {
         let last_hlcs: Vec<(PeerId, u64, Hlc)> = next(&mut seq, "last_hlcs")?;
         self.engine.peer_hlcs = last_hlcs
             .into_iter()
-            .map(|(p, c, h)| (p, (c, vec![h])))
+            .map(|(p, c, h)| {
+                let mut hlcs = Chunked::default();
+                hlcs.push(h);
+                (p, (c, hlcs))
+            })
             .collect();
         for edges in [false, true] {
             let field = if edges { "edges" } else { "nodes" };
@@ -370,6 +374,12 @@ impl<'de> Visitor<'de> for EntitySeq<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let r = self.reader;
+        let count = seq.size_hint().unwrap_or(0);
+        if self.edges {
+            r.engine.store.reserve(0, count);
+        } else {
+            r.engine.store.reserve(count, 0);
+        }
         if self.edges {
             while let Some((ed, state)) = seq.next_element::<(EdgeRef, EntityIn)>()? {
                 let state = r.entity(state);

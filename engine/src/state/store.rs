@@ -2,8 +2,8 @@
 //! `NodeRef`/`EdgeRef` (see ARCHITECTURE.md, "The entity store").
 //!
 //! - Table names (lower-cased) are interned to [`TableId`]s.
-//! - Nodes are slots (table id, key, state) in one vector, found through a hash table of
-//!   slot numbers.
+//! - Nodes are slots (table id, key, state) in one [`Chunked`] vector, found through a
+//!   hash table of slot numbers.
 //! - Edges are slots (table id, endpoint node ids, key, state), found the same way. An
 //!   edge's endpoints get node slots when the edge is first seen.
 //! - Slots are never freed: an entity's state is also its tombstone.
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
+use super::chunked::Chunked;
 use super::stored::Stored;
 use super::EntityState;
 use crate::event::{EdgeRef, NodeRef};
@@ -74,9 +75,9 @@ impl Interner {
 #[derive(Debug, Default)]
 pub(super) struct Entities {
     tables: Interner,
-    nodes: Vec<NodeSlot>,
+    nodes: Chunked<NodeSlot>,
     node_index: HashTable<NodeId>,
-    edges: Vec<EdgeSlot>,
+    edges: Chunked<EdgeSlot>,
     edge_index: HashTable<EdgeId>,
 }
 
@@ -104,6 +105,23 @@ impl Entities {
     /// The table's name (lower-cased).
     pub(super) fn table_name(&self, t: TableId) -> &str {
         self.tables.get(t)
+    }
+
+    /// Room for `nodes` more nodes and `edges` more edges, so that filling a store of known
+    /// size (reading a snapshot) does not grow and copy its vectors and indexes.
+    pub(super) fn reserve(&mut self, nodes: usize, edges: usize) {
+        self.nodes.reserve(nodes);
+        self.edges.reserve(edges);
+        let slots = &self.nodes;
+        self.node_index.reserve(nodes, |&j| {
+            let s = &slots[j as usize];
+            node_hash(s.table, &s.key.value())
+        });
+        let slots = &self.edges;
+        self.edge_index.reserve(edges, |&j| {
+            let s = &slots[j as usize];
+            edge_hash(s.table, s.from, s.to, &s.key)
+        });
     }
 
     pub(super) fn node_id(&self, n: &NodeRef) -> Option<NodeId> {

@@ -1,0 +1,99 @@
+//! [`Chunked`]: a growable sequence kept in fixed-size chunks, for the engine's long
+//! vectors (entity slots, HLCs per peer).
+//!
+//! A `Vec` doubles its capacity when full, so right after growing it holds up to twice the
+//! memory its items need, all of it counted where the heap is the limit (a WASM linear
+//! memory grows to fit every allocation, touched or not). A `Chunked` never holds more than
+//! one partly filled chunk beyond its items, and never copies items when it grows.
+
+use std::ops::{Index, IndexMut};
+
+/// Items per chunk: small enough that the last chunk's spare room is negligible beside a
+/// large state, large enough that the chunk list itself is.
+const CHUNK: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub(super) struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn push(&mut self, item: T) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(item);
+        self.len += 1;
+    }
+
+    pub(super) fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    pub(super) fn last(&self) -> Option<&T> {
+        self.len.checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    /// Room in the chunk list for `additional` more items (the chunks are made as needed).
+    pub(super) fn reserve(&mut self, additional: usize) {
+        let chunks = (self.len + additional).div_ceil(CHUNK);
+        self.chunks
+            .reserve_exact(chunks.saturating_sub(self.chunks.len()));
+    }
+}
+
+impl<T> Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl<T> IndexMut<usize> for Chunked<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_across_chunks() {
+        let mut c = Chunked::default();
+        assert_eq!(c.last(), None);
+        for i in 0..(3 * CHUNK + 5) {
+            c.push(i);
+            assert_eq!(c.len(), i + 1);
+            assert_eq!(c.last(), Some(&i));
+        }
+        for i in 0..c.len() {
+            assert_eq!(c[i], i);
+            assert_eq!(c.get(i), Some(&i));
+        }
+        assert_eq!(c.get(c.len()), None);
+        c[CHUNK] = 7;
+        assert_eq!(c[CHUNK], 7);
+        assert_eq!(c.chunks.len(), 4);
+        assert!(c.chunks.iter().all(|ch| ch.capacity() == CHUNK));
+    }
+}
