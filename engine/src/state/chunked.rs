@@ -3,8 +3,9 @@
 //!
 //! A `Vec` doubles its capacity when full, so right after growing it holds up to twice the
 //! memory its items need, all of it counted where the heap is the limit (a WASM linear
-//! memory grows to fit every allocation, touched or not). A `Chunked` never holds more than
-//! one partly filled chunk beyond its items, and never copies items when it grows.
+//! memory grows to fit every allocation, touched or not). A `Chunked` has spare room only
+//! in its last chunk, which grows by doubling up to the chunk size (so a small sequence
+//! stays small), and never copies the items of full chunks.
 
 use std::ops::{Index, IndexMut};
 
@@ -34,7 +35,7 @@ impl<T> Chunked<T> {
 
     pub(super) fn push(&mut self, item: T) {
         if self.len % CHUNK == 0 {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(Vec::new());
         }
         self.chunks
             .last_mut()
@@ -94,6 +95,8 @@ mod tests {
         c[CHUNK] = 7;
         assert_eq!(c[CHUNK], 7);
         assert_eq!(c.chunks.len(), 4);
-        assert!(c.chunks.iter().all(|ch| ch.capacity() == CHUNK));
+        // Full chunks have no spare room; the last one grew by doubling.
+        assert!(c.chunks[..3].iter().all(|ch| ch.capacity() == CHUNK));
+        assert!(c.chunks[3].capacity() < 16, "{}", c.chunks[3].capacity());
     }
 }
