@@ -289,15 +289,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let peer = self.engine.peer().clone();
         match self.events.snapshot()? {
             Some(snap) => {
-                let (engine, conflicts) = Engine::from_snapshot_state(peer, &snap.state)?;
-                if engine.version_vector() != &snap.version_vector {
-                    return Err(StoreError::Corrupt(format!(
-                        "the snapshot claims {:?} but holds the state of {:?}",
-                        snap.version_vector,
-                        engine.version_vector()
-                    ))
-                    .into());
-                }
+                let (engine, conflicts) = snap.engine(peer)?;
                 self.engine = engine;
                 self.conflicts = conflicts;
                 self.floor = snap.version_vector;
@@ -768,7 +760,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         // Replay the stored snapshot and the covered events into a second engine.
         let peer = self.peer().clone();
         let (mut engine, mut conflicts) = match self.events.snapshot()? {
-            Some(snap) => Engine::from_snapshot_state(peer, &snap.state)?,
+            Some(snap) => snap.engine(peer)?,
             None => {
                 let mut e = Engine::new(peer);
                 e.set_tracking(false);
@@ -865,16 +857,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 floor: format!("{:?}", self.floor),
             });
         }
-        let (mut engine, mut conflicts) =
-            Engine::from_snapshot_state(self.peer().clone(), &snap.state)?;
-        if engine.version_vector() != &snap.version_vector {
-            return Err(EngineError::InvalidSnapshot(format!(
-                "it claims {:?} but holds the state of {:?}",
-                snap.version_vector,
-                engine.version_vector()
-            ))
-            .into());
-        }
+        let (mut engine, mut conflicts) = snap.engine(self.peer().clone())?;
         let kept = self.events_since(&snap.version_vector)?;
         let kept_events = kept.len() as u64;
         for e in causal_order(kept, engine.version_vector())? {

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::VersionVector;
+use crate::clock::{PeerId, VersionVector};
+use crate::conflict::Conflict;
+use crate::error::EngineError;
+use crate::state::Engine;
 
 /// The engine's state after exactly the events inside `version_vector`, with the checksum
 /// of those events (so that sync points stay verifiable after the events are gone).
@@ -31,6 +34,20 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// An engine for `peer` holding the snapshot's state, and the conflicts recorded with
+    /// it. Refused if the state is not the state of `version_vector`.
+    pub fn engine(&self, peer: PeerId) -> Result<(Engine, Vec<Conflict>), EngineError> {
+        let (engine, conflicts) = Engine::from_snapshot_state(peer, &self.state)?;
+        if engine.version_vector() != &self.version_vector {
+            return Err(EngineError::InvalidSnapshot(format!(
+                "it claims {:?} but holds the state of {:?}",
+                self.version_vector,
+                engine.version_vector()
+            )));
+        }
+        Ok((engine, conflicts))
+    }
+
     /// Folds one event's digest into a checksum.
     pub fn fold(checksum: &mut [u8; 16], digest: &[u8; 32]) {
         for (s, d) in checksum.iter_mut().zip(digest) {

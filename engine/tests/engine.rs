@@ -42,23 +42,31 @@ fn memory_graph_store_conformance() {
     );
 }
 
+/// A replica on the in-memory stores, with a clock fixed at `now_ms`.
+fn memory_replica(
+    peer: &str,
+    now_ms: u64,
+) -> kuzu_sync_engine::Replica<
+    kuzu_sync_engine::MemoryEventStore,
+    kuzu_sync_engine::memory::MemoryGraphStore,
+> {
+    kuzu_sync_engine::Replica::create(
+        kuzu_sync_engine::MemoryEventStore::default(),
+        kuzu_sync_engine::memory::MemoryGraphStore::new(),
+        kuzu_sync_engine::PeerId::new(peer).unwrap(),
+        Box::new(kuzu_sync_engine::FixedClock(now_ms)),
+    )
+    .unwrap()
+}
+
 /// A received event that names an unknown column or carries a wrongly typed value is refused
 /// with an error naming the event, and nothing of the import is applied (all or nothing),
 /// even the valid events before it.
 #[test]
 fn an_invalid_received_event_rejects_the_whole_import() {
-    use kuzu_sync_engine::memory::MemoryGraphStore;
     use kuzu_sync_engine::sim::base_schema;
-    use kuzu_sync_engine::{
-        Entity, FixedClock, MemoryEventStore, NodeRef, Op, PeerId, Replica, Value, VersionVector,
-    };
-    let mut a = Replica::create(
-        MemoryEventStore::default(),
-        MemoryGraphStore::new(),
-        PeerId::new("a").unwrap(),
-        Box::new(FixedClock(1_000)),
-    )
-    .unwrap();
+    use kuzu_sync_engine::{Entity, NodeRef, Op, Value, VersionVector};
+    let mut a = memory_replica("a", 1_000);
     let mut ops: Vec<Op> = base_schema().into_iter().map(Op::Schema).collect();
     ops.push(Op::AddNode {
         table: "User".into(),
@@ -87,13 +95,7 @@ fn an_invalid_received_event_rejects_the_whole_import() {
             }
         }
         let bad_id = last.id.to_string();
-        let mut b = Replica::create(
-            MemoryEventStore::default(),
-            MemoryGraphStore::new(),
-            PeerId::new("b").unwrap(),
-            Box::new(FixedClock(2_000)),
-        )
-        .unwrap();
+        let mut b = memory_replica("b", 2_000);
         let err = b.import(events).unwrap_err().to_string();
         assert!(
             err.contains(&bad_id),
@@ -122,9 +124,9 @@ mod review {
     use kuzu_sync_engine::memory::MemoryGraphStore;
     use kuzu_sync_engine::sim::{describe_diff, Rng};
     use kuzu_sync_engine::{
-        Column, DataType, EdgeRef, Engine, EngineError, Entity, Event, FixedClock, GraphDump,
-        GraphStore, MemoryEventStore, Multiplicity, NodeRef, NodeTableDef, Op, PeerId, Policy,
-        RelTableDef, Replica, SchemaOp, TableDef, Value,
+        Column, DataType, EdgeRef, Engine, EngineError, Entity, Event, GraphDump, GraphStore,
+        Multiplicity, NodeRef, NodeTableDef, Op, PeerId, Policy, RelTableDef, SchemaOp, TableDef,
+        Value,
     };
 
     pub fn col(name: &str, ty: DataType) -> Column {
@@ -363,13 +365,7 @@ mod review {
                 ),
             }
             // A replica importing random chunks of the same order.
-            let mut rep = Replica::create(
-                MemoryEventStore::default(),
-                MemoryGraphStore::new(),
-                PeerId::new("y").unwrap(),
-                Box::new(FixedClock(1)),
-            )
-            .unwrap();
+            let mut rep = super::memory_replica("y", 1);
             let mut i = 0;
             while i < order.len() {
                 let n = 1 + rng.below(4) as usize;
@@ -1207,18 +1203,9 @@ proptest! {
 /// the queue still coalesces, and the graph and the queue survive a reopen.
 #[test]
 fn compaction_keeps_the_offline_queue() {
-    use kuzu_sync_engine::memory::MemoryGraphStore;
     use kuzu_sync_engine::sim::base_schema;
-    use kuzu_sync_engine::{
-        Entity, FixedClock, MemoryEventStore, NodeRef, Op, PeerId, Replica, Value,
-    };
-    let mut a = Replica::create(
-        MemoryEventStore::default(),
-        MemoryGraphStore::new(),
-        PeerId::new("a").unwrap(),
-        Box::new(FixedClock(1_000)),
-    )
-    .unwrap();
+    use kuzu_sync_engine::{Entity, FixedClock, NodeRef, Op, Replica, Value};
+    let mut a = memory_replica("a", 1_000);
     a.write(base_schema().into_iter().map(Op::Schema).collect())
         .unwrap();
     let schema_events = a.version_vector().total();
@@ -1259,19 +1246,10 @@ fn compaction_keeps_the_offline_queue() {
 /// snapshot, or waiting for a snapshot's rebuild.
 #[test]
 fn graph_is_behind_counts_the_snapshot_and_the_rebuild_flag() {
-    use kuzu_sync_engine::memory::MemoryGraphStore;
     use kuzu_sync_engine::replica::graph_is_behind;
     use kuzu_sync_engine::sim::base_schema;
-    use kuzu_sync_engine::{
-        EventStore, FixedClock, MemoryEventStore, Op, PeerId, Replica, VersionVector,
-    };
-    let mut a = Replica::create(
-        MemoryEventStore::default(),
-        MemoryGraphStore::new(),
-        PeerId::new("a").unwrap(),
-        Box::new(FixedClock(1_000)),
-    )
-    .unwrap();
+    use kuzu_sync_engine::{EventStore, Op, VersionVector};
+    let mut a = memory_replica("a", 1_000);
     a.write(base_schema().into_iter().map(Op::Schema).collect())
         .unwrap();
     let all = a.version_vector().clone();
@@ -1284,4 +1262,25 @@ fn graph_is_behind_counts_the_snapshot_and_the_rebuild_flag() {
     let (mut ev, _) = a.into_parts();
     ev.set_meta("graph_rebuild", "1").unwrap();
     assert!(graph_is_behind(&ev, &all).unwrap());
+}
+
+/// A snapshot whose state is not the state of the vector it claims is refused, naming both,
+/// and the replica is unchanged.
+#[test]
+fn a_snapshot_that_misstates_its_vector_is_refused() {
+    use kuzu_sync_engine::sim::base_schema;
+    use kuzu_sync_engine::{EventStore, Op, PeerId};
+    let mut a = memory_replica("a", 1_000);
+    a.write(base_schema().into_iter().map(Op::Schema).collect())
+        .unwrap();
+    a.compact().unwrap();
+    let mut snap = a.event_store().snapshot().unwrap().expect("compacted");
+    snap.version_vector.set(PeerId::new("a").unwrap(), 99);
+    let mut b = memory_replica("b", 2_000);
+    let err = b.install_snapshot(&snap).unwrap_err().to_string();
+    assert!(
+        err.contains("it claims {a: 99} but holds the state of {a: 7}"),
+        "{err}"
+    );
+    assert_eq!(b.version_vector().total(), 0);
 }

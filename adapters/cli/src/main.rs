@@ -368,13 +368,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Compact { dir, forget_peer } => {
             let mut r = open(&dir)?;
+            // All or nothing: every id is checked before any peer is forgotten.
+            let known = r.known_peers()?;
+            if let Some(p) = forget_peer.iter().find(|p| !known.contains_key(p.as_str())) {
+                let known: Vec<&String> = known.keys().collect();
+                bail!("--forget-peer {p:?}: not a known peer of this replica (known: {known:?})");
+            }
             for p in &forget_peer {
-                if !r.forget_peer(p)? {
-                    let known: Vec<String> = r.known_peers()?.into_keys().collect();
-                    bail!(
-                        "--forget-peer {p:?}: not a known peer of this replica (known: {known:?})"
-                    );
-                }
+                r.forget_peer(p)?;
             }
             let pb = bar(0, "compacting");
             let report = r.compact_with_progress(&mut |done, total| {

@@ -667,6 +667,18 @@ fn a_compacting_hub_bootstraps_new_and_forgotten_replicas() {
     hub_proc.terminate();
     let err = fails(ks(&["compact", p(&hub_dir), "--forget-peer", "nobody"]));
     assert!(err.contains("not a known peer"), "{err}");
+    // All or nothing: a bad id after a good one forgets neither.
+    let err = fails(ks(&[
+        "compact",
+        p(&hub_dir),
+        "--forget-peer",
+        "b",
+        "--forget-peer",
+        "nobody",
+    ]));
+    assert!(err.contains("\"nobody\": not a known peer"), "{err}");
+    let st = status(&hub_dir);
+    assert!(st["compaction"]["known_peers"].get("b").is_some(), "{st}");
     let report = parse(&ok(ks(&["compact", p(&hub_dir), "--forget-peer", "b"])));
     assert_eq!(report["known_peers"], json!(["a"]), "{report}");
     // b writes while the hub compacts past it.
