@@ -79,6 +79,8 @@ pub enum ReplicaError {
         queued: usize,
         adding: usize,
     },
+    #[error("{peer:?} is not a known peer of this replica (known: {known:?})")]
+    UnknownPeer { peer: String, known: Vec<String> },
 }
 
 /// Rows the graph store holds that the engine's resolved state does not: writes made
@@ -688,6 +690,22 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             self.known_saved_ms = self.clock.now_ms();
         }
         Ok(())
+    }
+
+    /// Forgets every peer in `peers`, or none: an id that is not a known peer is refused
+    /// with [`ReplicaError::UnknownPeer`] before anything changes.
+    pub fn forget_peers(&mut self, peers: &[&str]) -> Result<(), ReplicaError> {
+        if let Some(p) = peers.iter().find(|p| !self.known.contains_key(**p)) {
+            return Err(ReplicaError::UnknownPeer {
+                peer: p.to_string(),
+                known: self.known.keys().cloned().collect(),
+            });
+        }
+        for p in peers {
+            self.known.remove(*p);
+        }
+        self.known_dirty = true;
+        self.save_known_peers()
     }
 
     /// Stops waiting for `peer`: compaction no longer keeps events for it. Returns whether

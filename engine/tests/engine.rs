@@ -1284,3 +1284,28 @@ fn a_snapshot_that_misstates_its_vector_is_refused() {
     );
     assert_eq!(b.version_vector().total(), 0);
 }
+
+/// `forget_peers` forgets all the ids it is given or none: an unknown id is refused, naming
+/// it and the known peers, and every known peer stays known (also after a reopen).
+#[test]
+fn forget_peers_is_all_or_nothing() {
+    use kuzu_sync_engine::{FixedClock, Replica, ReplicaError, VersionVector};
+    let mut a = memory_replica("a", 1_000);
+    for p in ["b", "c"] {
+        a.note_remote(p, &VersionVector::new()).unwrap();
+    }
+    let err = a.forget_peers(&["b", "nobody"]).unwrap_err();
+    assert!(matches!(err, ReplicaError::UnknownPeer { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        r#""nobody" is not a known peer of this replica (known: ["b", "c"])"#
+    );
+    let (ev, gr) = a.into_parts();
+    let mut a = Replica::open(ev, gr, Box::new(FixedClock(2_000))).unwrap();
+    let known: Vec<String> = a.known_peers().unwrap().into_keys().collect();
+    assert_eq!(known, ["b", "c"]);
+    a.forget_peers(&["b", "c"]).unwrap();
+    let (ev, gr) = a.into_parts();
+    let a = Replica::open(ev, gr, Box::new(FixedClock(3_000))).unwrap();
+    assert!(a.known_peers().unwrap().is_empty());
+}
