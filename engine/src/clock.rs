@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::limits::MAX_VECTOR_PEERS;
 
 /// The id of a replica. 1–64 characters of `[A-Za-z0-9_.-]`.
 /// Cheap to clone (shared string).
@@ -113,8 +114,32 @@ impl Serialize for VersionVector {
 
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<PeerId, u64>::deserialize(d)?;
-        Ok(VersionVector(map.into_iter().collect()))
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a map of at most {MAX_VECTOR_PEERS} peers to counters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VersionVector, A::Error> {
+                // Bounded as it is read: a vector comes from peers, in messages and bundles.
+                let mut entries = BTreeMap::new();
+                while let Some((peer, counter)) = map.next_entry::<PeerId, u64>()? {
+                    if entries.len() == MAX_VECTOR_PEERS {
+                        return Err(serde::de::Error::custom(format!(
+                            "a version vector of more than {MAX_VECTOR_PEERS} peers"
+                        )));
+                    }
+                    entries.insert(peer, counter);
+                }
+                Ok(VersionVector(
+                    entries.into_iter().filter(|(_, c)| *c > 0).collect(),
+                ))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 

@@ -477,7 +477,7 @@ fn ten_thousand_events(store: &mut dyn EventStore) {
 use crate::change::{ApplyBatch, GraphChange};
 use crate::event::EdgeRef;
 use crate::memory::MemoryGraphStore;
-use crate::ports::GraphStore;
+use crate::ports::{GraphDump, GraphStore};
 use crate::schema::{Column, Multiplicity, NodeTableDef, RelTableDef, Schema, SchemaOp, TableDef};
 use crate::value::DataType;
 
@@ -1046,4 +1046,198 @@ pub fn graph_store_suite<G: GraphStore>(make: &mut dyn FnMut() -> G) {
             );
         }
     }
+}
+
+/// A graph store that fails on demand: the next `fail_applies` calls to `apply` fail before
+/// reaching the wrapped store (which is left unchanged), as a full disk or a crashed
+/// database would. For tests of the replica's failure handling over any graph store.
+#[derive(Debug)]
+pub struct FlakyGraph<G> {
+    pub inner: G,
+    pub fail_applies: u32,
+    /// Applies refused so far.
+    pub failed: u32,
+    /// Watermark reads so far (every rebuild from the stores starts with one).
+    pub watermark_reads: u32,
+}
+
+impl<G> FlakyGraph<G> {
+    pub fn new(inner: G) -> Self {
+        FlakyGraph {
+            inner,
+            fail_applies: 0,
+            failed: 0,
+            watermark_reads: 0,
+        }
+    }
+}
+
+impl<G: GraphStore> GraphStore for FlakyGraph<G> {
+    fn watermark(&mut self) -> Result<VersionVector, StoreError> {
+        self.watermark_reads += 1;
+        self.inner.watermark()
+    }
+    fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError> {
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            self.failed += 1;
+            return Err(StoreError::Corrupt("injected graph store failure".into()));
+        }
+        self.inner.apply(batch, schema)
+    }
+    fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError> {
+        self.inner.dump(schema)
+    }
+}
+
+/// The replica's failure handling over a real graph store, made to fail through
+/// [`FlakyGraph`]:
+/// - a write whose graph apply fails, and whose rebuild fails too, leaves the replica
+///   refusing work (`Unrecovered`) until a rebuild succeeds; then the graph holds every
+///   logged event, the failed batch included (it was logged before the apply), and equals
+///   the engine's view: never a watermark over rows the graph lacks;
+/// - the same for an import;
+/// - an import refused before it changed anything (a gap in causality, an invalid first
+///   event) costs no rebuild: the graph store is not touched.
+///
+/// `make` returns a fresh, empty graph store on every call.
+pub fn replica_failure_suite<G: GraphStore>(make: &mut dyn FnMut() -> G) {
+    use crate::memory_log::MemoryEventStore;
+    use crate::replica::{Replica, ReplicaError};
+    use crate::schema::{Column, SchemaOp};
+
+    let table = Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "T".into(),
+        columns: vec![
+            Column {
+                name: "id".into(),
+                ty: DataType::Int64,
+                default: None,
+            },
+            Column {
+                name: "name".into(),
+                ty: DataType::String,
+                default: None,
+            },
+        ],
+        primary_key: "id".into(),
+    }));
+    let add = |id: i64| Op::AddNode {
+        table: "T".into(),
+        props: vec![
+            ("id".into(), Value::Int64(id)),
+            ("name".into(), Value::String(format!("n{id}"))),
+        ],
+    };
+    let open = |graph: FlakyGraph<G>, peer: &str| {
+        Replica::create(
+            MemoryEventStore::default(),
+            graph,
+            PeerId::new(peer).unwrap(),
+            Box::new(crate::clock::FixedClock(1_700_000_000_000)),
+        )
+        .unwrap()
+    };
+    // The graph's rows, and whether they are the engine's view.
+    fn rows<G: GraphStore>(r: &mut Replica<MemoryEventStore, FlakyGraph<G>>) -> GraphDump {
+        let schema = r.engine().schema().clone();
+        let stored = r.graph().dump(&schema).unwrap();
+        assert_eq!(stored, r.engine().dump(), "graph store vs engine view");
+        stored
+    }
+    let names = |d: &GraphDump| -> Vec<String> {
+        d.values()
+            .flat_map(|t| t.iter().map(|row| format!("{row:?}")))
+            .collect()
+    };
+
+    // Case 1: a write fails in apply, then in the rebuild that follows; the next write
+    // (the graph works again) must first rebuild, so the failed batch reaches the graph.
+    let mut r = open(FlakyGraph::new(make()), "a");
+    r.write(vec![table.clone(), add(1)]).unwrap();
+    r.graph().fail_applies = 2;
+    let err = r.write(vec![add(2)]).unwrap_err();
+    assert!(err.to_string().contains("injected"), "case 1: {err}");
+    assert_eq!(
+        r.graph().failed,
+        2,
+        "case 1: the apply and the rebuild both failed"
+    );
+    assert!(r.is_unrecovered(), "case 1: a failed rebuild is remembered");
+    r.write(vec![add(4)]).unwrap();
+    assert!(!r.is_unrecovered());
+    let shown = names(&rows(&mut r)).join(" ");
+    for id in [1, 2, 4] {
+        assert!(
+            shown.contains(&format!("n{id}]")),
+            "case 1: node {id} missing from the graph: {shown}"
+        );
+    }
+    assert_eq!(
+        r.graph().watermark().unwrap(),
+        *r.version_vector(),
+        "case 1: watermark"
+    );
+    // While the graph keeps failing, every write is refused, naming why, and none is
+    // applied.
+    r.graph().fail_applies = 3;
+    assert!(r.write(vec![add(5)]).is_err());
+    let err = r.write(vec![add(6)]).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::Unrecovered { .. }),
+        "case 1: a write before a successful rebuild must be refused, got {err}"
+    );
+    r.write(vec![add(7)]).unwrap();
+    let shown = names(&rows(&mut r)).join(" ");
+    assert!(
+        shown.contains("n5]") && shown.contains("n7]"),
+        "case 1: {shown}"
+    );
+    assert!(
+        !shown.contains("n6]"),
+        "case 1: the refused write is not applied: {shown}"
+    );
+
+    // Case 2: the same for an import.
+    let mut src = open(FlakyGraph::new(make()), "src");
+    src.write(vec![table.clone(), add(10), add(11)]).unwrap();
+    let mut dst = open(FlakyGraph::new(make()), "dst");
+    dst.graph().fail_applies = 2;
+    let all = src.events_since(&VersionVector::new()).unwrap();
+    assert!(dst.import(all.clone()).is_err());
+    assert!(dst.is_unrecovered(), "case 2");
+    dst.write(vec![]).unwrap();
+    assert_eq!(
+        dst.version_vector(),
+        src.version_vector(),
+        "case 2: the logged import"
+    );
+    assert_eq!(
+        rows(&mut dst),
+        rows(&mut src),
+        "case 2: the graph got the import"
+    );
+
+    // Case 3: refusals that change nothing do not touch the graph store.
+    let mut dst = open(FlakyGraph::new(make()), "dst3");
+    dst.write(vec![table.clone(), add(20)]).unwrap();
+    let before = rows(&mut dst);
+    dst.graph().fail_applies = 1_000;
+    let gap = all[1..].to_vec();
+    let err = dst.import(gap).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::MissingHistory { .. }),
+        "case 3: {err}"
+    );
+    let mut bad = all.clone();
+    bad[0].op = Op::AddNode {
+        table: "NoSuchTable".into(),
+        props: vec![("id".into(), Value::Int64(1))],
+    };
+    let err = dst.import(bad).unwrap_err();
+    assert!(err.to_string().contains("NoSuchTable"), "case 3: {err}");
+    assert_eq!(dst.graph().failed, 0, "case 3: no rebuild was attempted");
+    assert!(!dst.is_unrecovered());
+    dst.graph().fail_applies = 0;
+    assert_eq!(rows(&mut dst), before, "case 3");
 }

@@ -6,6 +6,7 @@
 //! [`Replica`] drives an engine against an [`EventStore`] and a [`GraphStore`].
 
 pub mod antientropy;
+pub mod auth;
 pub mod change;
 pub mod clock;
 pub mod conflict;
@@ -14,6 +15,7 @@ pub mod ddl;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod limits;
 pub mod memory;
 pub mod memory_log;
 pub mod merkle;

@@ -263,14 +263,21 @@ impl MerkleIndex {
     }
 
     /// The `2^depth` descendants at `level + depth` of each node in `parents` (at `level`),
-    /// parent by parent; `None` if a node does not exist.
+    /// parent by parent; `None` if a node does not exist or `parents` are not strictly
+    /// ascending. So the answer is never larger than one level of the tree, whatever a
+    /// remote asks: every parent is checked before anything is allocated.
     pub fn descendants(&self, level: u32, parents: &[u32], depth: u32) -> Option<Vec<Hash>> {
+        let parent_count = self.level(level)?.len();
         let nodes = self.level(level.checked_add(depth)?)?;
         let fan = 1usize.checked_shl(depth)?;
+        let in_order = parents.windows(2).all(|w| w[0] < w[1]);
+        if !in_order || parents.iter().any(|&p| p as usize >= parent_count) {
+            return None;
+        }
         let mut out = Vec::with_capacity(parents.len() * fan);
         for &parent in parents {
             let first = (parent as usize).checked_mul(fan)?;
-            out.extend_from_slice(nodes.get(first..first + fan)?);
+            out.extend_from_slice(nodes.get(first..first.checked_add(fan)?)?);
         }
         Some(out)
     }

@@ -81,6 +81,13 @@ pub enum ReplicaError {
     },
     #[error("{peer:?} is not a known peer of this replica (known: {known:?})")]
     UnknownPeer { peer: String, known: Vec<String> },
+    /// An earlier failure left the in-memory state ahead of the stores, and rebuilding it
+    /// from them failed: nothing more is done until a rebuild succeeds (each call tries).
+    #[error(
+        "this replica could not be rebuilt from its stores after an earlier failure, and \
+         refuses work until it can be: {reason}"
+    )]
+    Unrecovered { reason: String },
 }
 
 /// Rows the graph store holds that the engine's resolved state does not: writes made
@@ -181,6 +188,10 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     conflicts: Vec<Conflict>,
     apply_chunk: usize,
     recovering: bool,
+    /// Set when rebuilding from the stores failed after a failed write or import (or a
+    /// panic while the replica was in use): the engine may hold events the graph lacks, and
+    /// a later apply would commit a watermark over them. Cleared by a successful rebuild.
+    unrecovered: Option<String>,
     /// Own counter when the replica went offline.
     offline_mark: Option<u64>,
     queue_capacity: usize,
@@ -250,6 +261,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             conflicts: Vec::new(),
             apply_chunk: DEFAULT_APPLY_CHUNK,
             recovering: false,
+            unrecovered: None,
             offline_mark: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             floor: VersionVector::new(),
@@ -414,20 +426,59 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     /// Runs `f`; if it fails, rebuilds the in-memory state from the stores, so that a failed
-    /// write or import leaves the replica exactly as it was.
+    /// write or import leaves the replica exactly as it was. If the rebuild fails too, the
+    /// replica refuses work until a rebuild succeeds (see [`Replica::ensure_recovered`]).
     fn or_recover<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, ReplicaError>,
     ) -> Result<T, ReplicaError> {
+        self.ensure_recovered()?;
         match f(self) {
             Ok(v) => Ok(v),
             Err(e) => {
-                // Discard the half-applied in-memory state; the stores are the truth.
-                let _ = self.engine.take_batch();
-                self.recover(&mut |_, _| {})?;
+                self.rebuild_from_stores();
                 Err(e)
             }
         }
+    }
+
+    /// Discards the half-applied in-memory state and rebuilds it from the stores, which are
+    /// the truth. A failed rebuild is remembered: the replica refuses work until one
+    /// succeeds.
+    fn rebuild_from_stores(&mut self) {
+        let _ = self.engine.take_batch();
+        self.recovering = false;
+        match self.recover(&mut |_, _| {}) {
+            Ok(()) => self.unrecovered = None,
+            Err(e) => self.unrecovered = Some(e.to_string()),
+        }
+    }
+
+    /// If an earlier rebuild failed, tries again; until one succeeds, every call that would
+    /// change the replica fails with [`ReplicaError::Unrecovered`]. Otherwise the next
+    /// successful apply would commit a watermark covering a batch the graph never got.
+    pub fn ensure_recovered(&mut self) -> Result<(), ReplicaError> {
+        if self.unrecovered.is_none() {
+            return Ok(());
+        }
+        self.rebuild_from_stores();
+        match &self.unrecovered {
+            None => Ok(()),
+            Some(reason) => Err(ReplicaError::Unrecovered {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Marks the in-memory state as untrustworthy (say, a panic happened while it was being
+    /// changed): the next call that changes the replica first rebuilds it from the stores.
+    pub fn mark_unrecovered(&mut self, reason: impl Into<String>) {
+        self.unrecovered = Some(reason.into());
+    }
+
+    /// Whether the replica is waiting for a successful rebuild (see [`ReplicaError::Unrecovered`]).
+    pub fn is_unrecovered(&self) -> bool {
+        self.unrecovered.is_some()
     }
 
     /// Validates and applies local ops as one atomic write: either every op becomes an event
@@ -440,6 +491,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// Goes offline: from now on, own writes are counted in the offline queue (durably).
     pub fn go_offline(&mut self) -> Result<(), ReplicaError> {
+        self.ensure_recovered()?;
         if self.offline_mark.is_none() {
             let mark = self.own_counter();
             self.events.set_meta(OFFLINE_MARK_KEY, &mark.to_string())?;
@@ -509,6 +561,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         mark: u64,
         meta: &[(&str, &str)],
     ) -> Result<CoalesceReport, ReplicaError> {
+        self.ensure_recovered()?;
         // Own events inside the snapshot (one installed from elsewhere may cover part of
         // the queue) are history that others hold: only what follows can be rewritten.
         let mark = mark.max(self.floor.get(self.peer()));
@@ -531,7 +584,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             .replace_suffix(&peer, mark, &coalesced, &all_meta)?;
         // Rebuild the engine from the rewritten log; the graph's rows do not change, its
         // watermark moves back to the log (see `recover`).
-        self.recover(&mut |_, _| {})?;
+        self.rebuild_from_stores();
+        self.ensure_recovered()?;
         Ok(report)
     }
 
@@ -586,12 +640,19 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     ) -> Result<ImportOutcome, ReplicaError> {
         let received = events.len();
         let conflicts_before = self.conflicts.len();
+        self.ensure_recovered()?;
+        // The store checks every received event, duplicates included, for equivocation.
+        let (fresh, dups): (Vec<Event>, Vec<Event>) = events
+            .into_iter()
+            .partition(|e| !self.engine.is_applied(&e.id));
+        // Refusals up to the first event applied in memory change nothing, so they cost
+        // no rebuild: a gap in causality, or a first event that fails its checks (`apply`
+        // checks an event before it changes anything).
+        let order = causal_order(fresh, self.engine.version_vector())?;
+        if let Some(first) = order.first() {
+            self.engine.check(first)?;
+        }
         self.or_recover(|r| {
-            // The store checks every received event, duplicates included, for equivocation.
-            let (fresh, dups): (Vec<Event>, Vec<Event>) = events
-                .into_iter()
-                .partition(|e| !r.engine.is_applied(&e.id));
-            let order = causal_order(fresh, r.engine.version_vector())?;
             // `apply` checks each event once its causal past is applied (schema checks
             // need the tables its author had). Progress: applying in memory is the first
             // half of the work, storing and writing the graph the second.
@@ -757,6 +818,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         floor: &VersionVector,
         progress: Progress,
     ) -> Result<CompactReport, ReplicaError> {
+        self.ensure_recovered()?;
         let mut target = floor.meet(self.engine.version_vector());
         if let Some(mark) = self.offline_mark {
             // The offline queue stays in the log: coalescing rewrites it there.
@@ -869,6 +931,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         &mut self,
         snap: &crate::snapshot::Snapshot,
     ) -> Result<InstallReport, ReplicaError> {
+        self.ensure_recovered()?;
         if !snap.version_vector.dominates(&self.floor) {
             return Err(ReplicaError::SnapshotBehind {
                 snapshot: format!("{:?}", snap.version_vector),
@@ -1018,6 +1081,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// Compares the graph store's rows with the engine's resolved state, by Merkle tree.
     pub fn drift(&mut self) -> Result<Drift, ReplicaError> {
+        self.ensure_recovered()?;
         use std::collections::HashMap;
         let schema = self.engine.schema().clone();
         let mine = antientropy::entities(&self.engine.dump(), &schema, false);
@@ -1052,6 +1116,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// rows (adds for extra and different rows, deletes for missing ones). Returns the
     /// events written; they replicate like any write.
     pub fn capture_drift(&mut self, drift: &Drift) -> Result<Vec<EventId>, ReplicaError> {
+        self.ensure_recovered()?;
         let (ops, _) = antientropy::ops_for(
             drift
                 .extra
@@ -1070,6 +1135,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// Undoes drift: writes the engine's rows back into the graph store (and removes rows
     /// the engine does not have), leaving the history as it is.
     pub fn revert_drift(&mut self, drift: &Drift) -> Result<usize, ReplicaError> {
+        self.ensure_recovered()?;
         let schema = self.engine.schema().clone();
         let mut changes = Vec::new();
         for row in &drift.extra {
@@ -1209,3 +1275,6 @@ pub fn causal_order(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

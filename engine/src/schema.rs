@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Stamp;
 use crate::error::EngineError;
+use crate::limits;
 use crate::value::{DataType, Value};
 
 /// Name of the hidden property that holds a replicated edge's key in Kuzu.
@@ -343,6 +344,7 @@ impl Schema {
     pub fn validate_structure(&self, op: &SchemaOp) -> Result<(), EngineError> {
         match op {
             SchemaOp::CreateNodeTable(def) => {
+                validate_table_name(&def.name)?;
                 validate_columns(&def.name, &def.columns)?;
                 let pk = def.key_column().ok_or_else(|| EngineError::InvalidSchema {
                     table: def.name.clone(),
@@ -357,6 +359,7 @@ impl Schema {
                 Ok(())
             }
             SchemaOp::CreateRelTable(def) => {
+                validate_table_name(&def.name)?;
                 validate_columns(&def.name, &def.columns)?;
                 if def.connections.is_empty() {
                     return Err(EngineError::InvalidSchema {
@@ -548,9 +551,105 @@ fn diff_tables(old: &TableDef, new: &TableDef) -> TableChange {
     }
 }
 
-fn validate_columns(table: &str, columns: &[Column]) -> Result<(), EngineError> {
+/// A table name as a received or local create must spell it (see [`limits::is_identifier`]).
+pub(crate) fn validate_table_name(name: &str) -> Result<(), EngineError> {
+    if limits::is_identifier(name) {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidSchema {
+            table: name.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
+            reason: format!(
+                "table name {:?} is not an identifier (a letter or _, then letters, digits \
+                 or _, at most {} bytes)",
+                name.chars()
+                    .take(limits::MAX_IDENTIFIER_LEN)
+                    .collect::<String>(),
+                limits::MAX_IDENTIFIER_LEN
+            ),
+        })
+    }
+}
+
+/// Most levels of nesting in a column type (`INT64[][]` is three).
+pub const MAX_TYPE_DEPTH: usize = 16;
+/// The longest fixed-size ARRAY a column may declare.
+pub const MAX_ARRAY_LEN: u32 = 1 << 16;
+
+/// A column type's field names, nesting, array lengths and decimal precision are within
+/// bounds; `column` names it in the error.
+fn validate_type(
+    table: &str,
+    column: &str,
+    ty: &DataType,
+    depth: usize,
+) -> Result<(), EngineError> {
+    let bad = |reason: String| EngineError::InvalidSchema {
+        table: table.to_string(),
+        reason: format!("column {column}: {reason}"),
+    };
+    if depth > MAX_TYPE_DEPTH {
+        return Err(bad(format!(
+            "types nest more than {MAX_TYPE_DEPTH} levels deep"
+        )));
+    }
+    match ty {
+        DataType::Decimal { precision, scale } => {
+            if !(1..=38).contains(precision) || scale > precision {
+                return Err(bad(format!(
+                    "DECIMAL({precision}, {scale}) is invalid: the precision must be 1-38 and \
+                     the scale at most the precision"
+                )));
+            }
+            Ok(())
+        }
+        DataType::List(inner) => validate_type(table, column, inner, depth + 1),
+        DataType::Array(inner, n) => {
+            if *n == 0 || *n > MAX_ARRAY_LEN {
+                return Err(bad(format!(
+                    "an ARRAY of {n} elements (1 to {MAX_ARRAY_LEN} are allowed)"
+                )));
+            }
+            validate_type(table, column, inner, depth + 1)
+        }
+        DataType::Map(k, v) => {
+            validate_type(table, column, k, depth + 1)?;
+            validate_type(table, column, v, depth + 1)
+        }
+        DataType::Struct(fields) | DataType::Union(fields) => {
+            if fields.is_empty() {
+                return Err(bad("a STRUCT or UNION without fields".into()));
+            }
+            for (name, inner) in fields {
+                if !limits::is_identifier(name) {
+                    return Err(bad(format!("field name {name:?} is not an identifier")));
+                }
+                validate_type(table, column, inner, depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Column names are identifiers, not reserved, not repeated; types and defaults are valid.
+pub(crate) fn validate_columns(table: &str, columns: &[Column]) -> Result<(), EngineError> {
     let mut seen = std::collections::BTreeSet::new();
     for c in columns {
+        if !limits::is_identifier(&c.name) {
+            return Err(EngineError::InvalidSchema {
+                table: table.to_string(),
+                reason: format!(
+                    "column name {:?} is not an identifier (a letter or _, then letters, \
+                     digits or _, at most {} bytes)",
+                    c.name
+                        .chars()
+                        .take(limits::MAX_IDENTIFIER_LEN)
+                        .collect::<String>(),
+                    limits::MAX_IDENTIFIER_LEN
+                ),
+            });
+        }
+        validate_type(table, &c.name, &c.ty, 1)?;
         if c.name.is_empty() || c.name.starts_with("_ks_") {
             return Err(EngineError::InvalidSchema {
                 table: table.to_string(),

@@ -655,6 +655,9 @@ impl Engine {
                     self.schema
                         .table(table)
                         .ok_or_else(|| EngineError::UnknownTable(table.clone()))?;
+                    // Name and type as a create would check them; a concurrent add of the
+                    // same column is legitimate, so "already exists" is not checked here.
+                    crate::schema::validate_columns(table, std::slice::from_ref(column))?;
                     if let Some(d) = &column.default {
                         if !d.conforms_to(&column.ty) {
                             return Err(EngineError::InvalidSchema {

@@ -45,8 +45,9 @@ pub enum Message {
     Welcome(Welcome),
     /// Server → client: the handshake is refused; the connection closes.
     Refused(Refused),
-    /// A batch of events the receiver lacks, in causal order.
-    Events(Vec<Event>),
+    /// A batch of events the receiver lacks, in causal order (at most
+    /// [`crate::limits::MAX_EVENTS_PER_MESSAGE`], refused while decoding past that).
+    Events(#[serde(deserialize_with = "crate::limits::bounded_events")] Vec<Event>),
     /// End of stored events: everything the sender held at the handshake has been sent.
     Eose,
     /// The receiver's version vector after importing.
@@ -91,6 +92,12 @@ pub enum Message {
     /// Round-trip measurement: answered at once with `Pong` and the same number.
     Ping(u64),
     Pong(u64),
+}
+
+/// Whether every item is greater than the one before (so a request names each thing once
+/// and its answer is no larger than what it asks about).
+fn strictly_ascending<T: Ord>(items: &[T]) -> bool {
+    items.windows(2).all(|w| w[0] < w[1])
 }
 
 /// Fixed-size items back to back, for the Merkle messages.
@@ -375,8 +382,13 @@ pub enum Output {
 pub struct SessionConfig {
     /// The application schema version of this side.
     pub schema_version: u64,
-    /// Client: the token to present. Server: the token required (None: open hub).
+    /// Client: the token to present. Server: the one token required (None: open hub,
+    /// unless `credentials` are set). A session opened with it may claim any peer id and
+    /// send any events, like a `relay` credential.
     pub auth_token: Option<String>,
+    /// Server: tokens bound to peer ids and roles (see [`crate::auth`]); when set, a hello
+    /// must carry one of them, claiming a peer it may claim.
+    pub credentials: Option<std::sync::Arc<crate::auth::Credentials>>,
     pub capabilities: Vec<String>,
     pub batch_size: usize,
     /// Server: write a seal after each import that brings events, when the schema has an
@@ -395,6 +407,7 @@ impl Default for SessionConfig {
         SessionConfig {
             schema_version: 0,
             auth_token: None,
+            credentials: None,
             capabilities: vec![CAP_ZSTD.to_string(), CAP_SNAPSHOT.to_string()],
             batch_size: DEFAULT_BATCH,
             seal: false,
@@ -454,6 +467,8 @@ pub struct Session {
     remote_floor: VersionVector,
     /// A snapshot being received: its first part's header and the bytes so far.
     snapshot_in: Option<(SnapshotPart, Vec<u8>)>,
+    /// Server with credentials: what the client's token was granted.
+    grant: Option<crate::auth::Grant>,
 }
 
 impl Session {
@@ -479,6 +494,7 @@ impl Session {
             full_resync_required: false,
             remote_floor: VersionVector::new(),
             snapshot_in: None,
+            grant: None,
         }
     }
 
@@ -606,10 +622,14 @@ impl Session {
         if self.state == State::Closed {
             return out;
         }
+        if let Err(reason) = crate::limits::check_message(&msg) {
+            self.fail(reason, &mut out);
+            return out;
+        }
         let result = match (self.role, self.state, msg) {
             (_, _, Message::Error(reason)) => {
                 out.push(Output::Event(Lifecycle::Error {
-                    reason: format!("the remote reported an error: {reason}"),
+                    reason: format!("the remote reported an error: {}", cut(&reason)),
                 }));
                 self.close(&mut out);
                 Ok(())
@@ -631,10 +651,18 @@ impl Session {
                 self.close(&mut out);
                 Ok(())
             }
+            (_, State::Established, Message::Events(_)) if self.no_exchange => {
+                Err("events on a session opened with the no-exchange capability".to_string())
+            }
             (_, State::Established, Message::Events(events)) => {
                 self.on_events(events, replica, &mut out)
             }
-            (_, State::Established, Message::SnapshotPart(part)) => {
+            // A snapshot replaces a replica's state wholesale: a server never takes one from
+            // a client, whatever the client claims.
+            (Role::Server, _, Message::SnapshotPart(_)) => {
+                Err("a client sent a snapshot; a server never installs one".to_string())
+            }
+            (Role::Client, State::Established, Message::SnapshotPart(part)) => {
                 self.on_snapshot_part(part, replica, &mut out)
             }
             (_, State::Established, Message::Eose) => {
@@ -763,11 +791,16 @@ impl Session {
                 out,
             );
         }
-        if let Some(required) = &self.config.auth_token {
+        if let Some(creds) = &self.config.credentials {
+            match creds.grant(h.auth_token.as_deref(), &h.peer) {
+                Ok(grant) => self.grant = Some(grant),
+                Err(reason) => return self.refuse(Refused::Auth { reason }, out),
+            }
+        } else if let Some(required) = &self.config.auth_token {
             let ok = h
                 .auth_token
                 .as_deref()
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), required.as_bytes()));
+                .is_some_and(|t| crate::auth::constant_time_eq(t.as_bytes(), required.as_bytes()));
             if !ok {
                 let reason = if h.auth_token.is_none() {
                     "this hub requires an auth token and none was given"
@@ -886,7 +919,9 @@ impl Session {
         if let Message::MerkleSummary { len } = &m {
             let engine = replica.engine();
             let rows = antientropy::entities(&engine.dump(), engine.schema(), true);
-            let bits = merkle::suggested_bucket_bits(rows.len().max(*len as usize));
+            let bits = merkle::suggested_bucket_bits(
+                rows.len().max(usize::try_from(*len).unwrap_or(usize::MAX)),
+            );
             let index = antientropy::index(&rows, bits);
             out.push(Output::Send(Message::MerkleSummaryReply {
                 bucket_bits: bits,
@@ -910,6 +945,9 @@ impl Session {
                     .descendants(*level, parents, *depth)
                     .ok_or_else(|| bad("a level or node"))?,
             )),
+            Message::MerkleFingerprints(buckets) if !strictly_ascending(buckets) => {
+                return Err("merkle_fingerprints must name distinct buckets in order".into())
+            }
             Message::MerkleFingerprints(buckets) => Message::MerkleFingerprintLists(
                 buckets
                     .iter()
@@ -921,6 +959,9 @@ impl Session {
                     })
                     .collect::<Result<_, _>>()?,
             ),
+            Message::MerkleEntries(picks) if !strictly_ascending(picks) => {
+                return Err("merkle_entries must name distinct entries in order".into())
+            }
             Message::MerkleEntries(picks) => {
                 let entries: Vec<[u8; 32]> = picks
                     .iter()
@@ -940,6 +981,13 @@ impl Session {
                 Message::MerkleEntryList(pack(&entries))
             }
             Message::MerkleRows(keys) => {
+                if keys.len() / 16 > rows.len() {
+                    return Err(format!(
+                        "merkle_rows asks for {} rows, more than the {} there are",
+                        keys.len() / 16,
+                        rows.len()
+                    ));
+                }
                 let keys = unpack::<16>(keys).ok_or_else(|| bad("a key list"))?;
                 let keys: std::collections::HashSet<[u8; 16]> = keys.into_iter().collect();
                 Message::MerkleRowList(
@@ -1211,6 +1259,9 @@ impl Session {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         let peer = self.remote_name();
+        if let Some(grant) = &self.grant {
+            grant.check_events(&events, |e| replica.engine().is_applied(&e.id))?;
+        }
         let conflicts_before = replica.conflicts().len();
         let mut tables: Vec<String> = events
             .iter()
@@ -1264,17 +1315,17 @@ impl Session {
     }
 }
 
-fn major(v: &str) -> &str {
-    v.split('.').next().unwrap_or(v)
+/// An error text from a peer, cut to [`crate::limits::MAX_ERROR_TEXT`] bytes for reports.
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(crate::limits::MAX_ERROR_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
-/// Compares without stopping at the first difference, so the time taken does not reveal
-/// how much of a guessed token is right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn major(v: &str) -> &str {
+    v.split('.').next().unwrap_or(v)
 }
 
 #[cfg(test)]

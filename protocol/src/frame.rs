@@ -15,6 +15,9 @@ use kuzu_sync_engine::sync::Message;
 
 /// Default largest frame, compressed or not: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+/// Largest frame before the handshake completes: a `Hello`, `Welcome` or `Refused` is far
+/// smaller, and a connection nobody has authenticated gets no more.
+pub const HANDSHAKE_MAX_FRAME: usize = 64 << 10;
 /// Frames smaller than this are sent uncompressed: zstd gains little on them.
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 512;
 const ZSTD_LEVEL: i32 = 3;
@@ -140,7 +143,9 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<Decoded, FrameError>
 fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     use std::io::Read;
     let bad = |e: std::io::Error| FrameError::Decompress(e.to_string());
-    let mut out = Vec::with_capacity(body.len() * 4);
+    // Grows as the body inflates, never past `max + 1`: nothing is reserved on the
+    // strength of the compressed size.
+    let mut out = Vec::with_capacity(body.len().min(max));
     zstd::stream::read::Decoder::new(body)
         .map_err(bad)?
         .take(max as u64 + 1)
@@ -205,6 +210,11 @@ impl FrameDecoder {
             }
             Decoded::NeedMore(_) => Ok(None),
         }
+    }
+
+    /// Changes the largest frame accepted from here on (raised once a handshake completes).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
     }
 
     /// Bytes received but not yet decoded.

@@ -497,9 +497,25 @@ fn round_trip(
             format!("a response body of {len} bytes is over the limit of {MAX_BODY}"),
         ));
     }
-    let mut body = vec![0u8; len as usize];
-    conn.reader.read_exact(&mut body)?;
+    let body = read_body(&mut conn.reader, len)?;
     Ok((status, head, body))
+}
+
+/// Reads a body of `len` bytes (already checked against [`MAX_BODY`]), growing the buffer
+/// as bytes arrive rather than allocating what the header claims up front.
+fn read_body(reader: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity((len as usize).min(64 << 10));
+    reader.take(len).read_to_end(&mut body)?;
+    if (body.len() as u64) < len {
+        return Err(io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!(
+                "the body ended after {} of its {len} bytes (Content-Length)",
+                body.len()
+            ),
+        ));
+    }
+    Ok(body)
 }
 
 impl Transport for HttpClientTransport {
@@ -817,8 +833,7 @@ impl HttpRegistry {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .and_then(|_| writer.flush());
         }
-        let mut body = vec![0u8; len as usize];
-        reader.read_exact(&mut body)?;
+        let body = read_body(reader, len)?;
 
         // The body has been read: from here on the connection stays usable.
         let id = head

@@ -21,7 +21,10 @@ pub mod transport;
 pub mod ws;
 
 pub use frame::{FrameDecoder, FrameError};
-pub use net::{drive, serve, sync_once, watch, HubConfig, NetError, SessionReport, Shared};
+pub use net::{
+    drive, serve, sync_once, watch, HubConfig, NetError, SessionReport, Shared,
+    DEFAULT_MAX_CONNECTIONS,
+};
 pub use transport::{TcpTransport, ThrottledTransport, Transport};
 
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@ use kuzu_sync_engine::sync::{
 };
 use kuzu_sync_engine::{Event, Op, Replica, ReplicaError, VersionVector};
 
-use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
 use crate::transport::{TcpTransport, Transport};
 
 /// A replica shared by sessions (and the application), with a change counter the sessions
@@ -44,8 +44,22 @@ impl<E: EventStore, G: GraphStore> Shared<E, G> {
     }
 
     /// The replica, locked. Call [`Shared::changed`] after changing it outside a session.
+    ///
+    /// If a thread panicked while it held the replica, its in-memory state may be half
+    /// changed: it is rebuilt from its stores before anyone uses it again, never reused
+    /// as it was. A rebuild that fails leaves the replica refusing work
+    /// ([`ReplicaError::Unrecovered`]) until one succeeds.
     pub fn lock(&self) -> MutexGuard<'_, Replica<E, G>> {
-        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+        match self.replica.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                let mut guard = poisoned.into_inner();
+                self.replica.clear_poison();
+                guard.mark_unrecovered("a thread panicked while it held the replica");
+                let _ = guard.ensure_recovered();
+                guard
+            }
+        }
     }
 
     /// Writes local ops and lets every session stream them.
@@ -75,7 +89,15 @@ impl<E: EventStore, G: GraphStore> Shared<E, G> {
 
     /// Takes the replica back (when no session holds the Arc any more).
     pub fn into_inner(self: Arc<Self>) -> Option<Replica<E, G>> {
-        Arc::into_inner(self).map(|s| s.replica.into_inner().unwrap_or_else(|p| p.into_inner()))
+        Arc::into_inner(self).map(|s| match s.replica.into_inner() {
+            Ok(r) => r,
+            Err(poisoned) => {
+                let mut r = poisoned.into_inner();
+                r.mark_unrecovered("a thread panicked while it held the replica");
+                let _ = r.ensure_recovered();
+                r
+            }
+        })
     }
 }
 
@@ -103,6 +125,13 @@ pub struct DriveOptions {
     /// A frame begun but not completed within this time is a truncated frame: the
     /// connection gets an error and is closed.
     pub frame_timeout: Duration,
+    /// Server: a connection that has not completed its handshake within this time gets an
+    /// error and is closed. Until then its frames are limited to
+    /// [`HANDSHAKE_MAX_FRAME`](crate::frame::HANDSHAKE_MAX_FRAME).
+    pub handshake_timeout: Duration,
+    /// An established session whose oldest unanswered ping is this old is closed: the
+    /// other side is gone or stuck.
+    pub pong_timeout: Duration,
 }
 
 impl std::fmt::Debug for DriveOptions {
@@ -125,6 +154,8 @@ impl Default for DriveOptions {
             events: no_events(),
             idle_timeout: None,
             frame_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            pong_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -212,7 +243,9 @@ fn drive_session<E: EventStore, G: GraphStore>(
         transport: name.clone(),
         ..SessionReport::default()
     };
-    let mut decoder = FrameDecoder::new(opts.max_frame);
+    // Until the handshake completes, only small frames (see `HANDSHAKE_MAX_FRAME`).
+    let mut decoder = FrameDecoder::new(opts.max_frame.min(HANDSHAKE_MAX_FRAME));
+    let started = Instant::now();
     let mut encoder = Encoder {
         max_frame: opts.max_frame,
         ..Encoder::default()
@@ -346,6 +379,9 @@ fn drive_session<E: EventStore, G: GraphStore>(
             report.wire_bytes_received += n as u64;
             decoder.push(&buf);
             loop {
+                if session.is_established() {
+                    decoder.set_max_frame(opts.max_frame);
+                }
                 match decoder.next_message() {
                     Ok(Some(msg)) => {
                         let acked = matches!(msg, Message::Ack(_));
@@ -389,6 +425,25 @@ fn drive_session<E: EventStore, G: GraphStore>(
                     transport: name,
                     secs: limit.as_secs(),
                 });
+            }
+        }
+        if !session.is_client()
+            && !session.is_established()
+            && started.elapsed() > opts.handshake_timeout
+        {
+            pending.extend(session.protocol_error(format!(
+                "no handshake within {} ms",
+                opts.handshake_timeout.as_millis()
+            )));
+            continue;
+        }
+        if let Some(age) = meter.oldest_unanswered() {
+            if age > opts.pong_timeout && !session.is_closed() {
+                pending.extend(
+                    session
+                        .protocol_error(format!("no answer to a ping for {} ms", age.as_millis())),
+                );
+                continue;
             }
         }
         let g = shared.generation();
@@ -446,6 +501,11 @@ impl Meter {
         self.pings.insert(n, Instant::now());
         self.last_ping = Some(Instant::now());
         n
+    }
+
+    /// How long the oldest ping has gone unanswered, if one has.
+    fn oldest_unanswered(&self) -> Option<Duration> {
+        self.pings.values().map(|t| t.elapsed()).max()
     }
 
     fn quality(&self) -> NetworkQuality {
@@ -663,9 +723,19 @@ impl NetRemote<'_> {
         };
         self.transport.send(&frame).map_err(io)?;
         let deadline = Instant::now() + Duration::from_secs(60);
+        let timeout = || NetError::Timeout {
+            transport: self.name.clone(),
+            secs: 60,
+        };
         let mut buf = Vec::new();
         loop {
-            while !self.transport.flush(Duration::from_millis(5)).map_err(io)? {}
+            // Flushing has the same deadline as the answer: a remote that stops reading
+            // cannot keep this loop spinning.
+            while !self.transport.flush(Duration::from_millis(5)).map_err(io)? {
+                if Instant::now() > deadline {
+                    return Err(timeout());
+                }
+            }
             if let Some(m) = self
                 .decoder
                 .next_message()
@@ -848,6 +918,18 @@ pub fn remote_diff<E: EventStore, G: GraphStore>(
             })
         }
     };
+    // The remote picks the bucket bits; an index is built with them here, so they are
+    // bounded before anything is allocated for them.
+    if summary.bucket_bits > merkle::MAX_BUCKET_BITS {
+        return Err(NetError::Protocol {
+            transport: name,
+            reason: format!(
+                "the remote answered {} bucket bits, over the most of {}",
+                summary.bucket_bits,
+                merkle::MAX_BUCKET_BITS
+            ),
+        });
+    }
     remote.summary = summary;
     let local = antientropy::index(&rows, summary.bucket_bits);
     let report = merkle::diff(&local, &mut remote).map_err(|e| NetError::Protocol {
@@ -1043,6 +1125,11 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// Connections a hub serves at once by default (each is a thread today).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections past the cap that are answered with a refusal at once; more are dropped.
+const MAX_REFUSING: usize = 16;
+
 /// How a hub serves.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -1051,6 +1138,10 @@ pub struct HubConfig {
     pub poll: Duration,
     /// See [`DriveOptions::frame_timeout`].
     pub frame_timeout: Duration,
+    /// See [`DriveOptions::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// Connections served at once; a connection past it is refused (see [`serve`]).
+    pub max_connections: usize,
 }
 
 impl Default for HubConfig {
@@ -1063,13 +1154,17 @@ impl Default for HubConfig {
             max_frame: DEFAULT_MAX_FRAME,
             poll: Duration::from_millis(20),
             frame_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 /// Serves sessions on `listener` until `stop` is set: raw TCP frames, WebSocket
 /// (`GET` upgrade) and HTTP push/pull (`POST`) on the same port. Each connection runs on
-/// its own thread; one failing connection never affects the others.
+/// its own thread; one failing connection never affects the others. Past
+/// `max_connections`, a new connection is answered with a refusal in its own protocol
+/// (an `Error` frame, or HTTP 503) and closed.
 pub fn serve<E, G>(
     listener: TcpListener,
     shared: Arc<Shared<E, G>>,
@@ -1084,8 +1179,29 @@ where
     listener.set_nonblocking(true)?;
     let http = crate::http::HttpRegistry::default();
     let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+    let mut refusing: Vec<thread::JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
+            Ok((stream, _)) if threads.len() >= config.max_connections => {
+                threads.retain(|t| !t.is_finished());
+                refusing.retain(|t| !t.is_finished());
+                if threads.len() < config.max_connections {
+                    let (shared, config, stop, events, http) = (
+                        shared.clone(),
+                        config.clone(),
+                        stop.clone(),
+                        events.clone(),
+                        http.clone(),
+                    );
+                    threads.push(thread::spawn(move || {
+                        serve_connection(stream, shared, config, stop, events, http)
+                    }));
+                } else if refusing.len() < MAX_REFUSING {
+                    let max = config.max_connections;
+                    refusing.push(thread::spawn(move || refuse_busy(stream, max)));
+                }
+                // Else dropped: closing is the only answer left that costs nothing.
+            }
             Ok((stream, _)) => {
                 let (shared, config, stop, events, http) = (
                     shared.clone(),
@@ -1139,8 +1255,8 @@ fn serve_connection<E, G>(
         return report(&e);
     }
     let mut head = [0u8; 4];
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let sniffed = peek_exact(&stream, &mut head);
+    let _ = stream.set_read_timeout(Some(config.handshake_timeout));
+    let sniffed = peek_exact(&stream, &mut head, config.handshake_timeout);
     let opts = DriveOptions {
         one_shot: false,
         poll: config.poll,
@@ -1149,6 +1265,8 @@ fn serve_connection<E, G>(
         events: events.clone(),
         idle_timeout: None,
         frame_timeout: config.frame_timeout,
+        handshake_timeout: config.handshake_timeout,
+        ..DriveOptions::default()
     };
     let session = || Session::server(config.session.clone());
     let mut transport: Box<dyn Transport> = match sniffed {
@@ -1186,15 +1304,42 @@ fn serve_connection<E, G>(
     }
 }
 
+/// Answers a connection past the cap in its own protocol, then closes it.
+fn refuse_busy(stream: TcpStream, max: usize) {
+    use std::io::Write;
+    let reason = format!("the hub is serving its limit of {max} connections; try again later");
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 4];
+    let sniffed = peek_exact(&stream, &mut head, Duration::from_secs(2));
+    let mut stream = stream;
+    let _ = match sniffed {
+        Ok(()) if &head == b"GET " || &head == b"POST" => stream.write_all(
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{reason}",
+                reason.len()
+            )
+            .as_bytes(),
+        ),
+        _ => match Encoder::default().encode(&Message::Error(reason)) {
+            Ok((frame, _)) => stream.write_all(&frame),
+            Err(_) => Ok(()),
+        },
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
 /// Waits until `buf.len()` bytes can be peeked (or the stream ends or times out).
-fn peek_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
+fn peek_exact(stream: &TcpStream, buf: &mut [u8], limit: Duration) -> io::Result<()> {
     let start = Instant::now();
     loop {
         let n = stream.peek(buf)?;
         if n == buf.len() {
             return Ok(());
         }
-        if n == 0 || start.elapsed() > Duration::from_secs(10) {
+        if n == 0 || start.elapsed() > limit {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "connection closed before the first frame",

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kuzu_sync_engine::memory::MemoryGraphStore;
-use kuzu_sync_engine::sync::{Hello, Lifecycle, Message, SessionConfig};
+use kuzu_sync_engine::sync::{Hello, Lifecycle, Message, SessionConfig, PROTOCOL_VERSION};
 use kuzu_sync_engine::{
     Column, DataType, Entity, FixedClock, MemoryEventStore, NodeRef, NodeTableDef, Op, PeerId,
     Policy, Replica, SchemaOp, Value, VersionVector,
@@ -294,10 +294,18 @@ fn bad_input_closes_only_the_offending_connection() {
         false,
     ));
     assert!(e.contains("over the limit"), "{e}");
-    // A frame over the limit.
+    // A frame over the limit: before the handshake, the limit is 64 KiB whatever the
+    // hub's `max_frame`; after it, `max_frame`.
     let mut big = ((2u32 << 20) + 1).to_le_bytes().to_vec();
     big.push(0);
     let e = error_of(&raw_exchange(&hub, &big, false));
+    assert!(
+        e.contains("2097153 bytes is over the limit of 65536"),
+        "{e}"
+    );
+    let mut after_hello = frame(&hello("late", PROTOCOL_VERSION));
+    after_hello.extend(&big);
+    let e = error_of(&raw_exchange(&hub, &after_hello, false));
     assert!(
         e.contains("2097153 bytes is over the limit of 1048576"),
         "{e}"
@@ -1121,4 +1129,167 @@ fn bootstrap_from_a_snapshot_over_every_transport() {
         assert_eq!(r.snapshot_installed, 60_001, "{url}: {r:?}");
         assert_eq!(n.lock().dump().unwrap(), want, "{url}");
     }
+}
+
+/// The issue's attack, end to end: under 1.1 KB (a no-exchange hello, a summary claiming
+/// 2^40 entities, then 1,000 × 2^20 descendants) aborted a hub with a 33 GB allocation.
+/// Now the connection gets an error naming the request and closes; the hub keeps serving.
+#[test]
+fn the_merkle_allocation_attack_is_refused_and_the_hub_keeps_serving() {
+    let hub = Hub::start(HubConfig::default());
+    let good = replica("good", 1_000);
+    good.write(vec![user_table(), add_user("ann")]).unwrap();
+    sync(&good, &hub);
+    let before = hub.shared.lock().dump().unwrap();
+
+    let mut attack = frame(&Message::Hello(Hello {
+        capabilities: vec![kuzu_sync_engine::sync::CAP_NO_EXCHANGE.into()],
+        ..match hello("mallory", PROTOCOL_VERSION) {
+            Message::Hello(h) => h,
+            _ => unreachable!(),
+        }
+    }));
+    attack.extend(frame(&Message::MerkleSummary { len: 1 << 40 }));
+    attack.extend(frame(&Message::MerkleDescendants {
+        level: 0,
+        depth: 20,
+        parents: vec![0; 1000],
+    }));
+    assert!(attack.len() < 1200, "{} bytes", attack.len());
+    let answers = raw_exchange(&hub, &attack, true);
+    let e = error_of(&answers);
+    assert!(
+        e.contains("merkle_descendants names a level or node that does not exist"),
+        "{e}"
+    );
+
+    assert_eq!(hub.shared.lock().dump().unwrap(), before);
+    let other = replica("other", 2_000);
+    other.write(vec![user_table(), add_user("bob")]).unwrap();
+    sync(&other, &hub);
+    assert_eq!(
+        other.lock().version_vector(),
+        hub.shared.lock().version_vector()
+    );
+}
+
+/// A connection that does not complete its handshake in time gets an error and is
+/// closed; one that sends a hello in time is served.
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_deadline() {
+    let hub = Hub::start(HubConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..HubConfig::default()
+    });
+    // Four bytes of a frame header, then nothing: the first bytes are sniffed, the frame
+    // never completes.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(&hub.addr).unwrap();
+    s.write_all(&[9, 0, 0, 0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let e = match decode_frame(&got, 1 << 20) {
+        Ok(Decoded::Message(m, _)) => error_of(&[*m]),
+        other => panic!("{other:?}"),
+    };
+    assert!(e.contains("no handshake within 300 ms"), "{e}");
+    // Entirely silent: closed without an answer, within the deadline's order.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(&hub.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.read_to_end(&mut got);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let good = replica("good", 1_000);
+    good.write(vec![user_table()]).unwrap();
+    sync(&good, &hub);
+}
+
+/// Past `max_connections`, a new connection is refused in its own protocol (an error
+/// frame for raw TCP, HTTP 503 for WebSocket and HTTP) and closed; once a slot frees, a
+/// client is served.
+#[test]
+fn connections_past_the_cap_are_refused_clearly() {
+    let hub = Hub::start(HubConfig {
+        max_connections: 2,
+        ..HubConfig::default()
+    });
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&hub.addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let e = error_of(&raw_exchange(
+        &hub,
+        &frame(&hello("c", PROTOCOL_VERSION)),
+        false,
+    ));
+    assert!(
+        e.contains("the hub is serving its limit of 2 connections"),
+        "{e}"
+    );
+    let mut s = TcpStream::connect(&hub.addr).unwrap();
+    s.write_all(b"GET /sync HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(
+        got.starts_with("HTTP/1.1 503 Service Unavailable") && got.contains("limit of 2"),
+        "{got}"
+    );
+    drop(idle);
+    // The idle connections end at their handshake deadline or when closed; then a
+    // client is served again.
+    let good = replica("good", 1_000);
+    good.write(vec![user_table()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match net::sync_once(&good, &hub.url, SessionConfig::default(), no_events()) {
+            Ok(r) if r.synced => break,
+            other => {
+                assert!(Instant::now() < deadline, "never served again: {other:?}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A thread that panics while it holds the replica poisons the lock; the next holder gets
+/// a replica rebuilt from its stores, never the possibly half-changed one as it was.
+#[test]
+fn a_panic_while_holding_the_replica_makes_it_rebuild_from_its_stores() {
+    use kuzu_sync_engine::conformance::FlakyGraph;
+    let shared = Shared::new(
+        Replica::create(
+            MemoryEventStore::default(),
+            FlakyGraph::new(MemoryGraphStore::new()),
+            PeerId::new("r").unwrap(),
+            Box::new(FixedClock(1_000)),
+        )
+        .unwrap(),
+    );
+    shared.write(vec![user_table(), add_user("ann")]).unwrap();
+    let (before, reads) = {
+        let mut r = shared.lock();
+        (r.dump().unwrap(), r.graph().watermark_reads)
+    };
+    // No rebuild while nothing went wrong.
+    assert_eq!(shared.lock().graph().watermark_reads, reads);
+    let s = shared.clone();
+    let panicked = thread::spawn(move || {
+        let _r = s.lock();
+        panic!("a bug in a session");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let mut r = shared.lock();
+    assert!(
+        r.graph().watermark_reads > reads,
+        "the replica was rebuilt from its stores"
+    );
+    assert!(!r.is_unrecovered());
+    assert_eq!(r.dump().unwrap(), before);
+    drop(r);
+    shared.write(vec![add_user("bob")]).unwrap();
 }

@@ -502,10 +502,10 @@ fn an_invalid_event_closes_the_session_and_applies_nothing() {
     );
 }
 
-/// A snapshot is taken only from a side whose log is compacted past this replica: an
-/// unsolicited one is an error, and this replica's state is unchanged.
+/// A server never installs a snapshot from a client, whatever the client claims: the
+/// session is closed with an error and the hub's state is unchanged.
 #[test]
-fn an_unsolicited_snapshot_is_refused() {
+fn a_server_never_installs_a_snapshot_from_a_client() {
     let mut hub = replica("hub");
     hub.write(vec![user_table(), add_user("ann")]).unwrap();
     let mut forger = replica("forger");
@@ -534,12 +534,193 @@ fn an_unsolicited_snapshot_is_refused() {
     );
     assert!(
         out.iter().any(|o| matches!(o,
-            Output::Send(Message::Error(r)) if r.contains("a snapshot was sent"))),
+            Output::Send(Message::Error(r)) if r.contains("a server never installs one"))),
         "{out:?}"
     );
     assert!(out.contains(&Output::Close));
     assert_eq!(hub.dump().unwrap(), before);
     assert!(hub.floor().is_empty());
+}
+
+/// A client takes a snapshot only from a server whose log is compacted past it: an
+/// unsolicited one is an error, and the client's state is unchanged.
+#[test]
+fn a_client_refuses_an_unsolicited_snapshot() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann")]).unwrap();
+    let mut c = replica("c");
+    c.write(vec![user_table(), add_user("bob")]).unwrap();
+    let snap = hub.snapshot_for(&VersionVector::new()).unwrap();
+    let (mut client, _server, _) = connect(
+        &mut c,
+        &mut hub,
+        SessionConfig::default(),
+        SessionConfig::default(),
+    );
+    let before = c.dump().unwrap();
+    let out = client.receive(
+        Message::SnapshotPart(SnapshotPart {
+            version_vector: snap.version_vector.clone(),
+            event_count: snap.event_count,
+            checksum: snap.checksum,
+            total_bytes: snap.state.len() as u64,
+            bytes: snap.state.clone(),
+        }),
+        &mut c,
+    );
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Send(Message::Error(r)) if r.contains("a snapshot was sent"))),
+        "{out:?}"
+    );
+    assert_eq!(c.dump().unwrap(), before);
+}
+
+/// A no-exchange hello, then the issue's 1.1 KB attack: a summary claiming 2^40 entities
+/// and a request for 1,000 × 2^20 descendants. It aborted a hub with a 33 GB allocation;
+/// now each oversized question is refused with an error naming it, and nothing changes.
+fn no_exchange_session(hub: &mut R) -> Session {
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(
+        Message::Hello(Hello {
+            peer: "mallory".into(),
+            protocol_version: PROTOCOL_VERSION.into(),
+            schema_version: 0,
+            capabilities: vec![CAP_NO_EXCHANGE.into()],
+            auth_token: None,
+            version_vector: VersionVector::new(),
+            sync_point: None,
+            compacted: VersionVector::new(),
+        }),
+        hub,
+    );
+    assert!(server.is_established(), "{out:?}");
+    server
+}
+
+fn error_of(out: &[Output]) -> String {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Send(Message::Error(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no error in {out:?}"))
+}
+
+#[test]
+fn oversized_merkle_questions_are_refused_before_anything_is_allocated() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann"), add_user("bob")])
+        .unwrap();
+    let before = hub.dump().unwrap();
+
+    let mut server = no_exchange_session(&mut hub);
+    let out = server.receive(Message::MerkleSummary { len: 1 << 41 }, &mut hub);
+    assert!(error_of(&out).contains("2199023255552 entities"), "{out:?}");
+    assert!(server.is_closed());
+
+    // The summary within bounds picks the most bucket bits; the descendants request
+    // is then refused for its depth, or for repeating a parent.
+    let mut server = no_exchange_session(&mut hub);
+    let out = server.receive(Message::MerkleSummary { len: 1 << 40 }, &mut hub);
+    assert!(
+        matches!(&out[0], Output::Send(Message::MerkleSummaryReply { bucket_bits, .. })
+            if *bucket_bits == merkle::MAX_BUCKET_BITS),
+        "{out:?}"
+    );
+    let out = server.receive(
+        Message::MerkleDescendants {
+            level: 0,
+            depth: 20,
+            parents: vec![0; 1000],
+        },
+        &mut hub,
+    );
+    assert!(
+        error_of(&out).contains("names a level or node that does not exist"),
+        "{out:?}"
+    );
+    let mut server = no_exchange_session(&mut hub);
+    server.receive(Message::MerkleSummary { len: 1 << 40 }, &mut hub);
+    let out = server.receive(
+        Message::MerkleDescendants {
+            level: 0,
+            depth: 21,
+            parents: vec![0],
+        },
+        &mut hub,
+    );
+    assert!(error_of(&out).contains("depth 21"), "{out:?}");
+
+    // Repeated buckets or entries would multiply the answer: refused.
+    for (ask, what) in [
+        (
+            Message::MerkleFingerprints(vec![3; 10_000]),
+            "distinct buckets",
+        ),
+        (
+            Message::MerkleEntries(vec![(0, 0); 10_000]),
+            "distinct entries",
+        ),
+        (
+            Message::MerkleRows(vec![0; 16 * 1000]),
+            "asks for 1000 rows, more than the",
+        ),
+    ] {
+        let mut server = no_exchange_session(&mut hub);
+        server.receive(Message::MerkleSummary { len: 0 }, &mut hub);
+        let out = server.receive(ask, &mut hub);
+        assert!(error_of(&out).contains(what), "{what}: {out:?}");
+        assert!(server.is_closed());
+    }
+    assert_eq!(hub.dump().unwrap(), before);
+}
+
+#[test]
+fn a_no_exchange_session_cannot_send_events() {
+    let mut hub = replica("hub");
+    let mut c = replica("c");
+    c.write(vec![user_table()]).unwrap();
+    let mut server = no_exchange_session(&mut hub);
+    let out = server.receive(
+        Message::Events(c.events_since(&VersionVector::new()).unwrap()),
+        &mut hub,
+    );
+    assert!(error_of(&out).contains("no-exchange"), "{out:?}");
+    assert!(hub.version_vector().is_empty());
+}
+
+#[test]
+fn oversized_handshake_fields_are_refused() {
+    let mut hub = replica("hub");
+    let hello = |caps: Vec<String>, token: Option<String>| {
+        Message::Hello(Hello {
+            peer: "c".into(),
+            protocol_version: PROTOCOL_VERSION.into(),
+            schema_version: 0,
+            capabilities: caps,
+            auth_token: token,
+            version_vector: VersionVector::new(),
+            sync_point: None,
+            compacted: VersionVector::new(),
+        })
+    };
+    for (msg, what) in [
+        (hello(vec!["x".into(); 33], None), "33 capabilities"),
+        (
+            hello(vec!["x".repeat(65)], None),
+            "65 bytes in a capability",
+        ),
+        (
+            hello(vec![], Some("t".repeat(5000))),
+            "5000 bytes of auth token",
+        ),
+    ] {
+        let mut server = Session::server(SessionConfig::default());
+        let out = server.receive(msg, &mut hub);
+        assert!(error_of(&out).contains(what), "{what}: {out:?}");
+        assert!(server.is_closed());
+    }
 }
 
 /// A client behind a compacted log that cannot take snapshots (an older build) is
@@ -580,4 +761,135 @@ fn a_client_behind_the_floor_needs_the_snapshot_capability() {
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::Send(Message::SnapshotPart(_)))));
+}
+
+fn hub_with_credentials() -> SessionConfig {
+    SessionConfig {
+        credentials: Some(std::sync::Arc::new(
+            crate::auth::Credentials::from_json(
+                r#"{"credentials": [
+                    {"token": "t-laptop", "peers": ["laptop"], "role": "replica"},
+                    {"token": "t-bridge", "peers": ["*"], "role": "relay"},
+                    {"token": "t-dash", "peers": ["dash"], "role": "read-only"}
+                ]}"#,
+            )
+            .unwrap(),
+        )),
+        ..SessionConfig::default()
+    }
+}
+
+fn with_token(token: &str) -> SessionConfig {
+    SessionConfig {
+        auth_token: Some(token.into()),
+        ..SessionConfig::default()
+    }
+}
+
+fn session_error(events: &[(&str, Lifecycle)]) -> String {
+    events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Lifecycle::Error { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no error: {events:?}"))
+}
+
+/// A token claims only its own peer ids: another device's id is refused with `auth`.
+#[test]
+fn a_token_cannot_claim_another_peer() {
+    let mut hub = replica("hub");
+    let mut phone = replica("phone");
+    phone.write(vec![user_table()]).unwrap();
+    let (client, _, ev) = connect(
+        &mut phone,
+        &mut hub,
+        with_token("t-laptop"),
+        hub_with_credentials(),
+    );
+    assert!(client.is_closed());
+    let reason = refused(&ev);
+    assert!(
+        reason.starts_with("authentication failed: this token may not claim peer \"phone\""),
+        "{reason}"
+    );
+    assert!(hub.version_vector().is_empty());
+}
+
+/// A replica credential sends its own events and events the hub holds, but not another
+/// peer's events the hub lacks (it would write in that device's name).
+#[test]
+fn a_replica_credential_sends_only_its_own_events() {
+    let mut hub = replica("hub");
+    let mut laptop = replica("laptop");
+    laptop.write(vec![user_table(), add_user("ann")]).unwrap();
+    let (client, _, _) = connect(
+        &mut laptop,
+        &mut hub,
+        with_token("t-laptop"),
+        hub_with_credentials(),
+    );
+    assert!(client.is_synced());
+    assert_eq!(hub.version_vector(), laptop.version_vector());
+
+    // Events of "phone" that the hub never had, forwarded by the laptop: refused whole.
+    let mut phone = replica("phone");
+    phone
+        .import(laptop.events_since(&VersionVector::new()).unwrap())
+        .unwrap();
+    phone.write(vec![add_user("mallory")]).unwrap();
+    laptop
+        .import(phone.events_since(laptop.version_vector()).unwrap())
+        .unwrap();
+    laptop.write(vec![add_user("bob")]).unwrap();
+    let before = hub.dump().unwrap();
+    let (_, _, ev) = connect(
+        &mut laptop,
+        &mut hub,
+        with_token("t-laptop"),
+        hub_with_credentials(),
+    );
+    let reason = session_error(&ev);
+    assert!(
+        reason.contains("may send only its own events") && reason.contains("phone:1"),
+        "{reason}"
+    );
+    assert_eq!(hub.dump().unwrap(), before, "nothing of the batch applied");
+
+    // The same through a relay credential is accepted.
+    let (client, _, _) = connect(
+        &mut laptop,
+        &mut hub,
+        with_token("t-bridge"),
+        hub_with_credentials(),
+    );
+    assert!(client.is_synced());
+    assert_eq!(hub.version_vector(), laptop.version_vector());
+}
+
+/// A read-only credential receives everything and may send nothing.
+#[test]
+fn a_read_only_credential_receives_only() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann")]).unwrap();
+    let mut dash = replica("dash");
+    let (client, _, _) = connect(
+        &mut dash,
+        &mut hub,
+        with_token("t-dash"),
+        hub_with_credentials(),
+    );
+    assert!(client.is_synced());
+    assert_eq!(dash.version_vector(), hub.version_vector());
+    dash.write(vec![add_user("eve")]).unwrap();
+    let before = hub.version_vector().clone();
+    let (_, _, ev) = connect(
+        &mut dash,
+        &mut hub,
+        with_token("t-dash"),
+        hub_with_credentials(),
+    );
+    assert!(session_error(&ev).contains("read-only"), "{ev:?}");
+    assert_eq!(hub.version_vector(), &before);
 }

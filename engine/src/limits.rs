@@ -1,0 +1,231 @@
+//! Bounds on what a peer may send, checked before anything it sent is used.
+//!
+//! Every size, count and index in a protocol message comes from a peer that may be hostile.
+//! Frames bound the bytes (the `protocol` crate: a small limit until the handshake
+//! completes, a larger one after); decoding bounds the counts that would otherwise grow
+//! without limit in memory (events in a batch, peers in a version vector); and
+//! [`check_message`] bounds the rest before the session looks at the message. Merkle
+//! questions are also checked against the index they ask about (see `MerkleIndex`).
+//! ARCHITECTURE.md ("Hostile peers") lists each bound and why it is what it is.
+
+use crate::event::Event;
+use crate::merkle::MAX_BUCKET_BITS;
+use crate::sync::{Message, SNAPSHOT_PART_BYTES};
+
+/// Events in one `Events` message. Senders batch 4,096 by default (at least 1,000 on slow
+/// links); four times that leaves room for a configured batch size.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 16_384;
+/// Peers in one version vector. A replica's vector names every peer that ever wrote.
+pub const MAX_VECTOR_PEERS: usize = 100_000;
+/// Capabilities in a handshake, and the length of each.
+pub const MAX_CAPABILITIES: usize = 32;
+pub const MAX_CAPABILITY_LEN: usize = 64;
+/// Bytes of an auth token.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Bytes of a protocol version string or a sync point checksum.
+pub const MAX_SHORT_TEXT: usize = 64;
+/// Bytes of an error text that are kept (longer ones are cut when reported).
+pub const MAX_ERROR_TEXT: usize = 4096;
+/// The entity count a Merkle asker may claim. Bucket bits stop growing long before
+/// (`suggested_bucket_bits` caps them at [`MAX_BUCKET_BITS`]); anything larger is a lie.
+pub const MAX_MERKLE_LEN: u64 = 1 << 40;
+/// Bytes of an identifier (table, column, field name).
+pub const MAX_IDENTIFIER_LEN: usize = 128;
+
+/// Checks every count, size and index of `msg` that this module bounds. The error names
+/// the message, the field and the value.
+pub fn check_message(msg: &Message) -> Result<(), String> {
+    let too = |what: &str, got: usize, max: usize| {
+        Err(format!(
+            "{} with {got} {what} is over the limit of {max}",
+            msg.kind()
+        ))
+    };
+    match msg {
+        Message::Hello(h) => {
+            if h.capabilities.len() > MAX_CAPABILITIES {
+                return too("capabilities", h.capabilities.len(), MAX_CAPABILITIES);
+            }
+            if let Some(c) = h.capabilities.iter().find(|c| c.len() > MAX_CAPABILITY_LEN) {
+                return too("bytes in a capability", c.len(), MAX_CAPABILITY_LEN);
+            }
+            if let Some(t) = &h.auth_token {
+                if t.len() > MAX_TOKEN_LEN {
+                    return too("bytes of auth token", t.len(), MAX_TOKEN_LEN);
+                }
+            }
+            if h.protocol_version.len() > MAX_SHORT_TEXT {
+                return too(
+                    "bytes of protocol version",
+                    h.protocol_version.len(),
+                    MAX_SHORT_TEXT,
+                );
+            }
+            if let Some(sp) = &h.sync_point {
+                if sp.checksum.len() > MAX_SHORT_TEXT {
+                    return too("bytes of checksum", sp.checksum.len(), MAX_SHORT_TEXT);
+                }
+            }
+            Ok(())
+        }
+        Message::Welcome(w) => {
+            if w.capabilities.len() > MAX_CAPABILITIES {
+                return too("capabilities", w.capabilities.len(), MAX_CAPABILITIES);
+            }
+            if w.protocol_version.len() > MAX_SHORT_TEXT {
+                return too(
+                    "bytes of protocol version",
+                    w.protocol_version.len(),
+                    MAX_SHORT_TEXT,
+                );
+            }
+            Ok(())
+        }
+        Message::Events(events) if events.len() > MAX_EVENTS_PER_MESSAGE => {
+            too("events", events.len(), MAX_EVENTS_PER_MESSAGE)
+        }
+        Message::SnapshotPart(p) if p.bytes.len() > SNAPSHOT_PART_BYTES => {
+            too("bytes", p.bytes.len(), SNAPSHOT_PART_BYTES)
+        }
+        Message::MerkleSummary { len } if *len > MAX_MERKLE_LEN => Err(format!(
+            "merkle_summary claims {len} entities, over the limit of {MAX_MERKLE_LEN}"
+        )),
+        Message::MerkleDescendants { depth, .. } if *depth > MAX_BUCKET_BITS => Err(format!(
+            "merkle_descendants asks for depth {depth}, over the tree's most of {MAX_BUCKET_BITS}"
+        )),
+        Message::MerkleSummaryReply { bucket_bits, .. } if *bucket_bits > MAX_BUCKET_BITS => {
+            Err(format!(
+                "merkle_summary_reply names {bucket_bits} bucket bits, over the most of \
+                 {MAX_BUCKET_BITS}"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `name` can be a table, column or field name: 1 to [`MAX_IDENTIFIER_LEN`] bytes,
+/// a letter or `_` first, then letters, digits or `_` (Unicode letters and digits count,
+/// as in Kuzu's unquoted identifiers). Names never become file names; this keeps them
+/// printable and unambiguous in statements and messages.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= MAX_IDENTIFIER_LEN
+        && (first.is_alphabetic() || first == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Deserializes a list of events, refusing more than [`MAX_EVENTS_PER_MESSAGE`] as it
+/// reads (before the rest is decoded or allocated).
+pub(crate) fn bounded_events<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Event>, D::Error> {
+    bounded_seq(d, MAX_EVENTS_PER_MESSAGE, "events")
+}
+
+/// A sequence of at most `max` items; `what` names them in the error.
+pub(crate) fn bounded_seq<'de, D, T>(
+    d: D,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Visit<T> {
+        max: usize,
+        what: &'static str,
+        item: std::marker::PhantomData<T>,
+    }
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {} {}", self.max, self.what)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            if let Some(n) = seq.size_hint() {
+                if n > self.max {
+                    return Err(serde::de::Error::custom(format!(
+                        "{n} {} is over the limit of {}",
+                        self.what, self.max
+                    )));
+                }
+            }
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(item) = seq.next_element()? {
+                if out.len() == self.max {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {} {}",
+                        self.max, self.what
+                    )));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Visit {
+        max,
+        what,
+        item: std::marker::PhantomData,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        for ok in [
+            "User",
+            "_x",
+            "a1",
+            "Person_knows_Person",
+            "été",
+            "x".repeat(128).as_str(),
+        ] {
+            assert!(is_identifier(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a b",
+            "../etc",
+            "a/b",
+            "a.b",
+            "a`b",
+            "a-b",
+            "x".repeat(129).as_str(),
+        ] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn events_past_the_limit_are_refused_while_decoding() {
+        let e = Event {
+            id: crate::EventId {
+                peer: crate::PeerId::new("a").unwrap(),
+                counter: 1,
+            },
+            deps: crate::VersionVector::new(),
+            hlc: crate::Hlc::default(),
+            op: crate::Op::Seal,
+        };
+        let ok = Message::Events(vec![e.clone(); MAX_EVENTS_PER_MESSAGE]);
+        let bytes = rmp_serde::to_vec(&ok).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Message>(&bytes).unwrap(), ok);
+        let over = Message::Events(vec![e; MAX_EVENTS_PER_MESSAGE + 1]);
+        let err = rmp_serde::from_slice::<Message>(&rmp_serde::to_vec(&over).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("16385 events is over the limit of 16384"),
+            "{err}"
+        );
+    }
+}
