@@ -151,6 +151,29 @@ pub fn delete_op(e: &EntityRow, schema: &Schema) -> Option<Op> {
     }
 }
 
+/// Whether a row received from a peer contradicts its key or digest: its table and shape
+/// are known here (same table, one value per column of a node table) and the key or
+/// digest computed here from them differs from the one it carries. A row this replica
+/// cannot check (a table it lacks, or another width after a concurrent `ADD COLUMN`) does
+/// not contradict; such rows are shown, and a repair writes only what fits the schema.
+pub fn row_contradicts(e: &EntityRow, schema: &Schema) -> bool {
+    if e.table == SCHEMA_ENTITY {
+        return !e.row.is_empty();
+    }
+    let checkable = match schema.table(&e.table) {
+        None => false,
+        Some(TableDef::Node(t)) => e.row.len() == t.columns.len(),
+        Some(TableDef::Rel(_)) => e.row.len() >= 5,
+    };
+    if !checkable {
+        return false;
+    }
+    let dump: GraphDump = [(e.table.clone(), vec![e.row.clone()])]
+        .into_iter()
+        .collect();
+    !matches!(entities(&dump, schema, false).as_slice(), [mine] if mine.key == e.key && mine.digest == e.digest)
+}
+
 /// The entity a row belongs to.
 pub fn entity_of(e: &EntityRow, schema: &Schema) -> Option<Entity> {
     match schema.table(&e.table)? {
@@ -170,7 +193,7 @@ fn key_first(t: &crate::schema::NodeTableDef, row: &[Value]) -> Vec<(String, Val
         .map(|c| c.name.clone())
         .zip(row.iter().cloned())
         .collect();
-    if let Some(i) = t.key_index() {
+    if let Some(i) = t.key_index().filter(|&i| i < props.len()) {
         let k = props.remove(i);
         props.insert(0, k);
     }

@@ -152,6 +152,11 @@ impl VersionVector {
         self.0.binary_search_by(|(p, _)| p.cmp(peer))
     }
 
+    /// Peers named (with a counter above 0).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn get(&self, peer: &PeerId) -> u64 {
         match self.find(peer) {
             Ok(i) => self.0[i].1,
@@ -292,8 +297,11 @@ impl Hlc {
                 logical: self.logical + 1,
             }
         } else {
+            // Unreachable in practice: received HLCs more than a day ahead of this
+            // replica's clock are refused (see `limits::MAX_CLOCK_AHEAD_MS`). Saturating
+            // keeps a forged reading from panicking a write.
             Hlc {
-                wall_ms: self.wall_ms + 1,
+                wall_ms: self.wall_ms.saturating_add(1),
                 logical: 0,
             }
         }

@@ -174,6 +174,12 @@ impl Event {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Event, crate::EngineError> {
+        crate::limits::check_msgpack(bytes, crate::limits::MAX_NESTING).map_err(|reason| {
+            crate::EngineError::Parse {
+                what: "event".into(),
+                reason,
+            }
+        })?;
         rmp_serde::from_slice(bytes).map_err(|e| crate::EngineError::Parse {
             what: "event".into(),
             reason: e.to_string(),

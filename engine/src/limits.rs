@@ -29,6 +29,11 @@ pub const MAX_ERROR_TEXT: usize = 4096;
 /// The entity count a Merkle asker may claim. Bucket bits stop growing long before
 /// (`suggested_bucket_bits` caps them at [`MAX_BUCKET_BITS`]); anything larger is a lie.
 pub const MAX_MERKLE_LEN: u64 = 1 << 40;
+/// How far ahead of this replica's clock a received event's hybrid timestamp may be: a
+/// day. An event from further ahead would win every last-writer-wins conflict until then
+/// (and one near the end of time would exhaust the clock), so it is refused; it is
+/// accepted once the receiver's clock is within a day of it.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 /// Bytes of an identifier (table, column, field name).
 pub const MAX_IDENTIFIER_LEN: usize = 128;
 
@@ -100,6 +105,116 @@ pub fn check_message(msg: &Message) -> Result<(), String> {
             ))
         }
         _ => Ok(()),
+    }
+}
+
+/// Containers nested in one MessagePack document (a message, an event, a bundle, a
+/// snapshot). Decoding recurses once per level (rmp-serde counts no depth for enums), so
+/// an unchecked document of a few KB of nested one-entry maps overflows the stack and
+/// aborts the process. Legitimate documents nest a few dozen levels (nested types and
+/// values are at most [`crate::schema::MAX_TYPE_DEPTH`] deep).
+pub const MAX_NESTING: usize = 100;
+
+/// Checks that `bytes` is one well-formed MessagePack value nesting at most `max_depth`
+/// containers, whose every declared length fits in the bytes that follow. Iterative: it
+/// reads markers and lengths only, so it cannot itself be made to recurse or allocate
+/// more than a stack of `max_depth` counters. Run it before decoding anything a peer sent.
+pub fn check_msgpack(bytes: &[u8], max_depth: usize) -> Result<(), String> {
+    let mut at = 0usize;
+    // Items still to read in each open container.
+    let mut open: Vec<u64> = Vec::new();
+    // Moves past `n` bytes, if there are that many.
+    let skip = |at: &mut usize, n: u64| -> Result<(), String> {
+        let end = u64::try_from(*at)
+            .ok()
+            .and_then(|a| a.checked_add(n))
+            .filter(|&e| e <= bytes.len() as u64)
+            .ok_or_else(|| format!("a length at byte {at} runs past the end"))?;
+        *at = end as usize;
+        Ok(())
+    };
+    // Reads a big-endian length of `n` (1, 2 or 4) bytes.
+    let len = |at: &mut usize, n: usize| -> Result<u64, String> {
+        let start = *at;
+        skip(at, n as u64)?;
+        Ok(bytes[start..*at]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    loop {
+        let Some(&marker) = bytes.get(at) else {
+            return Err(format!("MessagePack cut short at byte {at}"));
+        };
+        at += 1;
+        // (bytes to skip, items a container holds)
+        let (payload, items): (u64, Option<u64>) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, None),
+            0x80..=0x8f => (0, Some(2 * u64::from(marker & 0x0f))),
+            0x90..=0x9f => (0, Some(u64::from(marker & 0x0f))),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), None),
+            0xc4 | 0xd9 => (len(&mut at, 1)?, None),
+            0xc5 | 0xda => (len(&mut at, 2)?, None),
+            0xc6 | 0xdb => (len(&mut at, 4)?, None),
+            0xc7 => (len(&mut at, 1)? + 1, None),
+            0xc8 => (len(&mut at, 2)? + 1, None),
+            0xc9 => (len(&mut at, 4)? + 1, None),
+            0xca => (4, None),
+            0xcb => (8, None),
+            0xcc | 0xd0 => (1, None),
+            0xcd | 0xd1 => (2, None),
+            0xce | 0xd2 => (4, None),
+            0xcf | 0xd3 => (8, None),
+            0xd4 => (2, None),
+            0xd5 => (3, None),
+            0xd6 => (5, None),
+            0xd7 => (9, None),
+            0xd8 => (17, None),
+            0xdc => (0, Some(len(&mut at, 2)?)),
+            0xdd => (0, Some(len(&mut at, 4)?)),
+            0xde => (0, Some(2 * len(&mut at, 2)?)),
+            0xdf => (0, Some(2 * len(&mut at, 4)?)),
+            0xc1 => {
+                return Err(format!(
+                    "invalid MessagePack marker 0xc1 at byte {}",
+                    at - 1
+                ))
+            }
+        };
+        skip(&mut at, payload)?;
+        // The value just read fills one item of the innermost open container.
+        if let Some(top) = open.last_mut() {
+            *top -= 1;
+        }
+        match items {
+            Some(n) if n > 0 => {
+                // Every item takes at least one byte: a count past the bytes left is a lie.
+                if n > (bytes.len() - at) as u64 {
+                    return Err(format!(
+                        "a container at byte {at} claims {n} items, more than the bytes left"
+                    ));
+                }
+                if open.len() == max_depth {
+                    return Err(format!(
+                        "MessagePack nests more than {max_depth} levels deep (at byte {at})"
+                    ));
+                }
+                open.push(n);
+            }
+            _ => {}
+        }
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+        if open.is_empty() {
+            return if at == bytes.len() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} bytes after the MessagePack value",
+                    bytes.len() - at
+                ))
+            };
+        }
     }
 }
 
@@ -203,6 +318,42 @@ mod tests {
         ] {
             assert!(!is_identifier(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn msgpack_nesting_is_bounded_without_recursion() {
+        // Real messages pass.
+        let e = Event {
+            id: crate::EventId {
+                peer: crate::PeerId::new("a").unwrap(),
+                counter: 1,
+            },
+            deps: crate::VersionVector::new(),
+            hlc: crate::Hlc::default(),
+            op: crate::Op::Seal,
+        };
+        let bytes = rmp_serde::to_vec(&Message::Events(vec![e; 3])).unwrap();
+        check_msgpack(&bytes, MAX_NESTING).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                check_msgpack(&bytes[..cut], MAX_NESTING).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // 100,000 nested one-entry maps: refused at once, no recursion.
+        let mut deep = Vec::new();
+        for _ in 0..100_000 {
+            deep.extend([0x81, 0x00]);
+        }
+        deep.push(0xc0);
+        check_msgpack(&deep, 1 << 20).unwrap();
+        let err = check_msgpack(&deep, MAX_NESTING).unwrap_err();
+        assert!(err.contains("more than 100 levels"), "{err}");
+        // A count larger than the bytes, a length past the end, trailing bytes.
+        assert!(check_msgpack(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0], 8).is_err());
+        assert!(check_msgpack(&[0xdb, 0, 0, 1, 0, b'a'], 8).is_err());
+        assert!(check_msgpack(&[0xc0, 0xc0], 8).is_err());
+        assert!(check_msgpack(&[0xc1], 8).is_err());
     }
 
     #[test]

@@ -652,6 +652,42 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         if let Some(first) = order.first() {
             self.engine.check(first)?;
         }
+        let now = self.clock.now_ms();
+        if let Some(e) = order
+            .iter()
+            .find(|e| e.hlc.wall_ms > now.saturating_add(crate::limits::MAX_CLOCK_AHEAD_MS))
+        {
+            return Err(EngineError::InvalidEvent {
+                id: e.id.clone(),
+                reason: format!(
+                    "its hybrid timestamp {} ms is more than a day ahead of this replica's \
+                     clock ({now} ms)",
+                    e.hlc.wall_ms
+                ),
+            }
+            .into());
+        }
+        // The vector names every peer that ever wrote; past the limit a vector can no
+        // longer be decoded by anyone, so the import that would get there is refused.
+        let mut new_peers: Vec<&PeerId> = order
+            .iter()
+            .map(|e| &e.id.peer)
+            .filter(|p| self.engine.version_vector().get(p) == 0)
+            .collect();
+        new_peers.sort();
+        new_peers.dedup();
+        let peers = self.engine.version_vector().len() + new_peers.len();
+        if peers > crate::limits::MAX_VECTOR_PEERS {
+            return Err(EngineError::InvalidEvent {
+                id: order[0].id.clone(),
+                reason: format!(
+                    "this import would bring the replica to {peers} peers, over the limit \
+                     of {}",
+                    crate::limits::MAX_VECTOR_PEERS
+                ),
+            }
+            .into());
+        }
         self.or_recover(|r| {
             // `apply` checks each event once its causal past is applied (schema checks
             // need the tables its author had). Progress: applying in memory is the first

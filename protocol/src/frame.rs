@@ -161,6 +161,9 @@ fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
 }
 
 fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    // Checked first, without recursion: decoding recurses once per nesting level.
+    kuzu_sync_engine::limits::check_msgpack(body, kuzu_sync_engine::limits::MAX_NESTING)
+        .map_err(FrameError::Decode)?;
     rmp_serde::from_slice(body).map_err(|e| {
         let text = e.to_string();
         if text.contains("unknown variant") {

@@ -169,8 +169,22 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
         return Err(BundleError::Checksum);
     }
     let payload = &bytes[HEADER_LEN..body_end];
-    let raw = zstd::bulk::decompress(payload, MAX_DECOMPRESSED)
-        .map_err(|e| BundleError::Decompress(e.to_string()))?;
+    // Inflated as a stream, growing with what really comes out (a frame header may claim
+    // any content size), and never past the limit.
+    let mut raw = Vec::with_capacity(payload.len().min(MAX_DECOMPRESSED));
+    {
+        use std::io::Read;
+        zstd::stream::read::Decoder::new(payload)
+            .and_then(|d| d.take(MAX_DECOMPRESSED as u64 + 1).read_to_end(&mut raw))
+            .map_err(|e| BundleError::Decompress(e.to_string()))?;
+    }
+    if raw.len() > MAX_DECOMPRESSED {
+        return Err(BundleError::Decompress(format!(
+            "the payload inflates past the limit of {MAX_DECOMPRESSED} bytes"
+        )));
+    }
+    kuzu_sync_engine::limits::check_msgpack(&raw, kuzu_sync_engine::limits::MAX_NESTING)
+        .map_err(BundleError::Decode)?;
     rmp_serde::from_slice(&raw).map_err(|e| BundleError::Decode(e.to_string()))
 }
 

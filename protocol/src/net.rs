@@ -245,6 +245,7 @@ fn drive_session<E: EventStore, G: GraphStore>(
     };
     // Until the handshake completes, only small frames (see `HANDSHAKE_MAX_FRAME`).
     let mut decoder = FrameDecoder::new(opts.max_frame.min(HANDSHAKE_MAX_FRAME));
+    let mut raised = false;
     let started = Instant::now();
     let mut encoder = Encoder {
         max_frame: opts.max_frame,
@@ -379,8 +380,10 @@ fn drive_session<E: EventStore, G: GraphStore>(
             report.wire_bytes_received += n as u64;
             decoder.push(&buf);
             loop {
-                if session.is_established() {
+                if session.is_established() && !raised {
+                    raised = true;
                     decoder.set_max_frame(opts.max_frame);
+                    transport.set_max_message(opts.max_frame + 4);
                 }
                 match decoder.next_message() {
                     Ok(Some(msg)) => {
@@ -947,7 +950,28 @@ pub fn remote_diff<E: EventStore, G: GraphStore>(
         Vec::new()
     } else {
         match remote.ask(&Message::MerkleRows(pack(&wanted)))? {
-            Message::MerkleRowList(r) => r,
+            Message::MerkleRowList(r) => {
+                // Rows the remote sends may become local writes (repair): each must be
+                // one asked for, and match its key and digest.
+                let asked: std::collections::HashSet<[u8; 16]> = wanted.iter().copied().collect();
+                let r_lock = shared.lock();
+                let schema = r_lock.engine().schema();
+                if let Some(bad) = r.iter().find(|row| {
+                    !asked.contains(&row.key) || antientropy::row_contradicts(row, schema)
+                }) {
+                    return Err(NetError::Protocol {
+                        transport: name,
+                        reason: format!(
+                            "the remote sent a row it was not asked for, or that does not \
+                             match its key and digest: {} ({})",
+                            bad.label.chars().take(200).collect::<String>(),
+                            bad.table.chars().take(200).collect::<String>()
+                        ),
+                    });
+                }
+                drop(r_lock);
+                r
+            }
             m => {
                 return Err(NetError::Protocol {
                     transport: name,

@@ -30,6 +30,10 @@ pub trait Transport: Send {
     fn poll_interval(&self) -> Option<Duration> {
         None
     }
+    /// The largest message the other side may send from here on, for transports that
+    /// buffer whole messages before the driver sees them (WebSocket). A server's starts at
+    /// the handshake limit; the driver raises it once the handshake completes.
+    fn set_max_message(&mut self, _bytes: usize) {}
 }
 
 /// Frames straight on a TCP stream.
@@ -278,5 +282,8 @@ impl<T: Transport> Transport for ThrottledTransport<T> {
 
     fn describe(&self) -> String {
         format!("throttled+{}", self.inner.describe())
+    }
+    fn set_max_message(&mut self, bytes: usize) {
+        self.inner.set_max_message(bytes);
     }
 }

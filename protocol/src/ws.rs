@@ -30,11 +30,11 @@ pub struct WsTransport {
     closed: bool,
 }
 
-fn config() -> WebSocketConfig {
+fn config(max: usize) -> WebSocketConfig {
     // A frame travels as one unfragmented message: both limits must fit the largest.
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
 impl WsTransport {
@@ -48,7 +48,7 @@ impl WsTransport {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let (socket, _response) =
-            tungstenite::client::client_with_config(url, stream, Some(config()))
+            tungstenite::client::client_with_config(url, stream, Some(config(MAX_MESSAGE)))
                 .map_err(|e| handshake_error(e, &format!("ws://{peer}")))?;
         socket.get_ref().set_write_timeout(None)?;
         Ok(WsTransport {
@@ -74,8 +74,13 @@ impl WsTransport {
                 format!("ws://{peer}: a GET request that is no WebSocket upgrade"),
             ));
         }
-        let socket = tungstenite::accept_with_config(stream, Some(config()))
-            .map_err(|e| handshake_error(e, &format!("ws://{peer}")))?;
+        // Until the session's handshake completes, a client may send no more than a
+        // handshake frame: tungstenite reserves what a frame header announces.
+        let socket = tungstenite::accept_with_config(
+            stream,
+            Some(config(crate::frame::HANDSHAKE_MAX_FRAME + 4)),
+        )
+        .map_err(|e| handshake_error(e, &format!("ws://{peer}")))?;
         socket.get_ref().set_write_timeout(None)?;
         Ok(WsTransport {
             socket,
@@ -347,6 +352,12 @@ impl Transport for WsTransport {
 
     fn describe(&self) -> String {
         format!("ws://{}", self.peer)
+    }
+    fn set_max_message(&mut self, bytes: usize) {
+        self.socket.set_config(|c| {
+            c.max_message_size = Some(bytes);
+            c.max_frame_size = Some(bytes);
+        });
     }
 }
 

@@ -223,3 +223,37 @@ fn drift_is_found_then_reverted_or_captured() {
         .unwrap();
     assert_eq!(b.dump().unwrap(), tampered);
 }
+
+/// A remote's row must match its key and digest where this replica can check them, and
+/// a row too short for its table never panics a repair.
+#[test]
+fn remote_rows_are_checked_against_their_key_and_digest() {
+    let mut r = replica("a");
+    r.write(vec![add(1), add(2)]).unwrap();
+    let schema = r.engine().schema().clone();
+    let rows = ents(&r);
+    assert!(rows.iter().all(|row| !row_contradicts(row, &schema)));
+    let node = rows.iter().find(|row| row.table == "User").unwrap().clone();
+    let mut forged = node.clone();
+    *forged.row.last_mut().unwrap() = Value::String("forged".into());
+    assert!(row_contradicts(&forged, &schema));
+    let mut short = node.clone();
+    short.row.clear();
+    assert!(
+        !row_contradicts(&short, &schema),
+        "unverifiable, not contradicting"
+    );
+    // A repair from it writes nothing that panics.
+    let _ = ops_for([&short], [], &schema);
+    assert!(row_contradicts(
+        &EntityRow {
+            row: vec![Value::Null],
+            ..rows
+                .iter()
+                .find(|r| r.table == SCHEMA_ENTITY)
+                .unwrap()
+                .clone()
+        },
+        &schema
+    ));
+}

@@ -180,6 +180,8 @@ impl Engine {
             pasts: HashMap::default(),
             conflicts: Vec::new(),
         };
+        crate::limits::check_msgpack(bytes, crate::limits::MAX_NESTING)
+            .map_err(EngineError::InvalidSnapshot)?;
         let mut de = rmp_serde::Deserializer::new(bytes);
         (&mut reader)
             .deserialize(&mut de)
@@ -374,7 +376,9 @@ impl<'de> Visitor<'de> for EntitySeq<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let r = self.reader;
-        let count = seq.size_hint().unwrap_or(0);
+        // The count is the snapshot's word (checked against its bytes, not its truth): at
+        // most a million slots are reserved up front, the rest grow as entities come.
+        let count = seq.size_hint().unwrap_or(0).min(1 << 20);
         if self.edges {
             r.engine.store.reserve(0, count);
         } else {

@@ -282,6 +282,8 @@ fn a_message_split_across_timeouts_arrives_whole() {
         thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut t = WsTransport::accept(stream).unwrap();
+            // As the driver does once a session's handshake completes.
+            t.set_max_message(crate::frame::DEFAULT_MAX_FRAME + 4);
             let mut buf = Vec::new();
             let mut empty_polls = 0;
             while buf.len() < big.len() {
@@ -361,4 +363,38 @@ fn an_unreachable_hub_is_an_error() {
     let e = WsTransport::connect(&format!("ws://127.0.0.1:{port}/"), Duration::from_secs(2))
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+/// Until the driver raises it, a server accepts no WebSocket message larger than a
+/// handshake frame: tungstenite would otherwise reserve what a frame header announces.
+#[test]
+fn a_server_takes_only_handshake_sized_messages_until_raised() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut t = WsTransport::accept(stream).unwrap();
+        let mut buf = Vec::new();
+        loop {
+            match t.recv(&mut buf, Duration::from_millis(50)) {
+                Ok(0) => continue,
+                Ok(n) => return Ok(n),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let mut client = WsTransport::connect(
+        &format!("ws://127.0.0.1:{port}/sync"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    client
+        .send(&vec![0u8; crate::frame::HANDSHAKE_MAX_FRAME + 5])
+        .unwrap();
+    let _ = client.flush(Duration::from_secs(5));
+    let got = server.join().unwrap();
+    assert!(
+        matches!(&got, Err(e) if e.contains("Message too long")),
+        "{got:?}"
+    );
 }
