@@ -140,9 +140,17 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:7700.
         #[arg(long)]
         listen: String,
-        /// A file holding the token clients must present. Without it the hub is open.
-        #[arg(long)]
+        /// A file holding the token clients must present. Without it (and without
+        /// --credentials) the hub is open.
+        #[arg(long, conflicts_with = "credentials")]
         auth_token_file: Option<PathBuf>,
+        /// A JSON file of tokens bound to peer ids and roles (replica, relay, read-only):
+        /// {"credentials": [{"token": "…", "peers": ["laptop-1"], "role": "replica"}]}.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
+        /// Most connections served at once; past it a new connection gets a clear refusal.
+        #[arg(long, default_value_t = kuzu_sync::protocol::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Keep only the event log (no Kuzu database): a hub that validates and forwards.
         #[arg(long)]
         relay: bool,
@@ -469,6 +477,8 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             listen,
             auth_token_file,
+            credentials,
+            max_connections,
             relay,
             peer_id,
             schema_version,
@@ -483,8 +493,14 @@ fn run(cli: Cli) -> Result<()> {
                 session: SessionConfig {
                     seal: true,
                     critical_tables: critical,
+                    credentials: credentials
+                        .as_deref()
+                        .map(net::read_credentials)
+                        .transpose()?
+                        .map(Arc::new),
                     ..session_config(auth_token_file.as_deref(), schema_version)?
                 },
+                max_connections,
                 ..HubConfig::default()
             };
             if relay {
@@ -590,15 +606,18 @@ where
         let r = shared.lock();
         (r.peer().to_string(), r.version_vector().clone())
     };
-    if config.session.auth_token.is_none() {
-        eprintln!("warning: no --auth-token-file: any client may sync with this hub");
+    let auth = config.session.auth_token.is_some() || config.session.credentials.is_some();
+    if !auth {
+        eprintln!(
+            "warning: no --auth-token-file or --credentials: any client may sync with this hub"
+        );
     }
     print(json!({
         "event": "listening",
         "address": listener.local_addr()?.to_string(),
         "peer": peer,
         "relay": relay,
-        "auth": config.session.auth_token.is_some(),
+        "auth": auth,
         "schema_version": config.session.schema_version,
         "version_vector": vv,
     }));

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use kuzu_sync_engine::auth::Credentials;
 use kuzu_sync_engine::ports::{GraphDump, GraphStore, StoreError};
 use kuzu_sync_engine::sync::Lifecycle;
 use kuzu_sync_engine::{ApplyBatch, PeerId, Replica, Schema, VersionVector};
@@ -84,6 +85,14 @@ pub fn read_token(path: &Path) -> Result<String, Error> {
         )));
     }
     Ok(token.to_string())
+}
+
+/// Reads a credentials file (see [`kuzu_sync_engine::auth::Credentials`]); an error names
+/// the file and the entry at fault.
+pub fn read_credentials(path: &Path) -> Result<Credentials, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Credentials::from_json(&text)
+        .map_err(|e| Error::Invalid(format!("credentials file {}: {e}", path.display())))
 }
 
 /// A lifecycle event as one JSON object, with the connection it happened on.

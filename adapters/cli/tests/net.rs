@@ -470,6 +470,95 @@ fn auth_and_outdated_schema_are_refused_with_exit_code_3() {
     assert_eq!(s["version_vector"], json!({"c": 4, "hub": 1}));
 }
 
+/// Credentials bind tokens to peer ids: the laptop's token cannot claim the phone's id,
+/// a read-only token cannot send, and a bad credentials file is refused at start.
+#[test]
+fn credentials_bind_tokens_to_peers_and_roles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub_dir = init(tmp.path(), "hub");
+    let laptop = init(tmp.path(), "laptop");
+    let phone = init(tmp.path(), "phone");
+    let dash = init(tmp.path(), "dash");
+    ok(ks_stdin(&["write", p(&laptop)], SCHEMA));
+    let creds = tmp.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials": [
+            {"token": "laptop-secret", "peers": ["laptop"], "role": "replica"},
+            {"token": "dash-secret", "peers": ["dash"], "role": "read-only"}
+        ]}"#,
+    )
+    .unwrap();
+    let token = |name: &str, text: &str| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let laptop_token = token("laptop.token", "laptop-secret\n");
+    let dash_token = token("dash.token", "dash-secret");
+
+    let bad = token(
+        "bad.json",
+        r#"{"credentials": [{"token": "x", "peers": ["no way"], "role": "replica"}]}"#,
+    );
+    let err = fails(ks(&[
+        "serve",
+        p(&hub_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--credentials",
+        p(&bad),
+    ]));
+    assert!(
+        err.contains("credential 0 (0-based)") && err.contains("no way"),
+        "{err}"
+    );
+
+    let (hub_proc, addr) = hub(&hub_dir, "127.0.0.1:0", &["--credentials", p(&creds)]);
+    let url = format!("tcp://{addr}");
+    let sync_with = |dir: &Path, tok: &Path| {
+        ks(&[
+            "sync",
+            p(dir),
+            "--remote",
+            &url,
+            "--auth-token-file",
+            p(tok),
+        ])
+    };
+    // The phone borrows the laptop's token: refused, naming why.
+    let out = sync_with(&phone, &laptop_token);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("this token may not claim peer \"phone\""),
+        "{err}"
+    );
+    // The laptop syncs with its own.
+    let summary = lines(&ok(sync_with(&laptop, &laptop_token))).pop().unwrap();
+    assert_eq!(summary["event"], "summary");
+    // The dashboard receives, and may not send.
+    ok(sync_with(&dash, &dash_token));
+    assert_eq!(status(&dash)["version_vector"]["laptop"], 4);
+    ok(ks_stdin(
+        &["write", p(&dash)],
+        r#"{"op":"add_node","table":"User","props":{"name":"eve"}}"#,
+    ));
+    let out = sync_with(&dash, &dash_token);
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("read-only"), "{text}");
+    hub_proc.terminate();
+    assert!(
+        status(&hub_dir)["version_vector"].get("dash").is_none(),
+        "nothing of the read-only peer reached the hub"
+    );
+}
+
 #[test]
 fn a_relay_hub_keeps_only_the_log_and_forwards() {
     let tmp = tempfile::tempdir().unwrap();

@@ -48,11 +48,13 @@ pub struct CsvFile {
 }
 
 impl CsvFile {
-    pub fn new(dir: &Path, stem: &str) -> Self {
+    /// A new file in `dir`, named by this process and a sequence number only: no part of
+    /// a file name ever comes from a table name (names come from peers).
+    pub fn new(dir: &Path) -> Self {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         CsvFile {
-            path: dir.join(format!(".{stem}.{}.{n}.copy.csv", std::process::id())),
+            path: dir.join(format!(".ks-copy.{}.{n}.csv", std::process::id())),
             buf: String::new(),
             multiline: false,
         }

@@ -596,7 +596,7 @@ impl KuzuGraphStore {
             .iter()
             .map(|name| column_position(&t.columns, name, &t.name))
             .collect::<Result<_, _>>()?;
-        let mut file = csv::CsvFile::new(self.dir(), &t.name);
+        let mut file = csv::CsvFile::new(self.dir());
         for row in rows {
             file.row(order.iter().map(|&i| &row[i]));
         }
@@ -622,7 +622,7 @@ impl KuzuGraphStore {
                 }
             })
             .collect::<Result<_, _>>()?;
-        let mut file = csv::CsvFile::new(self.dir(), &rel.name);
+        let mut file = csv::CsvFile::new(self.dir());
         for (e, values) in edges {
             let key = Value::String(stored_key(&e.key));
             let fields =
