@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check CI runs, cheapest first: format, lints, the engine's wasm32 build, and
-# all tests (unit, randomized convergence on memory and on real Kuzu, crash, fidelity).
+# Runs every check CI runs, cheapest first: format, lints, the engine's wasm32 build, the
+# fuzz targets for a bounded time (FUZZ_SECONDS each, 30 by default), and all tests (unit,
+# randomized convergence on memory and on real Kuzu, crash, fidelity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -16,6 +17,9 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
   rustup target add wasm32-unknown-unknown
 fi
 cargo build -p kuzu-sync-engine --target wasm32-unknown-unknown
+
+echo "== fuzz: each target for ${FUZZ_SECONDS:-30} s (scripts/fuzz.sh)"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo "== cargo test"
 log="$(mktemp)"
