@@ -988,7 +988,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.floor_count = snap.event_count;
         self.engine = engine;
         self.conflicts = conflicts;
-        self.rebuild_graph()?;
+        // The log now holds the snapshot and the rebuild flag: a failed rebuild is
+        // remembered, so nothing is applied onto the stale graph before a rebuild succeeds.
+        if let Err(e) = self.rebuild_graph() {
+            self.unrecovered = Some(e.to_string());
+            return Err(e);
+        }
         Ok(InstallReport {
             snapshot_events: snap.event_count,
             kept_events,

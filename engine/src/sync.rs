@@ -919,8 +919,13 @@ impl Session {
         if let Message::MerkleSummary { len } = &m {
             let engine = replica.engine();
             let rows = antientropy::entities(&engine.dump(), engine.schema(), true);
+            // The answerer picks the bits (the asker builds its index with the ones in the
+            // reply). The asker's count counts only up to a few times this side's own: a
+            // claim cannot make this side build a tree far larger than its state.
+            let claimed = usize::try_from(*len).unwrap_or(usize::MAX);
             let bits = merkle::suggested_bucket_bits(
-                rows.len().max(usize::try_from(*len).unwrap_or(usize::MAX)),
+                rows.len()
+                    .max(claimed.min(rows.len().saturating_mul(4) + 4096)),
             );
             let index = antientropy::index(&rows, bits);
             out.push(Output::Send(Message::MerkleSummaryReply {

@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use kuzu_sync_fuzz::hub::{Harness, Input, Numbers, Pairs, Rows, Step};
+use kuzu_sync_fuzz::hub::{CompactedChoice, Harness, Input, Numbers, Pairs, Rows, Step};
 use kuzu_sync_fuzz::seeds::{self, BundleMode};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -119,8 +119,8 @@ fn main() {
     let mut flags = BTreeSet::new();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let mut kept: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..60_000 {
-        if kept.len() == 32 {
+    for _ in 0..200_000 {
+        if kept.len() == 40 {
             break;
         }
         // Fresh bytes, or a kept seed with some bytes changed and more appended.
@@ -156,6 +156,14 @@ fn main() {
             continue; // a failing check: the fuzzer's to find, not a seed
         };
         let s = &h.stats;
+        // A client that claims a compaction floor the hub lacks, then pushes a snapshot:
+        // the way to make a hub install one (refused since c3d6cbc).
+        let floor_claim = input.skip_hello < 224
+            && matches!(&input.hello.compacted, CompactedChoice::Custom(v) if !v.0.is_empty())
+            && input
+                .steps
+                .iter()
+                .any(|st| matches!(st, Step::ForgedSnapshot { .. }));
         let mut new = false;
         for pair in &s.seen {
             new |= seen.insert(*pair);
@@ -168,6 +176,7 @@ fn main() {
             ("merkle-3", s.merkle_answers >= 3),
             ("snapshot-sent", s.snapshots_sent > 0),
             ("refused", s.refusals > 0),
+            ("floor-claim-then-snapshot", s.established && floor_claim),
         ] {
             if on {
                 new |= flags.insert(flag);
@@ -176,6 +185,36 @@ fn main() {
         if new {
             write(&dir, &format!("search-{:02}", kept.len()), &bytes);
             kept.push(bytes);
+        }
+    }
+    // One input the search above rarely reaches: a floor claim, then a forged snapshot.
+    if !flags.contains("floor-claim-then-snapshot") {
+        for _ in 0..2_000_000 {
+            let len = 32 + rng.next() as usize % 200;
+            let bytes: Vec<u8> = (0..len).map(|_| (rng.next() >> 8) as u8).collect();
+            let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(&bytes)) else {
+                continue;
+            };
+            let claim = input.skip_hello < 224
+                && matches!(&input.hello.compacted, CompactedChoice::Custom(v) if !v.0.is_empty())
+                && input
+                    .steps
+                    .iter()
+                    .any(|st| matches!(st, Step::ForgedSnapshot { .. }));
+            if !claim || !cheap(&input) {
+                continue;
+            }
+            // Kept if the handshake succeeds; a failed check (the hub took the snapshot)
+            // is kept too: that is the regression this seed is for.
+            let established = match std::panic::catch_unwind(|| Harness::run(&input)) {
+                Ok(h) => h.stats.established,
+                Err(_) => true,
+            };
+            if established {
+                write(&dir, "floor-claim-then-snapshot", &bytes);
+                flags.insert("floor-claim-then-snapshot");
+                break;
+            }
         }
     }
     let _ = std::panic::take_hook();

@@ -1206,9 +1206,11 @@ where
     let mut refusing: Vec<thread::JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((stream, _)) if threads.len() >= config.max_connections => {
-                threads.retain(|t| !t.is_finished());
-                refusing.retain(|t| !t.is_finished());
+            Ok((stream, _)) => {
+                if threads.len() >= config.max_connections {
+                    threads.retain(|t| !t.is_finished());
+                    refusing.retain(|t| !t.is_finished());
+                }
                 if threads.len() < config.max_connections {
                     let (shared, config, stop, events, http) = (
                         shared.clone(),
@@ -1220,24 +1222,12 @@ where
                     threads.push(thread::spawn(move || {
                         serve_connection(stream, shared, config, stop, events, http)
                     }));
+                    threads.retain(|t| !t.is_finished());
                 } else if refusing.len() < MAX_REFUSING {
                     let max = config.max_connections;
                     refusing.push(thread::spawn(move || refuse_busy(stream, max)));
                 }
                 // Else dropped: closing is the only answer left that costs nothing.
-            }
-            Ok((stream, _)) => {
-                let (shared, config, stop, events, http) = (
-                    shared.clone(),
-                    config.clone(),
-                    stop.clone(),
-                    events.clone(),
-                    http.clone(),
-                );
-                threads.push(thread::spawn(move || {
-                    serve_connection(stream, shared, config, stop, events, http)
-                }));
-                threads.retain(|t| !t.is_finished());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(1));
