@@ -220,6 +220,18 @@ impl FrameDecoder {
         self.max_frame = max_frame;
     }
 
+    /// Gives back the buffer's memory once everything received is decoded and the buffer
+    /// grew past 64 KiB: an idle connection keeps no large buffer.
+    pub fn release_idle(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > 64 << 10 {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
     /// Bytes received but not yet decoded.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start

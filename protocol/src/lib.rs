@@ -15,17 +15,23 @@
 //! with an error that says which, never a panic.
 
 pub mod frame;
+#[cfg(feature = "net")]
 pub mod http;
+#[cfg(feature = "net")]
+pub mod hub;
+#[cfg(feature = "net")]
+pub mod link;
+#[cfg(feature = "net")]
 pub mod net;
-pub mod transport;
-pub mod ws;
 
 pub use frame::{FrameDecoder, FrameError};
+#[cfg(feature = "net")]
+pub use link::{Link, Throttled};
+#[cfg(feature = "net")]
 pub use net::{
-    drive, serve, sync_once, watch, HubConfig, NetError, SessionReport, Shared,
-    DEFAULT_MAX_CONNECTIONS,
+    drive, serve, serve_async, sync_once, watch, watch_async, HubConfig, NetError, SessionReport,
+    Shared, DEFAULT_MAX_CONNECTIONS,
 };
-pub use transport::{TcpTransport, ThrottledTransport, Transport};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -1,12 +1,19 @@
-//! Running sync sessions over transports: the hub (many clients, any transport, one port)
-//! and the client (one-shot or live, any number of remotes at once, reconnecting).
+//! Running sync sessions over links, on tokio: the session driver, and the client (one-shot
+//! or live, any number of remotes at once, reconnecting). The hub is in [`crate::hub`].
+//!
+//! The replica is shared by sessions and the application ([`Shared`]). On a hub, every
+//! session hands its replica work to the replica's one writer thread and decodes and
+//! encodes its frames on its own task; new events wake the sessions that stream them
+//! through a `watch` channel, with no polling.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use kuzu_sync_engine::antientropy::{self, EntityRow};
 use kuzu_sync_engine::merkle::{self, MerkleError, MerkleRemote, Summary};
@@ -18,19 +25,25 @@ use kuzu_sync_engine::sync::{
 use kuzu_sync_engine::{Event, Op, Replica, ReplicaError, VersionVector};
 
 use crate::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
-use crate::transport::{TcpTransport, Transport};
+use crate::link::{self, Link, Progress};
+
+pub use crate::hub::{serve, serve_async, HubConfig, DEFAULT_MAX_CONNECTIONS};
+
+type Job<E, G> = Box<dyn FnOnce(&mut Replica<E, G>) + Send>;
 
 /// A replica shared by sessions (and the application), with a change counter the sessions
 /// watch to stream new events.
 pub struct Shared<E: EventStore, G: GraphStore> {
     replica: Mutex<Replica<E, G>>,
-    generation: AtomicU64,
+    generation: watch::Sender<u64>,
+    /// The writer thread's queue, once started.
+    writer: Mutex<Option<std_mpsc::Sender<Job<E, G>>>>,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Shared<E, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("generation", &self.generation)
+            .field("generation", &self.generation())
             .finish_non_exhaustive()
     }
 }
@@ -39,7 +52,8 @@ impl<E: EventStore, G: GraphStore> Shared<E, G> {
     pub fn new(replica: Replica<E, G>) -> Arc<Self> {
         Arc::new(Shared {
             replica: Mutex::new(replica),
-            generation: AtomicU64::new(0),
+            generation: watch::Sender::new(0),
+            writer: Mutex::new(None),
         })
     }
 
@@ -79,12 +93,18 @@ impl<E: EventStore, G: GraphStore> Shared<E, G> {
         Ok(out)
     }
 
+    /// Wakes every session: the replica has new events to stream.
     pub fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        *self.generation.borrow()
+    }
+
+    /// A receiver that wakes on [`Shared::changed`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Takes the replica back (when no session holds the Arc any more).
@@ -101,7 +121,124 @@ impl<E: EventStore, G: GraphStore> Shared<E, G> {
     }
 }
 
-/// Receives lifecycle events: (the connection, e.g. `tcp://127.0.0.1:7000`, the event).
+impl<E, G> Shared<E, G>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    /// Runs `f` on the replica's writer thread, started on first use: the one thread that
+    /// works on the replica for every session, taking its queue in batches under one lock.
+    /// `None` if `f` panicked (the replica is then rebuilt from its stores, as after any
+    /// panic while it was held).
+    pub async fn run<R, F>(self: &Arc<Self>, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Replica<E, G>) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job<E, G> = Box::new(move |r| {
+            let _ = tx.send(f(r));
+        });
+        if let Err(std_mpsc::SendError(job)) = self.writer_queue().send(job) {
+            // The writer thread died (a panic outside a job): start another.
+            *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.writer_queue().send(job).ok()?;
+        }
+        rx.await.ok()
+    }
+
+    fn writer_queue(self: &Arc<Self>) -> std_mpsc::Sender<Job<E, G>> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = w.as_ref() {
+            return tx.clone();
+        }
+        let (tx, rx) = std_mpsc::channel::<Job<E, G>>();
+        let weak: Weak<Self> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("kuzu-sync-writer".into())
+            .spawn(move || writer_thread(weak, rx))
+            .expect("a thread for the replica's writer");
+        *w = Some(tx.clone());
+        tx
+    }
+}
+
+fn writer_thread<E: EventStore, G: GraphStore>(
+    shared: Weak<Shared<E, G>>,
+    jobs: std_mpsc::Receiver<Job<E, G>>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut r = shared.lock();
+        let mut next = Some(job);
+        // At most this many jobs per lock: the application's own writes get their turn.
+        let mut batch = 0;
+        while let Some(job) = next.take() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut r))).is_err() {
+                r.mark_unrecovered("a session panicked while it worked on the replica");
+                let _ = r.ensure_recovered();
+            }
+            batch += 1;
+            if batch < 64 {
+                next = jobs.try_recv().ok();
+            }
+        }
+    }
+}
+
+/// How a driver reaches the replica: through its writer thread (a hub, many sessions), or
+/// inline on the calling task (a client with a few sessions).
+enum Access<'a, E: EventStore, G: GraphStore> {
+    Inline(&'a Shared<E, G>),
+    Writer(&'a Arc<Shared<E, G>>),
+}
+
+impl<E, G> Access<'_, E, G>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    async fn run<R, F>(&self, f: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Replica<E, G>) -> R + Send + 'static,
+    {
+        match self {
+            Access::Inline(s) => Some(f(&mut s.lock())),
+            Access::Writer(s) => s.run(f).await,
+        }
+    }
+
+    fn shared(&self) -> &Shared<E, G> {
+        match self {
+            Access::Inline(s) => s,
+            Access::Writer(s) => s,
+        }
+    }
+}
+
+/// Runs a future to completion on a runtime of its own: the blocking API's bridge.
+/// Must not be called from inside a tokio runtime (use the `_async` functions there).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+/// Cancels `token` once `stop` is set (checked every 50 ms by one task): the bridge from
+/// the blocking API's stop flag to the async code.
+pub(crate) fn cancel_on(stop: Arc<AtomicBool>, token: CancellationToken) {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) && !token.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        token.cancel();
+    });
+}
 pub type EventSink = Arc<dyn Fn(&str, &Lifecycle) + Send + Sync>;
 
 /// A sink that drops everything.
@@ -114,10 +251,11 @@ pub fn no_events() -> EventSink {
 pub struct DriveOptions {
     /// Stop once synced (client one-shot) instead of streaming.
     pub one_shot: bool,
-    /// How often to look for local changes while waiting for bytes.
-    pub poll: Duration,
     pub max_frame: usize,
+    /// Set to stop (checked every 50 ms); `cancel` stops at once.
     pub stop: Arc<AtomicBool>,
+    /// Cancelled to stop the session (and, for `watch`, its reconnection).
+    pub cancel: CancellationToken,
     pub events: EventSink,
     /// Give up on a session that receives nothing for this long (None: never). Live
     /// sessions are kept alive by the transport; one-shot ones use it as a timeout.
@@ -138,7 +276,6 @@ impl std::fmt::Debug for DriveOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DriveOptions")
             .field("one_shot", &self.one_shot)
-            .field("poll", &self.poll)
             .field("max_frame", &self.max_frame)
             .finish_non_exhaustive()
     }
@@ -148,9 +285,9 @@ impl Default for DriveOptions {
     fn default() -> Self {
         DriveOptions {
             one_shot: false,
-            poll: Duration::from_millis(20),
             max_frame: DEFAULT_MAX_FRAME,
             stop: Arc::new(AtomicBool::new(false)),
+            cancel: CancellationToken::new(),
             events: no_events(),
             idle_timeout: None,
             frame_timeout: Duration::from_secs(30),
@@ -203,7 +340,7 @@ pub enum NetError {
     Protocol { transport: String, reason: String },
     #[error("{transport}: no message for {secs} s")]
     Timeout { transport: String, secs: u64 },
-    #[error("unsupported remote {0:?}: expected tcp://HOST:PORT, ws://HOST:PORT/PATH or http://HOST:PORT/PATH")]
+    #[error("unsupported remote {0:?}: expected tcp://HOST:PORT, tls://HOST:PORT, ws[s]://HOST[:PORT]/PATH or http[s]://HOST[:PORT]/PATH")]
     BadUrl(String),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
@@ -216,29 +353,70 @@ impl NetError {
     }
 }
 
-/// Runs one session over `transport` until it closes, fails, is stopped, or (one-shot)
-/// has synced. Then stores what the session learnt of the remote's events (see
-/// `Replica::note_remote`).
-pub fn drive<E: EventStore, G: GraphStore>(
-    transport: &mut dyn Transport,
+/// The most bytes a session leaves queued on its link before it stops taking new local
+/// changes (backpressure): a slow client makes the hub hold at most about this much for
+/// it, and gets the rest once it has read what is queued.
+pub const HIGH_WATER: usize = 1 << 20;
+/// A hub stops reading from a peer while this much waits to be written to it: a client
+/// that asks and never reads cannot make the hub queue answers without end. (Clients
+/// always read, so two sides never both stop.)
+pub const READ_PAUSE: usize = 32 << 20;
+
+/// Runs one session over `link` until it closes, fails, is stopped, or (one-shot) has
+/// synced, with the replica's work on its writer thread (see [`Shared::run`]). Then stores
+/// what the session learnt of the remote's events (see `Replica::note_remote`).
+pub async fn drive<E, G>(
+    link: &mut dyn Link,
     session: Session,
-    shared: &Shared<E, G>,
+    shared: &Arc<Shared<E, G>>,
     opts: &DriveOptions,
-) -> Result<SessionReport, NetError> {
-    let result = drive_session(transport, session, shared, opts);
-    let saved = shared.lock().save_known_peers();
+) -> Result<SessionReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    drive_with(link, session, Access::Writer(shared), opts, Instant::now()).await
+}
+
+async fn drive_with<E, G>(
+    link: &mut dyn Link,
+    session: Session,
+    access: Access<'_, E, G>,
+    opts: &DriveOptions,
+    started: Instant,
+) -> Result<SessionReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let result = drive_session(link, session, &access, opts, started).await;
+    let saved = access.run(|r| r.save_known_peers()).await.unwrap_or(Ok(()));
     let report = result?;
     saved?;
     Ok(report)
 }
 
-fn drive_session<E: EventStore, G: GraphStore>(
-    transport: &mut dyn Transport,
+fn writer_failed(name: &str) -> NetError {
+    NetError::Protocol {
+        transport: name.to_string(),
+        reason: "internal error: the replica's work for this session panicked; the replica \
+                 was rebuilt from its stores"
+            .into(),
+    }
+}
+
+async fn drive_session<E, G>(
+    link: &mut dyn Link,
     mut session: Session,
-    shared: &Shared<E, G>,
+    access: &Access<'_, E, G>,
     opts: &DriveOptions,
-) -> Result<SessionReport, NetError> {
-    let name = transport.describe();
+    started: Instant,
+) -> Result<SessionReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let name = link.describe();
     let mut report = SessionReport {
         transport: name.clone(),
         ..SessionReport::default()
@@ -246,26 +424,34 @@ fn drive_session<E: EventStore, G: GraphStore>(
     // Until the handshake completes, only small frames (see `HANDSHAKE_MAX_FRAME`).
     let mut decoder = FrameDecoder::new(opts.max_frame.min(HANDSHAKE_MAX_FRAME));
     let mut raised = false;
-    let started = Instant::now();
     let mut encoder = Encoder {
         max_frame: opts.max_frame,
         ..Encoder::default()
     };
     let mut refused: Option<String> = None;
     let mut failed: Option<String> = None;
-    let mut last_gen = shared.generation();
     let io_err = |source: io::Error| NetError::Io {
         transport: name.clone(),
         source,
     };
+    let mut changes = access.shared().subscribe();
+    let mut last_gen = *changes.borrow_and_update();
     let mut pending: Vec<Output> = Vec::new();
     if session.is_client() {
-        pending = session.start(&*shared.lock());
+        let (s, outs) = access
+            .run(move |r| {
+                let outs = session.start(r);
+                (session, outs)
+            })
+            .await
+            .ok_or_else(|| writer_failed(&name))?;
+        session = s;
+        pending = outs;
     }
-    let mut buf = Vec::with_capacity(64 << 10);
+    let mut buf = Vec::new();
     let mut last_rx = Instant::now();
-    let poll = transport.poll_interval().unwrap_or(opts.poll);
     let mut meter = Meter::default();
+    let mut closing = false;
     loop {
         if session.is_established() && meter.ping_due() {
             let nonce = meter.ping_sent();
@@ -288,12 +474,7 @@ fn drive_session<E: EventStore, G: GraphStore>(
                     report.frames_sent += 1;
                     report.raw_bytes_sent += stats.raw as u64;
                     report.wire_bytes_sent += stats.wire as u64;
-                    // The remote may already be gone after our error or refusal.
-                    if let Err(e) = transport.send(&frame) {
-                        if !session.is_closed() {
-                            return Err(io_err(e));
-                        }
-                    }
+                    link.queue(frame);
                 }
                 Output::Event(ev) => {
                     match &ev {
@@ -315,7 +496,7 @@ fn drive_session<E: EventStore, G: GraphStore>(
                     }
                     (opts.events)(&name, &ev);
                 }
-                Output::Close => transport.close(),
+                Output::Close => closing = true,
                 Output::Pong(nonce) => {
                     if let Some(q) = meter.pong(nonce) {
                         pending_after.extend(session.set_quality(q));
@@ -324,8 +505,13 @@ fn drive_session<E: EventStore, G: GraphStore>(
             }
         }
         pending.append(&mut pending_after);
+        if !pending.is_empty() {
+            continue;
+        }
         report.remote = session.remote().unwrap_or_default().to_string();
-        if session.is_closed() {
+        if closing || session.is_closed() {
+            // The remote may already be gone after our error or refusal.
+            link::close(link, Duration::from_secs(5)).await;
             if let Some(reason) = refused {
                 return Err(NetError::Refused {
                     transport: name,
@@ -343,25 +529,99 @@ fn drive_session<E: EventStore, G: GraphStore>(
         if opts.one_shot && session.is_synced() {
             report.synced = true;
             report.full_resync_required = session.full_resync_required();
-            report.common = shared.lock().version_vector().meet(session.remote_has());
-            transport.close();
+            let remote_has = session.remote_has().clone();
+            report.common = access
+                .run(move |r| r.version_vector().meet(&remote_has))
+                .await
+                .ok_or_else(|| writer_failed(&name))?;
+            link::close(link, Duration::from_secs(30)).await;
             return Ok(report);
         }
-        if opts.stop.load(Ordering::SeqCst) {
-            transport.close();
+        if opts.stop.load(Ordering::SeqCst) || opts.cancel.is_cancelled() {
+            link::close(link, Duration::from_secs(5)).await;
             return Ok(report);
         }
-        // Write what is queued for a moment, then read: never block on writing alone.
-        let flushed = transport.flush(Duration::from_millis(5)).map_err(&io_err)?;
+        // With long round trips, live changes are gathered for a second into one batch.
+        let gather_until = (session.strategy() == kuzu_sync_engine::sync::Strategy::BatchOptimized)
+            .then(|| meter.last_live + Duration::from_secs(1))
+            .filter(|t| *t > Instant::now());
+        // Backpressure: new changes wait while much is queued for the remote.
+        let may_stream =
+            session.is_established() && gather_until.is_none() && link.queued() < HIGH_WATER;
+        if may_stream && *changes.borrow_and_update() != last_gen {
+            last_gen = *changes.borrow();
+            meter.last_live = Instant::now();
+            let (s, outs) = access
+                .run(move |r| {
+                    let outs = session.local_changed(r);
+                    (session, outs)
+                })
+                .await
+                .ok_or_else(|| writer_failed(&name))?;
+            session = s;
+            pending = outs;
+            continue;
+        }
+        // The next time something is due without input.
+        let mut due: Vec<Instant> = Vec::with_capacity(6);
+        if session.is_established() {
+            due.push(meter.next_ping());
+        }
+        if let Some(t) = meter.oldest_ping() {
+            due.push(t + opts.pong_timeout);
+        }
+        if !session.is_client() && !session.is_established() {
+            due.push(started + opts.handshake_timeout);
+        }
+        if decoder.pending() > 0 {
+            due.push(last_rx + opts.frame_timeout);
+        }
+        if let Some(limit) = opts.idle_timeout {
+            due.push(last_rx + limit);
+        }
+        if let Some(t) = gather_until {
+            due.push(t);
+        }
+        let due = due
+            .into_iter()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         buf.clear();
-        let wait = if flushed {
-            poll
-        } else {
-            Duration::from_millis(1)
+        let read = session.is_client() || link.queued() < READ_PAUSE;
+        let progress = tokio::select! {
+            r = link::io_maybe_reading(link, &mut buf, read) => Some(r),
+            _ = changes.changed(), if may_stream => None,
+            _ = tokio::time::sleep_until(due.into()) => None,
+            _ = opts.cancel.cancelled() => None,
         };
-        let n = match transport.recv(&mut buf, wait) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && session.is_established() => {
+        match progress {
+            Some(Ok(Progress::Received(n))) => {
+                last_rx = Instant::now();
+                report.wire_bytes_received += n as u64;
+                decoder.push(&buf);
+                if buf.capacity() > 64 << 10 {
+                    buf = Vec::new();
+                }
+                pending = receive_all(
+                    &mut session,
+                    &mut decoder,
+                    access,
+                    &mut meter,
+                    &name,
+                    opts.max_frame,
+                )
+                .await?;
+                if session.is_established() && !raised {
+                    raised = true;
+                    link.set_max_message(opts.max_frame + 4);
+                }
+                decoder.release_idle();
+                continue;
+            }
+            Some(Ok(Progress::Sent)) => continue,
+            Some(Err(e))
+                if e.kind() == io::ErrorKind::UnexpectedEof && session.is_established() =>
+            {
                 // The other side went away after a good handshake: a disconnect, not a
                 // protocol failure.
                 (opts.events)(
@@ -373,90 +633,127 @@ fn drive_session<E: EventStore, G: GraphStore>(
                 );
                 return Ok(report);
             }
-            Err(e) => return Err(io_err(e)),
-        };
-        if n > 0 {
-            last_rx = Instant::now();
-            report.wire_bytes_received += n as u64;
-            decoder.push(&buf);
-            loop {
-                if session.is_established() && !raised {
-                    raised = true;
-                    decoder.set_max_frame(opts.max_frame);
-                    transport.set_max_message(opts.max_frame + 4);
-                }
-                match decoder.next_message() {
-                    Ok(Some(msg)) => {
-                        let acked = matches!(msg, Message::Ack(_));
-                        let outs = session.receive(msg, &mut shared.lock());
-                        if outs
-                            .iter()
-                            .any(|o| matches!(o, Output::Event(Lifecycle::Change { .. })))
-                        {
-                            shared.changed();
-                        }
-                        // In order: what the message caused first, then what a new
-                        // measure causes (batches must go out in the order they are made).
-                        pending.extend(outs);
-                        if acked {
-                            if let Some(q) = meter.ack() {
-                                pending.extend(session.set_quality(q));
-                            }
-                        }
-                        if session.is_closed() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        pending.extend(session.protocol_error(e.to_string()));
-                        break;
-                    }
-                }
-            }
-        } else if decoder.pending() > 0 && last_rx.elapsed() > opts.frame_timeout {
+            Some(Err(e)) => return Err(io_err(e)),
+            None => {}
+        }
+        // Deadlines.
+        let now = Instant::now();
+        if decoder.pending() > 0 && now >= last_rx + opts.frame_timeout {
             pending.extend(session.protocol_error(format!(
                 "truncated frame: {} bytes of an incomplete frame and nothing more for {} ms",
                 decoder.pending(),
                 opts.frame_timeout.as_millis()
             )));
-            continue;
-        } else if let Some(limit) = opts.idle_timeout {
-            if last_rx.elapsed() > limit {
-                transport.close();
-                return Err(NetError::Timeout {
-                    transport: name,
-                    secs: limit.as_secs(),
-                });
-            }
-        }
-        if !session.is_client()
+        } else if opts
+            .idle_timeout
+            .is_some_and(|limit| now >= last_rx + limit)
+        {
+            link::close(link, Duration::from_secs(1)).await;
+            return Err(NetError::Timeout {
+                transport: name,
+                secs: opts.idle_timeout.unwrap_or_default().as_secs(),
+            });
+        } else if !session.is_client()
             && !session.is_established()
-            && started.elapsed() > opts.handshake_timeout
+            && now >= started + opts.handshake_timeout
         {
             pending.extend(session.protocol_error(format!(
                 "no handshake within {} ms",
                 opts.handshake_timeout.as_millis()
             )));
-            continue;
-        }
-        if let Some(age) = meter.oldest_unanswered() {
+        } else if let Some(age) = meter.oldest_unanswered() {
             if age > opts.pong_timeout && !session.is_closed() {
                 pending.extend(
                     session
                         .protocol_error(format!("no answer to a ping for {} ms", age.as_millis())),
                 );
-                continue;
             }
         }
-        let g = shared.generation();
-        // With long round trips, live changes are gathered for a second into one batch.
-        let gather = session.strategy() == kuzu_sync_engine::sync::Strategy::BatchOptimized
-            && meter.last_live.elapsed() < Duration::from_secs(1);
-        if g != last_gen && pending.is_empty() && !session.is_closed() && !gather {
-            last_gen = g;
-            meter.last_live = Instant::now();
-            pending.extend(session.local_changed(&*shared.lock()));
+    }
+}
+
+/// Hands every complete message to the session, in order; what they caused, in order.
+/// Before the handshake completes, one message at a time (the frame limit is raised after
+/// it); then in batches of up to 64 per trip to the replica.
+async fn receive_all<E, G>(
+    session: &mut Session,
+    decoder: &mut FrameDecoder,
+    access: &Access<'_, E, G>,
+    meter: &mut Meter,
+    name: &str,
+    max_frame: usize,
+) -> Result<Vec<Output>, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let mut pending = Vec::new();
+    loop {
+        let most = if session.is_established() {
+            decoder.set_max_frame(max_frame);
+            64
+        } else {
+            1
+        };
+        let mut batch = Vec::new();
+        let mut bad = None;
+        while batch.len() < most {
+            match decoder.next_message() {
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let taken = batch.len();
+        if taken > 0 {
+            let s = std::mem::replace(session, Session::client(SessionConfig::default()));
+            let (s, results, changed) = access
+                .run(move |r| {
+                    let mut s = s;
+                    let mut results = Vec::with_capacity(batch.len());
+                    let mut changed = false;
+                    for msg in batch {
+                        let acked = matches!(msg, Message::Ack(_));
+                        let outs = s.receive(msg, r);
+                        changed |= outs
+                            .iter()
+                            .any(|o| matches!(o, Output::Event(Lifecycle::Change { .. })));
+                        results.push((acked, outs));
+                        if s.is_closed() {
+                            break;
+                        }
+                    }
+                    (s, results, changed)
+                })
+                .await
+                .ok_or_else(|| writer_failed(name))?;
+            *session = s;
+            if changed {
+                access.shared().changed();
+            }
+            for (acked, outs) in results {
+                // In order: what the message caused first, then what a new measure causes
+                // (batches must go out in the order they are made).
+                pending.extend(outs);
+                if acked {
+                    if let Some(q) = meter.ack() {
+                        pending.extend(session.set_quality(q));
+                    }
+                }
+            }
+            if session.is_closed() {
+                return Ok(pending);
+            }
+        }
+        if let Some(reason) = bad {
+            pending.extend(session.protocol_error(reason));
+            return Ok(pending);
+        }
+        if taken == 0 {
+            return Ok(pending);
         }
     }
 }
@@ -506,6 +803,16 @@ impl Meter {
         n
     }
 
+    /// When the next ping is due.
+    fn next_ping(&self) -> Instant {
+        self.last_ping.map_or_else(Instant::now, |t| t + PING_EVERY)
+    }
+
+    /// When the oldest unanswered ping went out.
+    fn oldest_ping(&self) -> Option<Instant> {
+        self.pings.values().min().copied()
+    }
+
     /// How long the oldest ping has gone unanswered, if one has.
     fn oldest_unanswered(&self) -> Option<Duration> {
         self.pings.values().map(|t| t.elapsed()).max()
@@ -550,38 +857,19 @@ impl Meter {
     }
 }
 
-/// Opens a transport to a remote URL: `tcp://HOST:PORT`, `ws://HOST:PORT/PATH` or
-/// `http://HOST:PORT/PATH`.
-pub fn connect(url: &str, timeout: Duration) -> Result<Box<dyn Transport>, NetError> {
-    let io = |source| NetError::Io {
-        transport: url.to_string(),
-        source,
-    };
-    if let Some(addr) = url.strip_prefix("tcp://") {
-        Ok(Box::new(
-            TcpTransport::connect(addr.trim_end_matches('/'), timeout).map_err(io)?,
-        ))
-    } else if url.starts_with("ws://") {
-        Ok(Box::new(
-            crate::ws::WsTransport::connect(url, timeout).map_err(io)?,
-        ))
-    } else if url.starts_with("http://") {
-        Ok(Box::new(
-            crate::http::HttpClientTransport::connect(url, timeout).map_err(io)?,
-        ))
-    } else {
-        Err(NetError::BadUrl(url.to_string()))
-    }
-}
-
 /// One-shot sync with one remote: handshake, exchange, EOSE, acks.
-pub fn sync_once<E: EventStore, G: GraphStore>(
+///
+/// Blocking: runs on a tokio runtime of its own, so it must not be called from inside one.
+pub fn sync_once<E, G>(
     shared: &Shared<E, G>,
     url: &str,
     config: SessionConfig,
     events: EventSink,
-) -> Result<SessionReport, NetError> {
-    let mut transport = connect(url, Duration::from_secs(10))?;
+) -> Result<SessionReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
     let opts = DriveOptions {
         one_shot: true,
         events,
@@ -590,7 +878,7 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
     };
     let mut with_point = config.clone();
     with_point.sync_point = shared.lock().stored_sync_point(url)?;
-    let mut report = drive(&mut *transport, Session::client(with_point), shared, &opts)?;
+    let mut report = block_on(one_session(shared, url, with_point, &opts))?;
     if !report.synced {
         return Err(NetError::Protocol {
             transport: report.transport,
@@ -614,8 +902,7 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         report.repaired = ops.len();
         if !ops.is_empty() {
             shared.write(ops)?;
-            let mut t = connect(url, Duration::from_secs(10))?;
-            let again = drive(&mut *t, Session::client(config), shared, &opts)?;
+            let again = block_on(one_session(shared, url, config, &opts))?;
             report.common = again.common;
             report.events_sent += again.events_sent;
             report.events_received += again.events_received;
@@ -629,6 +916,41 @@ pub fn sync_once<E: EventStore, G: GraphStore>(
         None => r.clear_sync_point(url)?,
     }
     Ok(report)
+}
+
+/// Connects to `url` and drives one client session, with the replica's work inline.
+async fn one_session<E, G>(
+    shared: &Shared<E, G>,
+    url: &str,
+    config: SessionConfig,
+    opts: &DriveOptions,
+) -> Result<SessionReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let mut link = connect(url, Duration::from_secs(10)).await?;
+    drive_with(
+        &mut *link,
+        Session::client(config),
+        Access::Inline(shared),
+        opts,
+        Instant::now(),
+    )
+    .await
+}
+
+/// Opens a link to a remote URL: `tcp://HOST:PORT`, `tls://HOST:PORT`,
+/// `ws[s]://HOST[:PORT]/PATH` or `http[s]://HOST[:PORT]/PATH`. TLS trusts the Mozilla
+/// roots and the authorities in the file named by `KUZU_SYNC_TLS_CA`.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Box<dyn Link>, NetError> {
+    match link::connect(url, timeout).await {
+        None => Err(NetError::BadUrl(url.to_string())),
+        Some(r) => r.map_err(|source| NetError::Io {
+            transport: url.to_string(),
+            source,
+        }),
+    }
 }
 
 /// What [`sync_offline_changes`] did.
@@ -647,12 +969,16 @@ pub struct OfflineSyncReport {
 /// Brings an offline replica back: coalesces its queue and goes online (one durable step),
 /// then syncs one-shot with `url`. Afterwards the queue is empty. If the sync fails, the
 /// replica is online with its (coalesced) writes unsent; the next sync sends them.
-pub fn sync_offline_changes<E: EventStore, G: GraphStore>(
+pub fn sync_offline_changes<E, G>(
     shared: &Shared<E, G>,
     url: &str,
     config: SessionConfig,
     events: EventSink,
-) -> Result<OfflineSyncReport, NetError> {
+) -> Result<OfflineSyncReport, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
     let coalesced = shared.lock().go_online()?;
     let conflicts = Arc::new(AtomicU64::new(0));
     let sink: EventSink = {
@@ -702,9 +1028,11 @@ pub struct RemoteDiff {
 }
 
 /// The remote side of a Merkle diff, over a live session: each call one request and its
-/// answer.
+/// answer. The diff itself is synchronous (the engine's `MerkleRemote`), so each request
+/// runs on the runtime the link was made on.
 struct NetRemote<'a> {
-    transport: &'a mut dyn Transport,
+    rt: &'a tokio::runtime::Runtime,
+    link: Box<dyn Link>,
     decoder: FrameDecoder,
     encoder: Encoder,
     summary: Summary,
@@ -714,68 +1042,16 @@ struct NetRemote<'a> {
 
 impl NetRemote<'_> {
     fn ask(&mut self, msg: &Message) -> Result<Message, NetError> {
-        let proto = |reason: String| NetError::Protocol {
-            transport: self.name.clone(),
-            reason,
-        };
-        let (frame, _) = self.encoder.encode(msg).map_err(|e| proto(e.to_string()))?;
-        self.wire += frame.len() as u64;
-        let io = |source| NetError::Io {
-            transport: self.name.clone(),
-            source,
-        };
-        self.transport.send(&frame).map_err(io)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let timeout = || NetError::Timeout {
-            transport: self.name.clone(),
-            secs: 60,
-        };
-        let mut buf = Vec::new();
-        loop {
-            // Flushing has the same deadline as the answer: a remote that stops reading
-            // cannot keep this loop spinning.
-            while !self.transport.flush(Duration::from_millis(5)).map_err(io)? {
-                if Instant::now() > deadline {
-                    return Err(timeout());
-                }
-            }
-            if let Some(m) = self
-                .decoder
-                .next_message()
-                .map_err(|e| proto(e.to_string()))?
-            {
-                match m {
-                    Message::Error(reason) => {
-                        return Err(proto(format!("the remote said: {reason}")))
-                    }
-                    // The remote measures the link too: answer, and keep waiting.
-                    Message::Ping(n) => {
-                        let (frame, _) = self
-                            .encoder
-                            .encode(&Message::Pong(n))
-                            .map_err(|e| proto(e.to_string()))?;
-                        self.wire += frame.len() as u64;
-                        self.transport.send(&frame).map_err(io)?;
-                        continue;
-                    }
-                    Message::Pong(_) => continue,
-                    m => return Ok(m),
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(NetError::Timeout {
-                    transport: self.name.clone(),
-                    secs: 60,
-                });
-            }
-            buf.clear();
-            let n = self
-                .transport
-                .recv(&mut buf, Duration::from_millis(50))
-                .map_err(io)?;
-            self.wire += n as u64;
-            self.decoder.push(&buf);
-        }
+        let NetRemote {
+            rt,
+            link,
+            decoder,
+            encoder,
+            wire,
+            name,
+            ..
+        } = self;
+        rt.block_on(ask(&mut **link, decoder, encoder, wire, name, msg))
     }
 
     fn merkle(&mut self, msg: &Message) -> Result<Message, MerkleError> {
@@ -841,17 +1117,29 @@ impl MerkleRemote for NetRemote<'_> {
 /// Compares this replica's resolved state with a remote's by Merkle tree, without
 /// exchanging events: a handshake with the `no-exchange` capability, then questions.
 /// Only the differing entities' rows travel.
-pub fn remote_diff<E: EventStore, G: GraphStore>(
+pub fn remote_diff<E, G>(
     shared: &Shared<E, G>,
     url: &str,
     mut config: SessionConfig,
-) -> Result<RemoteDiff, NetError> {
-    let mut transport = connect(url, Duration::from_secs(10))?;
-    let name = transport.describe();
+) -> Result<RemoteDiff, NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| NetError::Io {
+            transport: url.to_string(),
+            source,
+        })?;
+    let link = rt.block_on(connect(url, Duration::from_secs(10)))?;
+    let name = link.describe();
     config.capabilities.push(CAP_NO_EXCHANGE.to_string());
     let mut session = Session::client(config);
     let mut remote = NetRemote {
-        transport: &mut *transport,
+        rt: &rt,
+        link,
         decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
         encoder: Encoder::default(),
         summary: Summary {
@@ -981,7 +1269,7 @@ pub fn remote_diff<E: EventStore, G: GraphStore>(
         }
     };
     let wire = remote.wire;
-    transport.close();
+    rt.block_on(link::close(&mut *remote.link, Duration::from_secs(5)));
     let local_by_key: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.key, r)).collect();
     let remote_by_key: std::collections::HashMap<_, _> =
         remote_rows.iter().map(|r| (r.key, r)).collect();
@@ -1080,8 +1368,69 @@ impl Backoff {
     }
 }
 
-/// Live sync with every remote at once, each on its own thread, reconnecting with
-/// backoff, until `stop` is set or a remote refuses us. Returns the permanent errors.
+/// One request and its answer over a link; pings from the remote are answered meanwhile.
+async fn ask(
+    link: &mut dyn Link,
+    decoder: &mut FrameDecoder,
+    encoder: &mut Encoder,
+    wire: &mut u64,
+    name: &str,
+    msg: &Message,
+) -> Result<Message, NetError> {
+    let proto = |reason: String| NetError::Protocol {
+        transport: name.to_string(),
+        reason,
+    };
+    let io = |source| NetError::Io {
+        transport: name.to_string(),
+        source,
+    };
+    let (frame, _) = encoder.encode(msg).map_err(|e| proto(e.to_string()))?;
+    *wire += frame.len() as u64;
+    link.queue(frame);
+    let answer = async {
+        let mut buf = Vec::new();
+        loop {
+            if let Some(m) = decoder.next_message().map_err(|e| proto(e.to_string()))? {
+                match m {
+                    Message::Error(reason) => {
+                        return Err(proto(format!("the remote said: {reason}")))
+                    }
+                    // The remote measures the link too: answer, and keep waiting.
+                    Message::Ping(n) => {
+                        let (frame, _) = encoder
+                            .encode(&Message::Pong(n))
+                            .map_err(|e| proto(e.to_string()))?;
+                        *wire += frame.len() as u64;
+                        link.queue(frame);
+                        continue;
+                    }
+                    Message::Pong(_) => continue,
+                    m => return Ok(m),
+                }
+            }
+            buf.clear();
+            if let Progress::Received(n) = link::io(link, &mut buf).await.map_err(io)? {
+                *wire += n as u64;
+                decoder.push(&buf);
+            }
+        }
+    };
+    // Writing and reading share one deadline: a remote that stops reading or answering
+    // cannot keep this waiting.
+    tokio::time::timeout(Duration::from_secs(60), answer)
+        .await
+        .map_err(|_| NetError::Timeout {
+            transport: name.to_string(),
+            secs: 60,
+        })?
+}
+
+/// Live sync with every remote at once, reconnecting with backoff, until `opts.stop` is
+/// set (or `opts.cancel` cancelled) or a remote refuses us. Returns the permanent errors.
+///
+/// Blocking: runs on a tokio runtime of its own, so it must not be called from inside one
+/// (use [`watch_async`] there).
 pub fn watch<E, G>(
     shared: Arc<Shared<E, G>>,
     urls: &[String],
@@ -1092,36 +1441,62 @@ where
     E: EventStore + Send + 'static,
     G: GraphStore + Send + 'static,
 {
-    let handles: Vec<_> = urls
-        .iter()
-        .map(|url| {
-            let (shared, config, opts, url) =
-                (shared.clone(), config.clone(), opts.clone(), url.clone());
-            thread::spawn(move || watch_one(&shared, &url, config, opts))
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(async {
+            cancel_on(opts.stop.clone(), opts.cancel.clone());
+            let errors = watch_async(&shared, urls, config, opts.clone()).await;
+            opts.cancel.cancel();
+            errors
         })
-        .collect();
-    handles
+}
+
+/// [`watch`] for async code: every remote's session on this task, the replica's work
+/// inline (a client has few sessions). Stops when `opts.cancel` is cancelled (`opts.stop`
+/// is not looked at here).
+pub async fn watch_async<E, G>(
+    shared: &Shared<E, G>,
+    urls: &[String],
+    config: SessionConfig,
+    opts: DriveOptions,
+) -> Vec<NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    let all = urls
+        .iter()
+        .map(|url| watch_one(shared, url, config.clone(), opts.clone()));
+    futures_util::future::join_all(all)
+        .await
         .into_iter()
-        .filter_map(|h| h.join().ok().flatten())
+        .flatten()
         .collect()
 }
 
-fn watch_one<E: EventStore, G: GraphStore>(
+async fn watch_one<E, G>(
     shared: &Shared<E, G>,
     url: &str,
     config: SessionConfig,
     opts: DriveOptions,
-) -> Option<NetError> {
+) -> Option<NetError>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
     let mut backoff = Backoff::default();
-    while !opts.stop.load(Ordering::SeqCst) {
+    let stopped = || opts.cancel.is_cancelled() || opts.stop.load(Ordering::SeqCst);
+    while !stopped() {
         let began = Instant::now();
-        let result = connect(url, Duration::from_secs(10))
-            .and_then(|mut t| drive(&mut *t, Session::client(config.clone()), shared, &opts));
+        let result = tokio::select! {
+            r = one_session(shared, url, config.clone(), &opts) => r,
+            _ = opts.cancel.cancelled() => return None,
+        };
         let error = match result {
-            Ok(report) if opts.stop.load(Ordering::SeqCst) => {
-                let _ = report;
-                return None;
-            }
+            Ok(_) if stopped() => return None,
             Ok(_) => "the remote closed the session".to_string(),
             Err(e) if e.is_permanent() => return Some(e),
             Err(e) => e.to_string(),
@@ -1137,228 +1512,26 @@ fn watch_one<E: EventStore, G: GraphStore>(
                 reason: format!("{error}; reconnecting in {} ms", delay.as_millis()),
             },
         );
-        sleep_unless_stopped(delay, &opts.stop);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = opts.cancel.cancelled() => return None,
+        }
     }
     None
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-        thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
-    }
-}
-
-/// Connections a hub serves at once by default (each is a thread today).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Connections past the cap that are answered with a refusal at once; more are dropped.
-const MAX_REFUSING: usize = 16;
-
-/// How a hub serves.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    pub session: SessionConfig,
-    pub max_frame: usize,
-    pub poll: Duration,
-    /// See [`DriveOptions::frame_timeout`].
-    pub frame_timeout: Duration,
-    /// See [`DriveOptions::handshake_timeout`].
-    pub handshake_timeout: Duration,
-    /// Connections served at once; a connection past it is refused (see [`serve`]).
-    pub max_connections: usize,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        HubConfig {
-            session: SessionConfig {
-                seal: true,
-                ..SessionConfig::default()
-            },
-            max_frame: DEFAULT_MAX_FRAME,
-            poll: Duration::from_millis(20),
-            frame_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
-/// Serves sessions on `listener` until `stop` is set: raw TCP frames, WebSocket
-/// (`GET` upgrade) and HTTP push/pull (`POST`) on the same port. Each connection runs on
-/// its own thread; one failing connection never affects the others. Past
-/// `max_connections`, a new connection is answered with a refusal in its own protocol
-/// (an `Error` frame, or HTTP 503) and closed.
-pub fn serve<E, G>(
-    listener: TcpListener,
-    shared: Arc<Shared<E, G>>,
-    config: HubConfig,
-    stop: Arc<AtomicBool>,
-    events: EventSink,
-) -> io::Result<()>
+/// A hub's server session: the replica's work on its writer thread, the handshake
+/// deadline counted from `started` (the connection's accept).
+pub(crate) async fn drive_hub_session<E, G>(
+    link: &mut dyn Link,
+    session: Session,
+    shared: &Arc<Shared<E, G>>,
+    opts: &DriveOptions,
+    started: Instant,
+) -> Result<SessionReport, NetError>
 where
     E: EventStore + Send + 'static,
     G: GraphStore + Send + 'static,
 {
-    listener.set_nonblocking(true)?;
-    let http = crate::http::HttpRegistry::default();
-    let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
-    let mut refusing: Vec<thread::JoinHandle<()>> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if threads.len() >= config.max_connections {
-                    threads.retain(|t| !t.is_finished());
-                    refusing.retain(|t| !t.is_finished());
-                }
-                if threads.len() < config.max_connections {
-                    let (shared, config, stop, events, http) = (
-                        shared.clone(),
-                        config.clone(),
-                        stop.clone(),
-                        events.clone(),
-                        http.clone(),
-                    );
-                    threads.push(thread::spawn(move || {
-                        serve_connection(stream, shared, config, stop, events, http)
-                    }));
-                    threads.retain(|t| !t.is_finished());
-                } else if refusing.len() < MAX_REFUSING {
-                    let max = config.max_connections;
-                    refusing.push(thread::spawn(move || refuse_busy(stream, max)));
-                }
-                // Else dropped: closing is the only answer left that costs nothing.
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    http.shutdown();
-    for t in threads {
-        let _ = t.join();
-    }
-    Ok(())
-}
-
-fn serve_connection<E, G>(
-    stream: TcpStream,
-    shared: Arc<Shared<E, G>>,
-    config: HubConfig,
-    stop: Arc<AtomicBool>,
-    events: EventSink,
-    http: crate::http::HttpRegistry,
-) where
-    E: EventStore + Send + 'static,
-    G: GraphStore + Send + 'static,
-{
-    let addr = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let report = |e: &dyn std::fmt::Display| {
-        events(
-            &format!("tcp://{addr}"),
-            &Lifecycle::Error {
-                reason: e.to_string(),
-            },
-        )
-    };
-    if let Err(e) = stream.set_nonblocking(false) {
-        return report(&e);
-    }
-    let mut head = [0u8; 4];
-    let _ = stream.set_read_timeout(Some(config.handshake_timeout));
-    let sniffed = peek_exact(&stream, &mut head, config.handshake_timeout);
-    let opts = DriveOptions {
-        one_shot: false,
-        poll: config.poll,
-        max_frame: config.max_frame,
-        stop: stop.clone(),
-        events: events.clone(),
-        idle_timeout: None,
-        frame_timeout: config.frame_timeout,
-        handshake_timeout: config.handshake_timeout,
-        ..DriveOptions::default()
-    };
-    let session = || Session::server(config.session.clone());
-    let mut transport: Box<dyn Transport> = match sniffed {
-        Ok(()) if &head == b"GET " => match crate::ws::WsTransport::accept(stream) {
-            Ok(t) => Box::new(t),
-            Err(e) => return report(&e),
-        },
-        Ok(()) if &head == b"POST" => {
-            let spawn = |mut t: Box<dyn Transport>| {
-                let (shared, opts) = (shared.clone(), opts.clone());
-                let s = session();
-                thread::spawn(move || {
-                    if let Err(e) = drive(&mut *t, s, &shared, &opts) {
-                        (opts.events)(
-                            &t.describe(),
-                            &Lifecycle::Error {
-                                reason: e.to_string(),
-                            },
-                        );
-                    }
-                });
-            };
-            if let Err(e) = http.handle(stream, &spawn) {
-                report(&e);
-            }
-            return;
-        }
-        Ok(()) | Err(_) => match TcpTransport::from_stream(stream) {
-            Ok(t) => Box::new(t),
-            Err(e) => return report(&e),
-        },
-    };
-    if let Err(e) = drive(&mut *transport, session(), &shared, &opts) {
-        report(&e);
-    }
-}
-
-/// Answers a connection past the cap in its own protocol, then closes it.
-fn refuse_busy(stream: TcpStream, max: usize) {
-    use std::io::Write;
-    let reason = format!("the hub is serving its limit of {max} connections; try again later");
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut head = [0u8; 4];
-    let sniffed = peek_exact(&stream, &mut head, Duration::from_secs(2));
-    let mut stream = stream;
-    let _ = match sniffed {
-        Ok(()) if &head == b"GET " || &head == b"POST" => stream.write_all(
-            format!(
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-                 Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{reason}",
-                reason.len()
-            )
-            .as_bytes(),
-        ),
-        _ => match Encoder::default().encode(&Message::Error(reason)) {
-            Ok((frame, _)) => stream.write_all(&frame),
-            Err(_) => Ok(()),
-        },
-    };
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-/// Waits until `buf.len()` bytes can be peeked (or the stream ends or times out).
-fn peek_exact(stream: &TcpStream, buf: &mut [u8], limit: Duration) -> io::Result<()> {
-    let start = Instant::now();
-    loop {
-        let n = stream.peek(buf)?;
-        if n == buf.len() {
-            return Ok(());
-        }
-        if n == 0 || start.elapsed() > limit {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the first frame",
-            ));
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
+    drive_with(link, session, Access::Writer(shared), opts, started).await
 }

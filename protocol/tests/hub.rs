@@ -719,21 +719,26 @@ fn long_round_trips_switch_to_batch_optimized() {
     let driver = {
         let (c, url, log, stop) = (c.clone(), hub.addr.clone(), log.clone(), stop.clone());
         thread::spawn(move || {
-            let tcp =
-                kuzu_sync_protocol::TcpTransport::connect(&url, Duration::from_secs(5)).unwrap();
-            let mut t =
-                kuzu_sync_protocol::ThrottledTransport::new(tcp, Duration::from_millis(700), None);
-            let opts = DriveOptions {
-                stop,
-                events: Arc::new(move |_, e| log.lock().unwrap().push(e.clone())),
-                ..DriveOptions::default()
-            };
-            net::drive(
-                &mut t,
-                kuzu_sync_engine::sync::Session::client(SessionConfig::default()),
-                &c,
-                &opts,
-            )
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let tcp = net::connect(&format!("tcp://{url}"), Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let mut t =
+                    kuzu_sync_protocol::Throttled::new(tcp, Duration::from_millis(700), None);
+                let opts = DriveOptions {
+                    stop,
+                    events: Arc::new(move |_, e| log.lock().unwrap().push(e.clone())),
+                    ..DriveOptions::default()
+                };
+                net::drive(
+                    &mut t,
+                    kuzu_sync_engine::sync::Session::client(SessionConfig::default()),
+                    &c,
+                    &opts,
+                )
+                .await
+            })
         })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -830,8 +835,13 @@ fn scarce_bandwidth_switches_to_priority_based() {
         sync(&y, &hub);
         let c = replica("c", 1_000);
         let log = Arc::new(Mutex::new(Vec::new()));
-        let tcp =
-            kuzu_sync_protocol::TcpTransport::connect(&hub.addr, Duration::from_secs(5)).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let tcp = rt
+            .block_on(net::connect(
+                &format!("tcp://{}", hub.addr),
+                Duration::from_secs(5),
+            ))
+            .unwrap();
         let opts = DriveOptions {
             one_shot: true,
             events: {
@@ -842,15 +852,19 @@ fn scarce_bandwidth_switches_to_priority_based() {
         };
         let session = kuzu_sync_engine::sync::Session::client(SessionConfig::default());
         let report = if throttle {
-            let mut t = kuzu_sync_protocol::ThrottledTransport::new(
-                tcp,
-                Duration::from_millis(20),
-                Some(400_000),
-            );
-            net::drive(&mut t, session, &c, &opts).unwrap()
+            rt.block_on(async {
+                let mut t = kuzu_sync_protocol::Throttled::new(
+                    tcp,
+                    Duration::from_millis(20),
+                    Some(400_000),
+                );
+                net::drive(&mut t, session, &c, &opts).await
+            })
+            .unwrap()
         } else {
             let mut t = tcp;
-            net::drive(&mut t, session, &c, &opts).unwrap()
+            rt.block_on(net::drive(&mut *t, session, &c, &opts))
+                .unwrap()
         };
         assert!(report.synced);
         assert_eq!(c.lock().dump().unwrap(), hub.shared.lock().dump().unwrap());

@@ -189,7 +189,8 @@ fn report(name: &str, events: &[Event]) {
 }
 
 fn ldbc() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/ldbc-sf01");
+    let p = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/ldbc-sf01");
     assert!(p.is_dir(), "LDBC subset expected at {}", p.display());
     p.canonicalize().unwrap()
 }

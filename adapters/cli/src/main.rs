@@ -151,6 +151,13 @@ enum Command {
         /// Most connections served at once; past it a new connection gets a clear refusal.
         #[arg(long, default_value_t = kuzu_sync::protocol::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Serve TLS only (clients use wss://, https:// or tls://): the certificate chain,
+        /// PEM. Clients trust the Mozilla roots plus the PEM file named by KUZU_SYNC_TLS_CA.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key, PEM.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Keep only the event log (no Kuzu database): a hub that validates and forwards.
         #[arg(long)]
         relay: bool,
@@ -170,7 +177,7 @@ enum Command {
         compact_every: Option<u64>,
     },
     /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
-    /// http://HOST:PORT/sync): exchange, EOSE, exit with a summary; or stay connected
+    /// http://HOST:PORT/sync; with TLS tls://, wss://, https://): exchange, EOSE, exit with a summary; or stay connected
     /// with --watch. Lifecycle events are printed as JSON lines. Exit code 3: refused.
     Sync {
         dir: PathBuf,
@@ -479,6 +486,8 @@ fn run(cli: Cli) -> Result<()> {
             auth_token_file,
             credentials,
             max_connections,
+            tls_cert,
+            tls_key,
             relay,
             peer_id,
             schema_version,
@@ -501,6 +510,13 @@ fn run(cli: Cli) -> Result<()> {
                     ..session_config(auth_token_file.as_deref(), schema_version)?
                 },
                 max_connections,
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => Some(
+                        kuzu_sync::protocol::link::server_tls(&cert, &key)
+                            .context("reading --tls-cert and --tls-key")?,
+                    ),
+                    _ => None,
+                },
                 ..HubConfig::default()
             };
             if relay {
@@ -577,6 +593,10 @@ where
     G: GraphStore + Send + 'static,
 {
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen:?}"))?;
+    // Each connection is a file descriptor: take the most the system allows this process.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: could not raise the open-files limit: {e}");
+    }
     let stop = stop_on_signal()?;
     let compactor = compact_every.map(|every| {
         let (shared, stop) = (shared.clone(), stop.clone());
@@ -618,6 +638,7 @@ where
         "peer": peer,
         "relay": relay,
         "auth": auth,
+        "tls": config.tls.is_some(),
         "schema_version": config.session.schema_version,
         "version_vector": vv,
     }));

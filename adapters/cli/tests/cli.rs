@@ -10,7 +10,8 @@ mod common;
 use common::{fails, json, ks, ks_stdin, lines, ok, p, BIN};
 
 fn datasets() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
+    let p = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../../shared/datasets");
     assert!(
         p.is_dir(),
         "the shared datasets must be at {} (../shared beside the repository)",

@@ -2,7 +2,10 @@ use super::*;
 use crate::schema::Policy;
 
 fn dataset(rel: &str) -> String {
-    let path = format!("{}/../../shared/datasets/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../shared/datasets/{rel}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 

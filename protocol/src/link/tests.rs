@@ -1,7 +1,6 @@
-//! WebSocket transport against a real hub on 127.0.0.1, and the test harness the HTTP
-//! tests share.
+//! Links against a real hub on 127.0.0.1 (WebSocket mostly), and the test harness the
+//! HTTP tests share.
 
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -15,6 +14,7 @@ use kuzu_sync_engine::{FixedClock, MemoryEventStore, Op, PeerId, Replica, Value}
 use super::*;
 use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::net::{self, no_events, DriveOptions, HubConfig, Shared};
+use std::net::{TcpListener, TcpStream};
 
 pub(crate) type Mem = Shared<MemoryEventStore, MemoryGraphStore>;
 
@@ -240,24 +240,43 @@ fn live_sync_over_websocket() {
 }
 
 #[test]
+fn one_shot_sync_over_tcp() {
+    one_shot_round_trip("tcp");
+}
+
+#[test]
+fn live_sync_over_tcp() {
+    live("tcp");
+}
+
+/// Reads from `link` until it ends; what arrived, and how it ended.
+async fn read_to_end(link: &mut dyn Link) -> (Vec<u8>, io::Error) {
+    let mut got = Vec::new();
+    let e = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = io(link, &mut got).await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the hub kept the connection open");
+    (got, e)
+}
+
+#[test]
 fn garbage_gets_an_error_and_a_close_while_others_sync() {
     let hub = Hub::start();
     let url = hub.url("ws");
-    let mut bad = WsTransport::connect(&url, Duration::from_secs(5)).unwrap();
-    bad.send(&garbage_frame()).unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let closed = loop {
-        match bad.recv(&mut got, Duration::from_millis(200)) {
-            Ok(_) if Instant::now() < deadline => {}
-            Ok(_) => break false,
-            Err(e) => {
-                assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
-                break true;
-            }
-        }
-    };
-    assert!(closed, "the hub kept the connection open");
+    let (got, e) = crate::net::block_on(async {
+        let mut bad = connect(&url, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        bad.queue(garbage_frame());
+        read_to_end(&mut *bad).await
+    });
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
     let msgs = messages(&got);
     assert!(
         matches!(msgs.as_slice(), [Message::Error(reason)] if reason.contains("not a valid message")),
@@ -271,63 +290,81 @@ fn garbage_gets_an_error_and_a_close_while_others_sync() {
     assert_eq!(dump(&hub.shared), dump(&a));
 }
 
-/// A message that arrives in pieces across many receive timeouts is put together whole.
+/// A frame larger than a WebSocket message travels as many messages and arrives whole,
+/// both ways, and a close is seen as the end.
 #[test]
-fn a_message_split_across_timeouts_arrives_whole() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let server = {
-        let big = big.clone();
-        thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut t = WsTransport::accept(stream).unwrap();
-            // As the driver does once a session's handshake completes.
-            t.set_max_message(crate::frame::DEFAULT_MAX_FRAME + 4);
+fn a_large_frame_crosses_many_websocket_messages() {
+    crate::net::block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let server = {
+            let big = big.clone();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+                    .await
+                    .unwrap();
+                let mut link = WsLink::new(ws, "server".into());
+                let mut buf = Vec::new();
+                let mut reads = 0;
+                while buf.len() < big.len() {
+                    io(&mut link, &mut buf).await.unwrap();
+                    reads += 1;
+                }
+                assert_eq!(buf, big);
+                link.queue(big.clone());
+                close(&mut link, Duration::from_secs(10)).await;
+                reads
+            })
+        };
+        let mut client = connect(&format!("ws://127.0.0.1:{port}/x"), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        client.queue(big.clone());
+        let (got, e) = read_to_end(&mut *client).await;
+        assert_eq!(got, big);
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        let reads = server.await.unwrap();
+        assert!(reads >= big.len() / WS_CHUNK, "{reads} reads");
+    });
+}
+
+/// A WebSocket message over the limit is refused before it is buffered: the limit is the
+/// same before and after a session's handshake.
+#[test]
+fn a_websocket_message_over_the_limit_is_refused() {
+    crate::net::block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()))
+                .await
+                .unwrap();
+            let mut link = WsLink::new(ws, "server".into());
             let mut buf = Vec::new();
-            let mut empty_polls = 0;
-            while buf.len() < big.len() {
-                match t.recv(&mut buf, Duration::from_millis(1)).unwrap() {
-                    0 => empty_polls += 1,
-                    n => assert_eq!(n, big.len(), "a message arrived in part"),
+            loop {
+                if let Err(e) = io(&mut link, &mut buf).await {
+                    return e.to_string();
                 }
             }
-            assert_eq!(buf, big);
-            t.send(b"done").unwrap();
-            t.close();
-            empty_polls
-        })
-    };
-    // Write the client's message by hand, slowly, so the server times out mid-message.
-    let mut client =
-        WsTransport::connect(&format!("ws://127.0.0.1:{port}/x"), Duration::from_secs(5)).unwrap();
-    // One final binary frame, masked as a client must: FIN + binary, 64-bit length.
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut raw = vec![0x82, 0x80 | 127];
-    raw.extend_from_slice(&(big.len() as u64).to_be_bytes());
-    raw.extend_from_slice(&mask);
-    raw.extend(big.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    {
-        use std::io::Write;
-        let stream: &mut TcpStream = client.socket.get_mut();
-        for chunk in raw.chunks(raw.len() / 7 + 1) {
-            stream.write_all(chunk).unwrap();
-            stream.flush().unwrap();
-            thread::sleep(Duration::from_millis(30));
-        }
-    }
-    let mut got = Vec::new();
-    while got.is_empty() {
-        client.recv(&mut got, Duration::from_secs(5)).unwrap();
-    }
-    assert_eq!(got, b"done");
-    let empty_polls = server.join().unwrap();
-    assert!(empty_polls > 5, "the message never straddled a timeout");
-    // After the server's close, the client sees the end.
-    let e = client
-        .recv(&mut got, Duration::from_secs(5))
-        .expect_err("closed");
-    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        });
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), stream)
+                .await
+                .unwrap();
+        use futures_util::SinkExt;
+        let _ = ws
+            .send(WsMessage::Binary(vec![0u8; WS_CHUNK + 1].into()))
+            .await;
+        let e = server.await.unwrap();
+        assert!(e.contains("too long") || e.contains("Space limit"), "{e}");
+    });
 }
 
 #[test]
@@ -335,7 +372,8 @@ fn a_plain_get_is_told_what_this_is() {
     let hub = Hub::start();
     let mut s = TcpStream::connect(hub.addr()).unwrap();
     use std::io::{Read, Write};
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.read_to_string(&mut text).unwrap();
@@ -345,13 +383,30 @@ fn a_plain_get_is_told_what_this_is() {
 
 #[test]
 fn urls() {
-    assert_eq!(authority("ws://h:1/p").unwrap(), "h:1");
-    assert_eq!(authority("ws://h/p").unwrap(), "h:80");
-    assert_eq!(authority("ws://[::1]/p").unwrap(), "[::1]:80");
-    assert_eq!(authority("ws://[::1]:7/p").unwrap(), "[::1]:7");
-    assert_eq!(authority("ws://h:9").unwrap(), "h:9");
-    assert!(authority("wss://h:9/").is_err());
-    assert!(authority("ws:///x").is_err());
+    let t = |u: &str| parse_url(u).map(|t| (t.authority, t.path, t.tls));
+    assert_eq!(t("ws://h:1/p"), Some(("h:1".into(), "/p".into(), false)));
+    assert_eq!(t("ws://h/p"), Some(("h:80".into(), "/p".into(), false)));
+    assert_eq!(t("wss://h/p"), Some(("h:443".into(), "/p".into(), true)));
+    assert_eq!(t("https://h"), Some(("h:443".into(), "/".into(), true)));
+    assert_eq!(
+        t("http://h:8/a/b?c"),
+        Some(("h:8".into(), "/a/b?c".into(), false))
+    );
+    assert_eq!(
+        t("ws://[::1]/p"),
+        Some(("[::1]:80".into(), "/p".into(), false))
+    );
+    assert_eq!(
+        t("ws://[::1]:7/p"),
+        Some(("[::1]:7".into(), "/p".into(), false))
+    );
+    assert_eq!(t("tcp://h:9"), Some(("h:9".into(), "/".into(), false)));
+    assert_eq!(t("tls://h:9"), Some(("h:9".into(), "/".into(), true)));
+    assert_eq!(parse_url("wss://[::1]/p").unwrap().host, "::1");
+    assert_eq!(t("tcp://h"), None, "raw TCP has no default port");
+    assert_eq!(t("ws:///x"), None);
+    assert_eq!(t("ftp://h:1/"), None);
+    assert_eq!(t("ws://user@h/"), None);
 }
 
 #[test]
@@ -360,41 +415,14 @@ fn an_unreachable_hub_is_an_error() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = WsTransport::connect(&format!("ws://127.0.0.1:{port}/"), Duration::from_secs(2))
-        .unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
-}
-
-/// Until the driver raises it, a server accepts no WebSocket message larger than a
-/// handshake frame: tungstenite would otherwise reserve what a frame header announces.
-#[test]
-fn a_server_takes_only_handshake_sized_messages_until_raised() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut t = WsTransport::accept(stream).unwrap();
-        let mut buf = Vec::new();
-        loop {
-            match t.recv(&mut buf, Duration::from_millis(50)) {
-                Ok(0) => continue,
-                Ok(n) => return Ok(n),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    });
-    let mut client = WsTransport::connect(
-        &format!("ws://127.0.0.1:{port}/sync"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    client
-        .send(&vec![0u8; crate::frame::HANDSHAKE_MAX_FRAME + 5])
-        .unwrap();
-    let _ = client.flush(Duration::from_secs(5));
-    let got = server.join().unwrap();
-    assert!(
-        matches!(&got, Err(e) if e.contains("Message too long")),
-        "{got:?}"
-    );
+    for scheme in ["tcp", "ws"] {
+        let url = match scheme {
+            "tcp" => format!("tcp://127.0.0.1:{port}"),
+            _ => format!("ws://127.0.0.1:{port}/"),
+        };
+        let e = crate::net::block_on(connect(&url, Duration::from_secs(2)))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{url}: {e}");
+    }
 }
