@@ -7,8 +7,8 @@
 //! to the stdin of `kuzu-sync sync A --watch --stdin`, and takes the time at which
 //! `kuzu-sync sync B --watch` prints the `change` line that applies it. Latency = time B's
 //! `change` line is read - time the op line was written to A's stdin: A's local write,
-//! A -> hub, the hub's log and apply, hub -> B, B's log and apply, and the polling of every
-//! hop in between.
+//! A -> hub, the hub's log and apply, hub -> B, B's log and apply, and whatever waits (the
+//! builds before tokio polled a change counter every 20 ms, 250 ms over HTTP) in between.
 //!
 //! How: for each transport (`tcp://`, `ws://…/sync`, `http://…/sync`, all on the hub's one
 //! port) and each binary, alternating (baseline tcp, this build tcp, baseline ws, …), a
