@@ -232,6 +232,14 @@ impl FrameDecoder {
         }
     }
 
+    /// The size (header included) of the frame being received, if its header is here and
+    /// its body is not complete yet.
+    pub fn incomplete_frame(&self) -> Option<usize> {
+        let rest = &self.buf[self.start..];
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().expect("4 bytes")) as usize;
+        (rest.len() < 4 + len).then_some(4 + len)
+    }
+
     /// Bytes received but not yet decoded.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start

@@ -64,6 +64,10 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// Serve TLS only (`wss://`, `https://`, `tls://`); see [`crate::link::server_tls`].
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Bytes of large frames (1 MiB or more) all sessions may be receiving and decoding
+    /// at once: a decoded message takes several times its frame's bytes, so this bounds
+    /// what large frames can make the hub hold. At least `max_frame + 4`.
+    pub decode_budget: usize,
 }
 
 impl Default for HubConfig {
@@ -79,6 +83,7 @@ impl Default for HubConfig {
             pong_timeout: Duration::from_secs(60),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
+            decode_budget: 256 << 20,
         }
     }
 }
@@ -123,6 +128,7 @@ struct Hub<E: EventStore, G: GraphStore> {
     cancel: CancellationToken,
     tasks: TaskTracker,
     http: HttpRegistry,
+    decode_budget: Arc<Semaphore>,
 }
 
 /// [`serve`] for async code: serves until `cancel` is cancelled, then closes every
@@ -150,8 +156,10 @@ where
                     .spawn(async move { h.session(Box::new(link), Instant::now()).await });
             }
         });
+        let budget = config.decode_budget.max(config.max_frame + 4);
         Hub {
             shared,
+            decode_budget: Arc::new(Semaphore::new(budget)),
             http: HttpRegistry::new(permits.clone(), config.max_connections, spawn),
             config,
             events,
@@ -224,6 +232,7 @@ where
             frame_timeout: self.config.frame_timeout,
             handshake_timeout: self.config.handshake_timeout,
             pong_timeout: self.config.pong_timeout,
+            decode_budget: Some(self.decode_budget.clone()),
             ..DriveOptions::default()
         }
     }

@@ -270,6 +270,10 @@ pub struct DriveOptions {
     /// An established session whose oldest unanswered ping is this old is closed: the
     /// other side is gone or stuck.
     pub pong_timeout: Duration,
+    /// Bytes of large frames (1 MiB or more) being received and decoded at once, shared
+    /// by a hub's sessions (see [`HubConfig::decode_budget`]): a session waits for its
+    /// share before it reads the rest of such a frame. None: no budget.
+    pub decode_budget: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for DriveOptions {
@@ -293,6 +297,7 @@ impl Default for DriveOptions {
             frame_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(60),
+            decode_budget: None,
         }
     }
 }
@@ -357,6 +362,9 @@ impl NetError {
 /// changes (backpressure): a slow client makes the hub hold at most about this much for
 /// it, and gets the rest once it has read what is queued.
 pub const HIGH_WATER: usize = 1 << 20;
+/// Frames of at least this many bytes count against a hub's decode budget.
+pub const BUDGETED_FRAME: usize = 1 << 20;
+
 /// A hub stops reading from a peer while this much waits to be written to it: a client
 /// that asks and never reads cannot make the hub queue answers without end. (Clients
 /// always read, so two sides never both stop.)
@@ -452,6 +460,8 @@ where
     let mut last_rx = Instant::now();
     let mut meter = Meter::default();
     let mut closing = false;
+    // The budget held for the large frame being received: (its size, the permits).
+    let mut budget_held: Option<(usize, tokio::sync::OwnedSemaphorePermit)> = None;
     loop {
         if session.is_established() && meter.ping_due() {
             let nonce = meter.ping_sent();
@@ -616,6 +626,22 @@ where
                     link.set_max_message(opts.max_frame + 4);
                 }
                 decoder.release_idle();
+                // A large frame under way takes its share of the hub's decode budget
+                // before more of it is read; the share goes back once it is decoded.
+                let incomplete = decoder
+                    .incomplete_frame()
+                    .filter(|n| *n >= BUDGETED_FRAME && *n <= opts.max_frame + 4);
+                if budget_held.as_ref().map(|(n, _)| *n) != incomplete {
+                    budget_held = None;
+                    if let (Some(n), Some(budget)) = (incomplete, &opts.decode_budget) {
+                        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+                        let permit = tokio::select! {
+                            p = budget.clone().acquire_many_owned(permits) => p.ok(),
+                            _ = opts.cancel.cancelled() => None,
+                        };
+                        budget_held = permit.map(|p| (n, p));
+                    }
+                }
                 continue;
             }
             Some(Ok(Progress::Sent)) => continue,

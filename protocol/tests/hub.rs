@@ -1307,3 +1307,84 @@ fn a_panic_while_holding_the_replica_makes_it_rebuild_from_its_stores() {
     drop(r);
     shared.write(vec![add_user("bob")]).unwrap();
 }
+
+/// Reads whatever arrives within `wait` and decodes the messages in it.
+fn read_for(s: &mut TcpStream, wait: Duration) -> Vec<Message> {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Decoded::Message(m, used)) = decode_frame(&got[at..], 1 << 26) {
+        out.push(*m);
+        at += used;
+    }
+    out
+}
+
+/// Large frames share the hub's decode budget: while one peer holds most of it with a
+/// frame it never finishes, another peer's large frame waits (its bytes are not read);
+/// once the first goes away, the second is read, decoded and answered.
+#[test]
+fn large_frames_wait_for_the_hubs_decode_budget() {
+    let hub = Hub::start(HubConfig {
+        max_frame: 2 << 20,
+        decode_budget: 2 << 20,
+        ..HubConfig::default()
+    });
+    let established = |peer: &str| {
+        let mut s = TcpStream::connect(&hub.addr).unwrap();
+        s.write_all(&frame(&hello(peer, "1.0"))).unwrap();
+        let msgs = read_for(&mut s, Duration::from_millis(500));
+        assert!(
+            matches!(msgs.first(), Some(Message::Welcome(_))),
+            "{msgs:?}"
+        );
+        s
+    };
+    // A 1.5 MiB frame of garbage: its header, flags, and part of its body.
+    let big = 3 << 19;
+    let mut head = (big as u32).to_le_bytes().to_vec();
+    head.push(0);
+    let mut x = established("x");
+    x.write_all(&head).unwrap();
+    x.write_all(&vec![0xc1; 100_000]).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // The second peer sends a whole 1.5 MiB frame of garbage: it is not read while the
+    // first holds the budget, so no error comes back.
+    let mut z = established("z");
+    let sender = {
+        let mut z = z.try_clone().unwrap();
+        let mut whole = head.clone();
+        whole.extend(std::iter::repeat_n(0xc1u8, big - 1));
+        thread::spawn(move || {
+            let _ = z.write_all(&whole);
+        })
+    };
+    let early = read_for(&mut z, Duration::from_secs(1));
+    assert!(
+        !early.iter().any(|m| matches!(m, Message::Error(_))),
+        "the second large frame was decoded while the budget was taken: {early:?}"
+    );
+    // The first goes away: the second is read and refused as the garbage it is.
+    drop(x);
+    let later = read_for(&mut z, Duration::from_secs(5));
+    assert!(
+        error_of(&later).contains("not a valid message"),
+        "{later:?}"
+    );
+    sender.join().unwrap();
+    // Everyone else was served meanwhile.
+    let good = replica("good", 1_000);
+    good.write(vec![user_table()]).unwrap();
+    sync(&good, &hub);
+}
