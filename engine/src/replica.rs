@@ -204,7 +204,23 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     known: BTreeMap<String, VersionVector>,
     known_dirty: bool,
     known_saved_ms: u64,
+    /// The Merkle entities of the state at a version vector, and the indexes built over
+    /// them, shared by every session that asks (see [`Replica::merkle`]).
+    merkle_cache: Option<MerkleCache>,
 }
+
+/// Entities and Merkle indexes of one state.
+#[derive(Debug)]
+struct MerkleCache {
+    version: VersionVector,
+    rows: std::sync::Arc<Vec<EntityRow>>,
+    /// By bucket bits; a handful at most.
+    indexes: Vec<(u32, std::sync::Arc<crate::merkle::MerkleIndex>)>,
+}
+
+/// Indexes kept per state: a summary's bucket bits depend on the asker's claimed count
+/// within a narrow range, so few differ.
+const MERKLE_INDEXES_KEPT: usize = 4;
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -270,6 +286,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             known: BTreeMap::new(),
             known_dirty: false,
             known_saved_ms: 0,
+            merkle_cache: None,
         };
         if let Some(text) = replica.events.meta(KNOWN_PEERS_KEY)? {
             replica.known = serde_json::from_str(&text)
@@ -1024,6 +1041,42 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     pub fn peer(&self) -> &PeerId {
         self.engine.peer()
+    }
+
+    /// This state's entities as Merkle rows and an index over them with `bits` bucket bits
+    /// (bits chosen by `bits_for`, given the row count), computed once per state and
+    /// shared: many sessions asking about an unchanged state cost one dump and one index.
+    pub fn merkle(
+        &mut self,
+        bits_for: impl FnOnce(usize) -> u32,
+    ) -> (
+        std::sync::Arc<Vec<EntityRow>>,
+        std::sync::Arc<crate::merkle::MerkleIndex>,
+    ) {
+        let current = self.engine.version_vector();
+        if self
+            .merkle_cache
+            .as_ref()
+            .is_none_or(|c| &c.version != current)
+        {
+            let rows = antientropy::entities(&self.engine.dump(), self.engine.schema(), true);
+            self.merkle_cache = Some(MerkleCache {
+                version: current.clone(),
+                rows: std::sync::Arc::new(rows),
+                indexes: Vec::new(),
+            });
+        }
+        let cache = self.merkle_cache.as_mut().expect("just filled");
+        let bits = bits_for(cache.rows.len());
+        if let Some((_, index)) = cache.indexes.iter().find(|(b, _)| *b == bits) {
+            return (cache.rows.clone(), index.clone());
+        }
+        let index = std::sync::Arc::new(antientropy::index(&cache.rows, bits));
+        if cache.indexes.len() >= MERKLE_INDEXES_KEPT {
+            cache.indexes.remove(0);
+        }
+        cache.indexes.push((bits, index.clone()));
+        (cache.rows.clone(), index)
     }
 
     pub fn version_vector(&self) -> &VersionVector {

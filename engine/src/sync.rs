@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::antientropy::{self, EntityRow};
+use crate::antientropy::EntityRow;
 use crate::clock::{PeerId, VersionVector};
 use crate::conflict::Conflict;
 use crate::event::{Event, Op};
@@ -454,7 +454,7 @@ pub struct Session {
     /// The remote asked for no event exchange (a diff session).
     no_exchange: bool,
     /// Server: the Merkle index of this replica's state, built at the first question.
-    merkle: Option<(Vec<EntityRow>, MerkleIndex)>,
+    merkle: Option<(std::sync::Arc<Vec<EntityRow>>, std::sync::Arc<MerkleIndex>)>,
     /// Events queued to send, in causal order; batches unacknowledged; EOSE still due.
     outbox: std::collections::VecDeque<Event>,
     in_flight: usize,
@@ -917,19 +917,19 @@ impl Session {
         out: &mut Vec<Output>,
     ) -> Result<(), String> {
         if let Message::MerkleSummary { len } = &m {
-            let engine = replica.engine();
-            let rows = antientropy::entities(&engine.dump(), engine.schema(), true);
+            if self.merkle.is_some() {
+                return Err("one merkle_summary per session".into());
+            }
             // The answerer picks the bits (the asker builds its index with the ones in the
             // reply). The asker's count counts only up to a few times this side's own: a
-            // claim cannot make this side build a tree far larger than its state.
+            // claim cannot make this side build a tree far larger than its state. Rows and
+            // indexes are the replica's, shared by every session asking about this state.
             let claimed = usize::try_from(*len).unwrap_or(usize::MAX);
-            let bits = merkle::suggested_bucket_bits(
-                rows.len()
-                    .max(claimed.min(rows.len().saturating_mul(4) + 4096)),
-            );
-            let index = antientropy::index(&rows, bits);
+            let (rows, index) = replica.merkle(|own| {
+                merkle::suggested_bucket_bits(own.max(claimed.min(own.saturating_mul(4) + 4096)))
+            });
             out.push(Output::Send(Message::MerkleSummaryReply {
-                bucket_bits: bits,
+                bucket_bits: index.bucket_bits(),
                 len: index.len() as u64,
                 root: index.root().to_vec(),
             }));

@@ -894,3 +894,41 @@ fn a_read_only_credential_receives_only() {
     assert!(session_error(&ev).contains("read-only"), "{ev:?}");
     assert_eq!(hub.version_vector(), &before);
 }
+
+/// Merkle answers come from rows and indexes the replica computes once per state and
+/// shares: many diff sessions about an unchanged state hold one copy, not one each. A
+/// session asks for one summary.
+#[test]
+fn diff_sessions_share_one_merkle_index_per_state() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann"), add_user("bob")])
+        .unwrap();
+    let (rows, index) = hub.merkle(crate::merkle::suggested_bucket_bits);
+    let (rows2, index2) = hub.merkle(crate::merkle::suggested_bucket_bits);
+    assert!(std::sync::Arc::ptr_eq(&rows, &rows2));
+    assert!(std::sync::Arc::ptr_eq(&index, &index2));
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut server = no_exchange_session(&mut hub);
+        let out = server.receive(Message::MerkleSummary { len: 3 }, &mut hub);
+        assert!(
+            matches!(&out[0], Output::Send(Message::MerkleSummaryReply { root, .. }) if root[..] == index.root()[..]),
+            "{out:?}"
+        );
+        sessions.push(server);
+    }
+    // The sessions hold the replica's rows: no copies beyond this test's two handles,
+    // the cache's and the three sessions'.
+    assert_eq!(std::sync::Arc::strong_count(&rows), 2 + 1 + 3);
+    // A second summary in one session is refused.
+    let out = sessions[0].receive(Message::MerkleSummary { len: 3 }, &mut hub);
+    assert!(
+        error_of(&out).contains("one merkle_summary per session"),
+        "{out:?}"
+    );
+    // A new state gets new rows.
+    hub.write(vec![add_user("cid")]).unwrap();
+    let (rows3, _) = hub.merkle(crate::merkle::suggested_bucket_bits);
+    assert!(!std::sync::Arc::ptr_eq(&rows, &rows3));
+    assert_eq!(rows3.len(), rows.len() + 1);
+}
