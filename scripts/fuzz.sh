@@ -4,8 +4,9 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60)
 #
 # Each target starts from its committed corpus (fuzz/corpus/<target>), copied to a
-# temporary directory so new entries do not land in the repository, with a malloc limit
-# of 256 MB (one larger allocation is a crash) and an RSS limit of 1 GB. Prints, per
+# temporary directory so new entries do not land in the repository. One allocation over
+# 256 MiB is a crash (fuzz/src/alloc.rs; libFuzzer's -malloc_limit_mb too when a
+# sanitizer is on) and so is an RSS over 1 GB. Prints, per
 # target, the executions libFuzzer reported (`stat::number_of_executed_units`) and the
 # executions per second. Exits 1 if any target crashed (its input is written to
 # fuzz/artifacts/<target>/, reproduce with `cargo +nightly fuzz run <target> <file>`), 2 if
@@ -18,6 +19,9 @@
 #   FUZZ_TIMEOUT=30        seconds one input may take before it counts as a hang
 #   FUZZ_ARGS="..."        more libFuzzer flags
 #   FUZZ_TOOLCHAIN=nightly the toolchain for `cargo +TOOLCHAIN fuzz`
+#   FUZZ_SANITIZER=none    `cargo fuzz --sanitizer`: none (default: the code under test is
+#                          safe Rust, and AddressSanitizer makes hub_session 5x slower),
+#                          or address, memory, thread, leak
 #
 # libFuzzer's output of each target is kept in ~/.cache/kuzu-sync/fuzz-target/fuzz-logs/.
 #
@@ -35,13 +39,16 @@ fi
 TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
 TIMEOUT="${FUZZ_TIMEOUT:-30}"
 KEEP="${FUZZ_KEEP_CORPUS:-0}"
+SANITIZER="${FUZZ_SANITIZER:-none}"
 read -r -a EXTRA <<<"${FUZZ_ARGS:-}"
 
 # Never build into the workspace's shared target dir (scripts/env.sh exports it).
 unset CARGO_TARGET_DIR
-# Kept outside the clone (like the workspace's, see scripts/env.sh): the first build with
-# the sanitizer takes 12-14 minutes on 2 cores, later ones a minute.
+# Kept outside the clone (like the workspace's, see scripts/env.sh), one per sanitizer
+# (they are built with different flags): the first build takes 3-14 minutes on 2 cores,
+# later ones a minute.
 TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/kuzu-sync/fuzz-target}"
+if [ "$SANITIZER" != address ]; then TARGET_DIR="$TARGET_DIR-$SANITIZER"; fi
 
 if ! cargo "+$TOOLCHAIN" fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz" >&2
@@ -58,9 +65,9 @@ if [ "${#TARGETS[@]}" -eq 0 ]; then
   exit 2
 fi
 
-echo "== building ${TARGETS[*]} (release, debug assertions, AddressSanitizer)" >&2
+echo "== building ${TARGETS[*]} (release, debug assertions, sanitizer: $SANITIZER)" >&2
 for t in "${TARGETS[@]}"; do
-  cargo "+$TOOLCHAIN" fuzz build --target-dir "$TARGET_DIR" "$t"
+  cargo "+$TOOLCHAIN" fuzz build --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR" "$t"
 done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/kuzu-sync-fuzz.XXXXXX")"
@@ -85,7 +92,7 @@ for t in "${TARGETS[@]}"; do
   log="$LOGS/$t.log"
   echo "== $t: ${SECS}s from $(find "$seeds" -type f | wc -l) seeds" >&2
   rc=0
-  cargo "+$TOOLCHAIN" fuzz run --target-dir "$TARGET_DIR" "$t" "$corpus" -- \
+  cargo "+$TOOLCHAIN" fuzz run --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR" "$t" "$corpus" -- \
     -max_total_time="$SECS" \
     -malloc_limit_mb=256 \
     -rss_limit_mb=1024 \
@@ -109,7 +116,7 @@ for t in "${TARGETS[@]}"; do
     [ "$failed" -eq 1 ] || failed=2
   else
     failed=1
-    reason="$(grep -m 1 -E '^==[0-9]+== ?ERROR: |^thread .* panicked|^check failed|ERROR: libFuzzer' "$log" || true)"
+    reason="$(grep -m 1 -E '^==[0-9]+== ?ERROR: |^==kuzu-sync-fuzz== ERROR|^thread .* panicked|^check failed|ERROR: libFuzzer' "$log" || true)"
     status="CRASH (exit $rc)${artifact:+: $artifact}"
     echo "-- $t failed; last lines of its log:" >&2
     grep -v -E '^#[0-9]|NEW_FUNC' "$log" | tail -n 40 >&2 || true

@@ -18,6 +18,9 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
 fi
 cargo build -p kuzu-sync-engine --target wasm32-unknown-unknown
 
+echo "== fuzz crate's own tests (attacks through the hub_session checks, the allocation bound)"
+CARGO_TARGET_DIR="$HOME/.cache/kuzu-sync/fuzz-test-target" cargo test -q --manifest-path fuzz/Cargo.toml
+
 echo "== fuzz: each target for ${FUZZ_SECONDS:-30} s (scripts/fuzz.sh)"
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 

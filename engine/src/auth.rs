@@ -65,6 +65,9 @@ pub struct CredentialsError {
 pub struct Grant {
     pub peer: String,
     pub role: Role,
+    /// Whether the credential names this peer id (not `"*"`): only then is the session's
+    /// claim to be that peer proven, and only then does the hub record it as a known peer.
+    pub bound: bool,
 }
 
 impl Credentials {
@@ -125,6 +128,7 @@ impl Credentials {
             Ok(Grant {
                 peer: peer.to_string(),
                 role: c.role,
+                bound: c.peers.iter().any(|p| p == peer),
             })
         } else {
             Err(format!(

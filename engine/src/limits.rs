@@ -17,6 +17,13 @@ use crate::sync::{Message, SNAPSHOT_PART_BYTES};
 pub const MAX_EVENTS_PER_MESSAGE: usize = 16_384;
 /// Peers in one version vector. A replica's vector names every peer that ever wrote.
 pub const MAX_VECTOR_PEERS: usize = 100_000;
+/// Peers a replica remembers as known (what each holds, so compaction keeps what they
+/// still need). Each handshake names a peer; past this many, a new peer is not recorded:
+/// compaction does not wait for it, and if it falls behind the compaction floor it is
+/// brought up to date from a snapshot, as a peer unknown to the hub always is. Without the
+/// bound, one client claiming many peer ids would pin compaction and grow the stored list
+/// (rewritten at each new peer) without limit. `kuzu-sync compact --forget-peer` frees slots.
+pub const MAX_KNOWN_PEERS: usize = 4_096;
 /// Capabilities in a handshake, and the length of each.
 pub const MAX_CAPABILITIES: usize = 32;
 pub const MAX_CAPABILITY_LEN: usize = 64;

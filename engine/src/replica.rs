@@ -621,10 +621,22 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 });
             }
         }
+        self.ensure_recovered()?;
+        let total = ops.len() as u64;
+        let mut events = Vec::with_capacity(ops.len());
+        let mut ops = ops.into_iter().enumerate();
+        // A refused first op changes nothing (`prepare` only reads, `apply` checks an
+        // event before it changes anything), so it costs no rebuild from the stores.
+        if let Some((i, op)) = ops.next() {
+            let e = self
+                .engine
+                .prepare(op, self.clock.now_ms())
+                .map_err(|source| ReplicaError::Op { index: i, source })?;
+            self.engine.apply(&e)?;
+            events.push(e);
+        }
         self.or_recover(|r| {
-            let total = ops.len() as u64;
-            let mut events = Vec::with_capacity(ops.len());
-            for (i, op) in ops.into_iter().enumerate() {
+            for (i, op) in ops {
                 let e = r
                     .engine
                     .prepare(op, r.clock.now_ms())
@@ -777,14 +789,20 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// A new peer is stored at once; later progress at most once a second (and by
     /// [`Replica::save_known_peers`]). Losing the latest progress in a crash is safe: the
     /// floor is then lower than it could be, never higher.
-    pub fn note_remote(&mut self, peer: &str, vv: &VersionVector) -> Result<(), ReplicaError> {
+    ///
+    /// At most [`crate::limits::MAX_KNOWN_PEERS`] peers are known: past that a new peer is
+    /// not recorded (and this returns `Ok(false)`), so compaction does not wait for it.
+    pub fn note_remote(&mut self, peer: &str, vv: &VersionVector) -> Result<bool, ReplicaError> {
         if peer == self.peer().as_str() {
-            return Ok(());
+            return Ok(false);
         }
         let new = !self.known.contains_key(peer);
+        if new && self.known.len() >= crate::limits::MAX_KNOWN_PEERS {
+            return Ok(false);
+        }
         let entry = self.known.entry(peer.to_string()).or_default();
         if !new && entry.dominates(vv) {
-            return Ok(());
+            return Ok(true);
         }
         entry.merge(vv);
         self.known_dirty = true;
@@ -792,7 +810,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         if new || now.saturating_sub(self.known_saved_ms) >= 1_000 {
             self.save_known_peers()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stores what is known of the peers, if anything changed since the last time.

@@ -686,7 +686,12 @@ impl Session {
                 | Message::MerkleRows(_)),
             ) => self.on_merkle(m, replica, &mut out),
             (_, State::Established, Message::Ack(vv)) => {
-                if let Err(e) = replica.note_remote(&self.remote_name(), &vv) {
+                let recorded = if self.records_remote() {
+                    replica.note_remote(&self.remote_name(), &vv)
+                } else {
+                    Ok(false)
+                };
+                if let Err(e) = recorded {
                     self.fail(format!("recording an acknowledgement: {e}"), &mut out);
                     return out;
                 }
@@ -745,6 +750,16 @@ impl Session {
         let mut out = Vec::new();
         self.fail(reason, &mut out);
         out
+    }
+
+    /// Whether what the remote holds is recorded (`Replica::note_remote`), so that
+    /// compaction waits for it. A server with credentials records only a peer whose
+    /// credential names its id: a wildcard (`"*"`) token proves no identity, and its
+    /// sessions could otherwise pin the compaction floor under any id they claim. Without
+    /// credentials (a shared token, or none) every remote is recorded, up to
+    /// `MAX_KNOWN_PEERS`.
+    fn records_remote(&self) -> bool {
+        self.grant.as_ref().is_none_or(|g| g.bound)
     }
 
     fn remote_name(&self) -> String {
@@ -886,9 +901,11 @@ impl Session {
         self.remote = Some(h.peer.clone());
         self.remote_has = h.version_vector.clone();
         self.remote_floor = h.compacted.clone();
-        replica
-            .note_remote(&h.peer, &h.version_vector)
-            .map_err(|e| format!("recording what {} holds: {e}", h.peer))?;
+        if self.records_remote() {
+            replica
+                .note_remote(&h.peer, &h.version_vector)
+                .map_err(|e| format!("recording what {} holds: {e}", h.peer))?;
+        }
         self.state = State::Established;
         out.push(Output::Send(Message::Welcome(Welcome {
             peer: replica.peer().to_string(),

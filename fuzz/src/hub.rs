@@ -788,22 +788,32 @@ fn observe(r: &mut R) -> Observed {
     }
 }
 
-/// A message, shortened for the report.
+/// A message, shortened for the report: its `Debug` form up to 300 bytes. The writer
+/// stops the formatting there, so a large message costs no more than a small one (the
+/// harness describes every message it sends and receives).
 pub fn describe(m: &Message) -> String {
-    let mut s = format!("{m:?}");
-    if s.len() > 300 {
-        let mut end = 300;
-        while !s.is_char_boundary(end) {
-            end -= 1;
+    const MAX: usize = 300;
+    struct Bounded(String);
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = MAX - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            Err(std::fmt::Error)
         }
-        s.truncate(end);
-        let _ = write!(
-            s,
-            "… ({} more bytes of Debug)",
-            format!("{m:?}").len() - end
-        );
     }
-    s
+    let mut out = Bounded(String::with_capacity(MAX + 8));
+    if write!(out, "{m:?}").is_err() {
+        out.0.push('…');
+    }
+    out.0
 }
 
 /// The hub, the shadow client, the session, and what happened so far.

@@ -1,5 +1,7 @@
 //! Shared code of the kuzu-sync fuzz targets (see README.md):
 //!
+//! - [`alloc`]: the global allocator that bounds every single allocation (the targets run
+//!   without a sanitizer);
 //! - [`fixture`]: the in-memory replicas the `hub_session` target starts from (a hub with a
 //!   small schema and history, a client that holds the same history, a forged snapshot);
 //! - [`hub`]: the `hub_session` harness. Its own mirror types derive `Arbitrary` (the
@@ -9,6 +11,7 @@
 //! The harness lives here rather than in `fuzz_targets/hub_session.rs` so that the seed
 //! generator can run it too (to keep seeds that reach deep states).
 
+pub mod alloc;
 pub mod fixture;
 pub mod hub;
 pub mod seeds;

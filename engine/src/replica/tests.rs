@@ -129,3 +129,96 @@ fn causal_order_of_a_long_chain_across_peers() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A write refused at its first op changed nothing, so it costs no rebuild from the stores
+/// (a rebuild replays the whole log); one refused at a later op, after earlier ops were
+/// applied in memory, is rebuilt, and leaves the replica as it was either way.
+#[test]
+fn a_write_refused_at_its_first_op_costs_no_rebuild() {
+    use crate::conformance::FlakyGraph;
+    use crate::schema::{Column, NodeTableDef, SchemaOp};
+    use crate::{DataType, Op, Value};
+
+    let mut r = crate::Replica::create(
+        crate::MemoryEventStore::default(),
+        FlakyGraph::new(crate::memory::MemoryGraphStore::new()),
+        crate::PeerId::new("me").unwrap(),
+        Box::new(crate::FixedClock(1_700_000_000_000)),
+    )
+    .unwrap();
+    r.write(vec![Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "T".into(),
+        columns: vec![Column {
+            name: "id".into(),
+            ty: DataType::Int64,
+            default: None,
+        }],
+        primary_key: "id".into(),
+    }))])
+    .unwrap();
+    let add = |id: Value| Op::AddNode {
+        table: "T".into(),
+        props: vec![("id".into(), id)],
+    };
+    r.write(vec![add(Value::Int64(1))]).unwrap();
+    let vv = r.version_vector().clone();
+    let dump = r.engine().dump();
+    let reads = r.graph().watermark_reads;
+
+    let bad = add(Value::String("one".into()));
+    let err = r.write(vec![bad.clone()]).unwrap_err().to_string();
+    assert!(err.starts_with("op 1:"), "{err}");
+    assert_eq!(
+        r.graph().watermark_reads,
+        reads,
+        "no rebuild for a first op"
+    );
+    let err = r.write(vec![add(Value::Int64(2)), bad]).unwrap_err();
+    assert!(err.to_string().starts_with("op 2:"), "{err}");
+    assert!(r.graph().watermark_reads > reads, "a later op is rebuilt");
+    assert_eq!((r.version_vector(), &r.engine().dump()), (&vv, &dump));
+
+    r.write(vec![add(Value::Int64(3))]).unwrap();
+    assert_eq!(
+        r.version_vector().get(&crate::PeerId::new("me").unwrap()),
+        3
+    );
+}
+
+/// A replica remembers at most `MAX_KNOWN_PEERS` peers: a client claiming ever new peer ids
+/// with empty vectors cannot pin compaction or grow the stored list without limit. Known
+/// peers still count, and forgetting one frees a slot.
+#[test]
+fn known_peers_are_bounded() {
+    use crate::limits::MAX_KNOWN_PEERS;
+    use crate::schema::{Column, NodeTableDef, SchemaOp};
+    use crate::{DataType, Op, VersionVector};
+
+    let mut r = memory_replica(1_700_000_000_000);
+    r.write(vec![Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+        name: "T".into(),
+        columns: vec![Column {
+            name: "id".into(),
+            ty: DataType::Int64,
+            default: None,
+        }],
+        primary_key: "id".into(),
+    }))])
+    .unwrap();
+    let everything = r.version_vector().clone();
+    for i in 0..MAX_KNOWN_PEERS - 1 {
+        assert!(r.note_remote(&format!("p{i}"), &everything).unwrap());
+    }
+    // The last slot goes to a peer that holds nothing: it pins the floor.
+    assert!(r.note_remote("laggard", &VersionVector::new()).unwrap());
+    assert!(r.compaction_floor().unwrap().is_empty());
+    // Past the bound a new peer is not recorded; known ones still progress.
+    assert!(!r.note_remote("mallory", &VersionVector::new()).unwrap());
+    assert_eq!(r.known_peers().unwrap().len(), MAX_KNOWN_PEERS);
+    assert!(!r.known_peers().unwrap().contains_key("mallory"));
+    assert!(r.note_remote("laggard", &everything).unwrap());
+    assert_eq!(r.compaction_floor().unwrap(), everything);
+    r.forget_peer("p0").unwrap();
+    assert!(r.note_remote("mallory", &VersionVector::new()).unwrap());
+    assert!(r.compaction_floor().unwrap().is_empty());
+}

@@ -932,3 +932,40 @@ fn diff_sessions_share_one_merkle_index_per_state() {
     assert!(!std::sync::Arc::ptr_eq(&rows, &rows3));
     assert_eq!(rows3.len(), rows.len() + 1);
 }
+
+/// With credentials, the hub records as known (so compaction waits for it) only a peer
+/// whose credential names its id; a wildcard token's sessions claim ids they cannot
+/// prove, and are not recorded. Without credentials every remote is recorded.
+#[test]
+fn only_credential_bound_peers_are_recorded() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table(), add_user("ann")]).unwrap();
+    let known = |hub: &R| -> Vec<String> { hub.known_peers().unwrap().into_keys().collect() };
+    for (peer, token) in [
+        ("laptop", "t-laptop"),
+        ("dash", "t-dash"),
+        ("ghost", "t-bridge"),
+    ] {
+        let mut client = replica(peer);
+        let (session, _, _) = connect(
+            &mut client,
+            &mut hub,
+            with_token(token),
+            hub_with_credentials(),
+        );
+        assert!(session.is_synced(), "{peer}");
+    }
+    assert_eq!(known(&hub), ["dash", "laptop"]);
+
+    let mut other = replica("hub2");
+    other.write(vec![user_table()]).unwrap();
+    let mut ghost = replica("ghost");
+    let (session, _, _) = connect(
+        &mut ghost,
+        &mut other,
+        SessionConfig::default(),
+        SessionConfig::default(),
+    );
+    assert!(session.is_synced());
+    assert_eq!(known(&other), ["ghost"]);
+}
