@@ -24,6 +24,9 @@ pub const MAX_VECTOR_PEERS: usize = 100_000;
 /// bound, one client claiming many peer ids would pin compaction and grow the stored list
 /// (rewritten at each new peer) without limit. `kuzu-sync compact --forget-peer` frees slots.
 pub const MAX_KNOWN_PEERS: usize = 4_096;
+/// Events a snapshot may stand for (2^53): no replica will hold more, and a forged count
+/// near `u64::MAX` would overflow the next counter of its peers.
+pub const MAX_EVENT_COUNT: u64 = 1 << 53;
 /// Capabilities in a handshake, and the length of each.
 pub const MAX_CAPABILITIES: usize = 32;
 pub const MAX_CAPABILITY_LEN: usize = 64;

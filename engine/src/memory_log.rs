@@ -12,6 +12,9 @@ use crate::snapshot::Snapshot;
 #[derive(Debug, Default, Clone)]
 pub struct MemoryEventStore {
     events: Vec<Event>,
+    /// The position of each event in `events` (for `scan_page`): increasing, never reused.
+    positions: Vec<u64>,
+    next_position: u64,
     /// Id → (position in `events`, digest of the stored event).
     index: HashMap<EventId, (usize, [u8; 32])>,
     meta: BTreeMap<String, String>,
@@ -21,6 +24,22 @@ pub struct MemoryEventStore {
 impl MemoryEventStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn push(&mut self, event: Event) {
+        self.events.push(event);
+        self.positions.push(self.next_position);
+        self.next_position += 1;
+    }
+
+    /// Keeps the events `keep` accepts, with their positions.
+    fn retain(&mut self, keep: impl Fn(&Event) -> bool) {
+        let mut i = 0;
+        self.positions.retain(|_| {
+            i += 1;
+            keep(&self.events[i - 1])
+        });
+        self.events.retain(keep);
     }
 
     fn reindex(&mut self) {
@@ -73,7 +92,7 @@ impl EventStore for MemoryEventStore {
             let digest = fresh[&event.id];
             self.index
                 .insert(event.id.clone(), (self.events.len(), digest));
-            self.events.push(event.clone());
+            self.push(event.clone());
         }
         Ok(added)
     }
@@ -91,6 +110,27 @@ impl EventStore for MemoryEventStore {
         Ok(())
     }
 
+    fn scan_page(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(u64, bool), StoreError> {
+        let start = self.positions.partition_point(|&p| p < from);
+        let mut taken = 0;
+        for (event, &pos) in self.events[start..].iter().zip(&self.positions[start..]) {
+            if taken == limit {
+                return Ok((pos, false));
+            }
+            if !since.contains(&event.id) {
+                f(event.clone())?;
+                taken += 1;
+            }
+        }
+        Ok((self.next_position.max(from), true))
+    }
+
     fn count(&self) -> Result<u64, StoreError> {
         Ok(self.events.len() as u64)
     }
@@ -101,8 +141,7 @@ impl EventStore for MemoryEventStore {
 
     fn compact(&mut self, snapshot: &Snapshot, meta: &[(&str, &str)]) -> Result<u64, StoreError> {
         let before = self.events.len();
-        self.events
-            .retain(|e| !snapshot.version_vector.contains(&e.id));
+        self.retain(|e| !snapshot.version_vector.contains(&e.id));
         self.reindex();
         self.snapshot = Some(snapshot.clone());
         for (k, v) in meta {
@@ -129,9 +168,10 @@ impl EventStore for MemoryEventStore {
     ) -> Result<(), StoreError> {
         let floor = self.snapshot.as_ref().map(|s| &s.version_vector);
         check_suffix(peer, after, events, floor)?;
-        self.events
-            .retain(|e| !(e.id.peer == *peer && e.id.counter > after));
-        self.events.extend(events.iter().cloned());
+        self.retain(|e| !(e.id.peer == *peer && e.id.counter > after));
+        for e in events {
+            self.push(e.clone());
+        }
         self.reindex();
         for (k, v) in meta {
             self.meta.insert((*k).to_owned(), (*v).to_owned());

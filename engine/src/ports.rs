@@ -56,6 +56,24 @@ pub trait EventStore {
         f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// One page of [`EventStore::scan`]: calls `f` with the stored events that `since` does
+    /// not contain, in stored order, starting at position `from` (0 is the first) and
+    /// stopping after `limit` calls. Returns the position to continue from, and whether
+    /// the end of the log was reached.
+    ///
+    /// Positions only grow: an event stored after a page was read comes after it, so
+    /// paging from the returned position misses nothing appended meanwhile. (Events
+    /// removed by compaction are gone; events rewritten by `replace_suffix` come back at
+    /// the end.) A session streams what its peer lacks this way, holding one page in
+    /// memory rather than the whole log.
+    fn scan_page(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(u64, bool), StoreError>;
+
     /// Number of stored events.
     fn count(&self) -> Result<u64, StoreError>;
 

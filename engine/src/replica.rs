@@ -754,6 +754,23 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         Ok(out)
     }
 
+    /// One page of [`Replica::events_since`], from log position `from`, at most `limit`
+    /// events: the events, the position to go on from, and whether the log's end was
+    /// reached (see [`EventStore::scan_page`]).
+    pub fn events_page(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64, bool), ReplicaError> {
+        let mut out = Vec::new();
+        let (next, done) = self.events.scan_page(since, from, limit, &mut |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok((out, next, done))
+    }
+
     pub fn status(&mut self) -> Result<ReplicaStatus, ReplicaError> {
         let (nodes, edges) = self.engine.visible_counts();
         Ok(ReplicaStatus {
@@ -1010,6 +1027,30 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             });
         }
         let (mut engine, mut conflicts) = snap.engine(self.peer().clone())?;
+        // A snapshot comes from a peer: bounded like the events it stands for.
+        let total = snap
+            .version_vector
+            .iter()
+            .try_fold(0u64, |sum, (_, c)| sum.checked_add(c))
+            .filter(|&t| t <= crate::limits::MAX_EVENT_COUNT);
+        if total != Some(snap.event_count) {
+            return Err(EngineError::InvalidSnapshot(format!(
+                "it claims {} events for a vector of {:?} events (at most {})",
+                snap.event_count,
+                total,
+                crate::limits::MAX_EVENT_COUNT
+            ))
+            .into());
+        }
+        let now = self.clock.now_ms();
+        if engine.hlc().wall_ms > now.saturating_add(crate::limits::MAX_CLOCK_AHEAD_MS) {
+            return Err(EngineError::InvalidSnapshot(format!(
+                "its hybrid timestamp {} ms is more than a day ahead of this replica's clock \
+                 ({now} ms)",
+                engine.hlc().wall_ms
+            ))
+            .into());
+        }
         let kept = self.events_since(&snap.version_vector)?;
         let kept_events = kept.len() as u64;
         for e in causal_order(kept, engine.version_vector())? {

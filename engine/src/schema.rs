@@ -326,6 +326,69 @@ impl Schema {
             .unwrap_or(false)
     }
 
+    /// Checks a schema that did not come from this replica's own ops (a snapshot's, which
+    /// a peer sent) as its ops would have been checked: every table and column name an
+    /// identifier, each table well formed (primary key, connections to node tables), each
+    /// entry under its own name, every recorded op and policy naming identifiers and
+    /// existing columns. Names from a snapshot become DDL on the graph store.
+    pub fn check_received(&self) -> Result<(), EngineError> {
+        for (key, entry) in &self.tables {
+            let def = &entry.resolved;
+            if *key != def.name().to_ascii_lowercase() {
+                return Err(EngineError::InvalidSchema {
+                    table: def
+                        .name()
+                        .chars()
+                        .take(limits::MAX_IDENTIFIER_LEN)
+                        .collect(),
+                    reason: "listed under another table's name".into(),
+                });
+            }
+            let create = match def {
+                TableDef::Node(t) => SchemaOp::CreateNodeTable(t.clone()),
+                TableDef::Rel(t) => SchemaOp::CreateRelTable(t.clone()),
+            };
+            self.validate_structure(&create)?;
+            for (_, op) in &entry.ops {
+                match op {
+                    SchemaOp::CreateNodeTable(t) => {
+                        validate_table_name(&t.name)?;
+                        validate_columns(&t.name, &t.columns)?;
+                    }
+                    SchemaOp::CreateRelTable(t) => {
+                        validate_table_name(&t.name)?;
+                        validate_columns(&t.name, &t.columns)?;
+                    }
+                    SchemaOp::AddColumn { table, column } => {
+                        validate_table_name(table)?;
+                        validate_columns(table, std::slice::from_ref(column))?;
+                    }
+                    SchemaOp::SetPolicy { table, .. } => validate_table_name(table)?,
+                }
+            }
+        }
+        for (spelling, key) in &self.spellings {
+            if !self.tables.contains_key(key) || spelling.to_ascii_lowercase() != *key {
+                return Err(EngineError::InvalidSchema {
+                    table: spelling.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
+                    reason: "a spelling of no table".into(),
+                });
+            }
+        }
+        for (table, column) in self.policies.keys() {
+            let t = self
+                .table(table)
+                .ok_or_else(|| EngineError::UnknownTable(table.chars().take(128).collect()))?;
+            if t.column(column).is_none() {
+                return Err(EngineError::UnknownColumn {
+                    table: t.name().to_string(),
+                    column: column.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a schema op against this schema, as a local write is checked.
     pub fn validate(&self, op: &SchemaOp) -> Result<(), EngineError> {
         match op {

@@ -457,6 +457,11 @@ pub struct Session {
     merkle: Option<(std::sync::Arc<Vec<EntityRow>>, std::sync::Arc<MerkleIndex>)>,
     /// Events queued to send, in causal order; batches unacknowledged; EOSE still due.
     outbox: std::collections::VecDeque<Event>,
+    /// Where the next read of the log starts (see `EventStore::scan_page`), and whether
+    /// there may be events the remote lacks past it. The outbox holds a read-ahead of
+    /// what the window needs, never the whole log.
+    cursor: u64,
+    unread: bool,
     in_flight: usize,
     eose_due: bool,
     strategy: Strategy,
@@ -487,6 +492,8 @@ impl Session {
             no_exchange: false,
             merkle: None,
             outbox: std::collections::VecDeque::new(),
+            cursor: 0,
+            unread: false,
             in_flight: 0,
             eose_due: false,
             strategy: Strategy::Streaming,
@@ -592,6 +599,7 @@ impl Session {
             && self.got_eose
             && self.sent_eose
             && self.outbox.is_empty()
+            && !self.unread
             && self.remote_acked.dominates(&self.sent)
     }
 
@@ -698,8 +706,7 @@ impl Session {
                 self.remote_acked.merge(&vv);
                 self.remote_has.merge(&vv);
                 self.in_flight = self.in_flight.saturating_sub(1);
-                self.pump(&mut out);
-                Ok(())
+                self.read_ahead(replica).map(|()| self.pump(&mut out))
             }
             (_, State::Established, Message::Ping(n)) => {
                 out.push(Output::Send(Message::Pong(n)));
@@ -1138,27 +1145,59 @@ impl Session {
             self.sent.merge(&snap.version_vector);
             self.in_flight += 1;
         }
-        let events = replica
-            .events_since(&self.remote_has)
-            .map_err(|e| format!("reading the event log: {e}"))?;
-        for e in events {
-            // Counted as the remote's once queued, so it is never queued twice.
-            self.remote_has.observe(&e.id);
-            self.outbox.push_back(e);
+        // New events are stored after the cursor: read on from there.
+        self.unread = true;
+        self.read_ahead(replica)
+    }
+
+    /// Reads the log on from the cursor until the outbox holds two windows' worth of
+    /// events (at least 1,024) or the log ends. Reading in pages keeps a session's memory
+    /// to that read-ahead however far behind its remote is.
+    fn read_ahead<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &Replica<E, G>,
+    ) -> Result<(), String> {
+        if self.unread && !self.remote_has.dominates(replica.floor()) {
+            // Compacted away since this session began (only a peer that is not a known
+            // peer can lose events that way): what follows in the log would not connect.
+            return Err(format!(
+                "this replica's log was compacted past what {} had been sent; reconnect to \
+                 receive a snapshot",
+                self.remote_name()
+            ));
+        }
+        let (window, batch) = self.window_and_batch();
+        let target = (2 * window * batch).max(1_024);
+        while self.unread && self.outbox.len() < target {
+            let (events, next, done) = replica
+                .events_page(&self.remote_has, self.cursor, target - self.outbox.len())
+                .map_err(|e| format!("reading the event log: {e}"))?;
+            for e in events {
+                // Counted as the remote's once queued, so it is never queued twice.
+                self.remote_has.observe(&e.id);
+                self.outbox.push_back(e);
+            }
+            self.cursor = next;
+            self.unread = !done;
         }
         Ok(())
     }
 
-    /// Sends batches while the window allows, then EOSE once the stored events are out.
-    fn pump(&mut self, out: &mut Vec<Output>) {
-        let (window, batch) = if self.measured {
+    /// Batches in flight at once, and events per batch.
+    fn window_and_batch(&self) -> (usize, usize) {
+        if self.measured {
             (
                 self.strategy.window(),
                 self.strategy.batch(self.config.batch_size),
             )
         } else {
             (1, self.config.probe_batch.max(1))
-        };
+        }
+    }
+
+    /// Sends batches while the window allows, then EOSE once the stored events are out.
+    fn pump(&mut self, out: &mut Vec<Output>) {
+        let (window, batch) = self.window_and_batch();
         while self.in_flight < window && !self.outbox.is_empty() {
             if self.strategy == Strategy::PriorityBased && self.measured {
                 self.critical_first();
@@ -1171,7 +1210,7 @@ impl Session {
             self.in_flight += 1;
             out.push(Output::Send(Message::Events(chunk)));
         }
-        if self.eose_due && self.outbox.is_empty() {
+        if self.eose_due && self.outbox.is_empty() && !self.unread {
             self.eose_due = false;
             self.sent_eose = true;
             out.push(Output::Send(Message::Eose));

@@ -66,7 +66,8 @@ fn decompress(state: &[u8]) -> std::io::Result<Vec<u8>> {
 const LOOKUP_DIGEST: &str = "SELECT digest FROM events WHERE peer = ?1 AND counter = ?2";
 const INSERT_EVENT: &str =
     "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
-const SCAN_EVENTS: &str = "SELECT seq, peer, counter, digest, body FROM events ORDER BY seq";
+const SCAN_EVENTS: &str =
+    "SELECT seq, peer, counter, digest, body FROM events WHERE seq >= ?1 ORDER BY seq";
 
 /// The event log in one SQLite database file.
 pub struct SqliteEventStore {
@@ -85,6 +86,71 @@ impl fmt::Debug for SqliteEventStore {
 }
 
 impl SqliteEventStore {
+    /// `scan_page`; positions are `seq`, which AUTOINCREMENT never reuses.
+    fn walk(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(u64, bool), StoreError> {
+        let err = self.err("scan");
+        let path = self.path.display();
+        // Filtering happens here rather than in SQL, before the body is decoded, so skipped
+        // rows cost only a map lookup; the query stays a plain walk of the primary key.
+        let seen: HashMap<&str, i64> = since
+            .iter()
+            .map(|(p, c)| (p.as_str(), i64::try_from(c).unwrap_or(i64::MAX)))
+            .collect();
+        let mut stmt = self.conn.prepare_cached(SCAN_EVENTS).map_err(&err)?;
+        let mut rows = stmt
+            .query([i64::try_from(from).unwrap_or(i64::MAX)])
+            .map_err(&err)?;
+        let mut next = from;
+        let mut taken = 0;
+        while let Some(row) = rows.next().map_err(&err)? {
+            let seq: i64 = row.get(0).map_err(&err)?;
+            if taken == limit {
+                return Ok((seq as u64, false));
+            }
+            next = seq as u64 + 1;
+            let peer = row.get_ref(1).map_err(&err)?;
+            let peer = peer.as_str().map_err(|e| {
+                StoreError::Corrupt(format!("event store {path}: row seq {seq}: peer: {e}"))
+            })?;
+            let counter: i64 = row.get(2).map_err(&err)?;
+            if seen.get(peer).is_some_and(|&c| counter <= c) {
+                continue;
+            }
+            let corrupt = |what: String| {
+                StoreError::Corrupt(format!(
+                    "event store {path}: row seq {seq} (event {peer}:{counter}): {what}"
+                ))
+            };
+            let digest = row
+                .get_ref(3)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| corrupt(format!("digest: {e}")))?;
+            let body = row
+                .get_ref(4)
+                .map_err(&err)?
+                .as_blob()
+                .map_err(|e| corrupt(format!("body: {e}")))?;
+            let event =
+                Event::decode(body).map_err(|e| corrupt(format!("cannot decode body: {e}")))?;
+            if event.id.peer.as_str() != peer || i64::try_from(event.id.counter) != Ok(counter) {
+                return Err(corrupt(format!("body holds event {}", event.id)));
+            }
+            if event.digest()[..] != *digest {
+                return Err(corrupt("body does not match its stored digest".into()));
+            }
+            f(event)?;
+            taken += 1;
+        }
+        Ok((next, true))
+    }
+
     /// Opens the store at `path`, creating the file and the schema if needed. The directory
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -277,52 +343,17 @@ impl EventStore for SqliteEventStore {
         since: &VersionVector,
         f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let err = self.err("scan");
-        let path = self.path.display();
-        // Filtering happens here rather than in SQL, before the body is decoded, so skipped
-        // rows cost only a map lookup; the query stays a plain walk of the primary key.
-        let seen: HashMap<&str, i64> = since
-            .iter()
-            .map(|(p, c)| (p.as_str(), i64::try_from(c).unwrap_or(i64::MAX)))
-            .collect();
-        let mut stmt = self.conn.prepare_cached(SCAN_EVENTS).map_err(&err)?;
-        let mut rows = stmt.query([]).map_err(&err)?;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let seq: i64 = row.get(0).map_err(&err)?;
-            let peer = row.get_ref(1).map_err(&err)?;
-            let peer = peer.as_str().map_err(|e| {
-                StoreError::Corrupt(format!("event store {path}: row seq {seq}: peer: {e}"))
-            })?;
-            let counter: i64 = row.get(2).map_err(&err)?;
-            if seen.get(peer).is_some_and(|&c| counter <= c) {
-                continue;
-            }
-            let corrupt = |what: String| {
-                StoreError::Corrupt(format!(
-                    "event store {path}: row seq {seq} (event {peer}:{counter}): {what}"
-                ))
-            };
-            let digest = row
-                .get_ref(3)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| corrupt(format!("digest: {e}")))?;
-            let body = row
-                .get_ref(4)
-                .map_err(&err)?
-                .as_blob()
-                .map_err(|e| corrupt(format!("body: {e}")))?;
-            let event =
-                Event::decode(body).map_err(|e| corrupt(format!("cannot decode body: {e}")))?;
-            if event.id.peer.as_str() != peer || i64::try_from(event.id.counter) != Ok(counter) {
-                return Err(corrupt(format!("body holds event {}", event.id)));
-            }
-            if event.digest()[..] != *digest {
-                return Err(corrupt("body does not match its stored digest".into()));
-            }
-            f(event)?;
-        }
-        Ok(())
+        self.walk(since, 0, usize::MAX, f).map(|_| ())
+    }
+
+    fn scan_page(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(u64, bool), StoreError> {
+        self.walk(since, from, limit, f)
     }
 
     fn count(&self) -> Result<u64, StoreError> {

@@ -222,3 +222,89 @@ fn known_peers_are_bounded() {
     assert!(r.note_remote("mallory", &VersionVector::new()).unwrap());
     assert!(r.compaction_floor().unwrap().is_empty());
 }
+
+/// A snapshot comes from a peer and is checked like the events it stands for: names in
+/// its schema must be identifiers, its event count must match its vector, and its clock
+/// may not be more than a day ahead. A refused snapshot changes nothing; the real one
+/// installs.
+#[test]
+fn forged_snapshots_are_refused() {
+    use crate::schema::{Column, NodeTableDef, SchemaOp};
+    use crate::{DataType, Op, Value, VersionVector};
+
+    let now = 1_700_000_000_000;
+    let table = |name: &str| {
+        Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: name.into(),
+            columns: vec![Column {
+                name: "id".into(),
+                ty: DataType::Int64,
+                default: None,
+            }],
+            primary_key: "id".into(),
+        }))
+    };
+    let node = |t: &str| Op::AddNode {
+        table: t.into(),
+        props: vec![("id".into(), Value::Int64(7))],
+    };
+    let snapshot_of = |clock: u64| {
+        let mut hub = crate::Replica::create(
+            crate::MemoryEventStore::default(),
+            crate::memory::MemoryGraphStore::new(),
+            crate::PeerId::new("hub").unwrap(),
+            Box::new(crate::FixedClock(clock)),
+        )
+        .unwrap();
+        hub.write(vec![table("Userx"), node("Userx")]).unwrap();
+        hub.snapshot_for(&VersionVector::new()).unwrap()
+    };
+    let good = snapshot_of(now);
+    let replace = |bytes: &[u8], from: &[u8], to: &[u8]| -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        let mut i = 0;
+        let mut n = 0;
+        while i + from.len() <= out.len() {
+            if &out[i..i + from.len()] == from {
+                out[i..i + from.len()].copy_from_slice(to);
+                n += 1;
+            }
+            i += 1;
+        }
+        assert!(n > 0, "{from:?} not in the state");
+        out
+    };
+    let mut bad_name = good.clone();
+    bad_name.state = replace(&good.state, b"Userx", b"Use`x");
+    bad_name.state = replace(&bad_name.state, b"userx", b"use`x");
+    let mut wrong_key = good.clone();
+    wrong_key.state = replace(&good.state, b"userx", b"usery");
+    let mut lying_count = good.clone();
+    lying_count.event_count = u64::MAX;
+    let ahead = snapshot_of(now + 2 * crate::limits::MAX_CLOCK_AHEAD_MS);
+
+    let mut r = memory_replica(now);
+    r.write(vec![table("Mine"), node("Mine")]).unwrap();
+    let before = (
+        r.version_vector().clone(),
+        r.engine().dump(),
+        r.dump().unwrap(),
+    );
+    for (snap, want) in [
+        (&bad_name, "is not an identifier"),
+        (&wrong_key, "listed under another table's name"),
+        (&lying_count, "claims 18446744073709551615 events"),
+        (&ahead, "more than a day ahead"),
+    ] {
+        let err = r.install_snapshot(snap).unwrap_err().to_string();
+        assert!(err.contains(want), "want {want:?}: {err}");
+        let after = (
+            r.version_vector().clone(),
+            r.engine().dump(),
+            r.dump().unwrap(),
+        );
+        assert_eq!(after, before, "{want}: the replica changed");
+    }
+    r.install_snapshot(&good).unwrap();
+    assert!(r.engine().schema().table("Userx").is_some());
+}

@@ -191,6 +191,9 @@ impl Engine {
             conflicts,
             ..
         } = reader;
+        e.schema
+            .check_received()
+            .map_err(|err| EngineError::InvalidSnapshot(format!("its schema: {err}")))?;
         // The adjacency index holds exactly the edges with a live add (see `prune_adjacency`).
         for ed in 0..e.store.edge_count() as u32 {
             if e.edge_id_priority(ed).is_some() {

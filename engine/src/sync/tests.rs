@@ -969,3 +969,52 @@ fn only_credential_bound_peers_are_recorded() {
     assert!(session.is_synced());
     assert_eq!(known(&other), ["ghost"]);
 }
+
+/// A server streams a long log in pages: its outbox never holds more than the read-ahead
+/// (two windows of batches, at least 1,024 events), however far behind the client is, and
+/// the client still gets everything. Before, the whole missing log was queued at once.
+#[test]
+fn a_long_log_is_streamed_in_pages() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table()]).unwrap();
+    let n = 12_000;
+    hub.write((0..n).map(|i| add_user(&format!("u{i}"))).collect())
+        .unwrap();
+    let mut client = replica("phone");
+    let config = SessionConfig {
+        batch_size: 300,
+        probe_batch: 300,
+        ..SessionConfig::default()
+    };
+    let mut c = Session::client(config.clone());
+    let mut s = Session::server(config);
+    let mut to_server = c.start(&client);
+    let mut max_pending = 0;
+    let mut batches = 0;
+    for _ in 0..10_000 {
+        if to_server.is_empty() {
+            break;
+        }
+        let mut to_client = Vec::new();
+        for o in std::mem::take(&mut to_server) {
+            if let Output::Send(m) = o {
+                to_client.extend(s.receive(m, &mut hub));
+                max_pending = max_pending.max(s.pending());
+            }
+        }
+        for o in to_client {
+            if let Output::Send(m) = o {
+                batches += matches!(m, Message::Events(_)) as usize;
+                to_server.extend(c.receive(m, &mut client));
+            }
+        }
+    }
+    assert!(c.is_synced());
+    assert_eq!(client.dump().unwrap(), hub.dump().unwrap());
+    assert!(batches >= n / 300, "{batches} batches");
+    // Unmeasured sessions send one batch at a time: a read-ahead of 1,024 events.
+    assert!(
+        (300..=1_024).contains(&max_pending),
+        "the server queued {max_pending} events at once"
+    );
+}
