@@ -207,6 +207,9 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     /// The Merkle entities of the state at a version vector, and the indexes built over
     /// them, shared by every session that asks (see [`Replica::merkle`]).
     merkle_cache: Option<MerkleCache>,
+    /// The stored snapshot, read once and shared by every session that sends it (see
+    /// [`Replica::shared_snapshot_for`]); valid while its vector is the floor.
+    snapshot_cache: std::sync::Mutex<Option<std::sync::Arc<crate::snapshot::Snapshot>>>,
 }
 
 /// Entities and Merkle indexes of one state.
@@ -287,6 +290,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             known_dirty: false,
             known_saved_ms: 0,
             merkle_cache: None,
+            snapshot_cache: std::sync::Mutex::new(None),
         };
         if let Some(text) = replica.events.meta(KNOWN_PEERS_KEY)? {
             replica.known = serde_json::from_str(&text)
@@ -1010,6 +1014,30 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             checksum,
             state: self.engine.snapshot_state(&self.conflicts),
         })
+    }
+
+    /// [`Replica::snapshot_for`], shared: the stored snapshot is read from the event store
+    /// once and every session that sends it holds the same bytes (many clients behind the
+    /// floor used to cost a copy of the state each, twice).
+    pub fn shared_snapshot_for(
+        &self,
+        remote_floor: &VersionVector,
+    ) -> Result<std::sync::Arc<crate::snapshot::Snapshot>, ReplicaError> {
+        // The cache holds no invariant a panic could break: a poisoned lock is still usable.
+        let mut cache = self
+            .snapshot_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(snap) = cache.as_ref() {
+            if snap.version_vector == self.floor && snap.version_vector.dominates(remote_floor) {
+                return Ok(snap.clone());
+            }
+        }
+        let snap = std::sync::Arc::new(self.snapshot_for(remote_floor)?);
+        if snap.version_vector == self.floor {
+            *cache = Some(snap.clone());
+        }
+        Ok(snap)
     }
 
     /// Replaces this replica's state with `snap` plus this replica's own logged events that

@@ -456,6 +456,9 @@ pub struct Session {
     /// Server: the Merkle index of this replica's state, built at the first question.
     merkle: Option<(std::sync::Arc<Vec<EntityRow>>, std::sync::Arc<MerkleIndex>)>,
     /// Events queued to send, in causal order; batches unacknowledged; EOSE still due.
+    /// A snapshot being sent, and how many of its bytes have gone out. Parts go out one at
+    /// a time, as the driver asks (`Session::poll_send`); events wait until the last one.
+    snapshot_out: Option<(std::sync::Arc<crate::snapshot::Snapshot>, usize)>,
     outbox: std::collections::VecDeque<Event>,
     /// Where the next read of the log starts (see `EventStore::scan_page`), and whether
     /// there may be events the remote lacks past it. The outbox holds a read-ahead of
@@ -491,6 +494,7 @@ impl Session {
             sent_eose: false,
             no_exchange: false,
             merkle: None,
+            snapshot_out: None,
             outbox: std::collections::VecDeque::new(),
             cursor: 0,
             unread: false,
@@ -600,6 +604,7 @@ impl Session {
             && self.sent_eose
             && self.outbox.is_empty()
             && !self.unread
+            && self.snapshot_out.is_none()
             && self.remote_acked.dominates(&self.sent)
     }
 
@@ -1116,38 +1121,63 @@ impl Session {
                 ));
             }
             let snap = replica
-                .snapshot_for(&self.remote_floor)
+                .shared_snapshot_for(&self.remote_floor)
                 .map_err(|e| format!("reading the snapshot: {e}"))?;
-            let total = snap.state.len();
-            let mut offset = 0;
-            loop {
-                let end = (offset + SNAPSHOT_PART_BYTES).min(total);
-                out.push(Output::Send(Message::SnapshotPart(SnapshotPart {
-                    version_vector: snap.version_vector.clone(),
-                    event_count: snap.event_count,
-                    checksum: snap.checksum,
-                    total_bytes: total as u64,
-                    bytes: snap.state[offset..end].to_vec(),
-                })));
-                offset = end;
-                if offset >= total {
-                    break;
-                }
-            }
             out.push(Output::Event(Lifecycle::Snapshot {
                 peer: self.remote_name(),
                 direction: "sent",
                 events: snap.event_count,
-                bytes: total as u64,
+                bytes: snap.state.len() as u64,
             }));
             self.remote_has.merge(&snap.version_vector);
             // Like a batch: acknowledged once installed, and a one-shot sync waits for it.
             self.sent.merge(&snap.version_vector);
             self.in_flight += 1;
+            self.snapshot_out = Some((snap, 0));
+            self.next_snapshot_part(out);
         }
         // New events are stored after the cursor: read on from there.
         self.unread = true;
         self.read_ahead(replica)
+    }
+
+    /// Queues the next part of the snapshot being sent, if any; after the last one, what
+    /// waited for it (events, EOSE).
+    fn next_snapshot_part(&mut self, out: &mut Vec<Output>) {
+        let Some((snap, offset)) = &mut self.snapshot_out else {
+            return;
+        };
+        let total = snap.state.len();
+        let end = (*offset + SNAPSHOT_PART_BYTES).min(total);
+        out.push(Output::Send(Message::SnapshotPart(SnapshotPart {
+            version_vector: snap.version_vector.clone(),
+            event_count: snap.event_count,
+            checksum: snap.checksum,
+            total_bytes: total as u64,
+            bytes: snap.state[*offset..end].to_vec(),
+        })));
+        *offset = end;
+        if end >= total {
+            self.snapshot_out = None;
+            self.pump(out);
+        }
+    }
+
+    /// What the session can send without the replica: the next part of a snapshot it is
+    /// sending (a part is up to 4 MiB, and a snapshot goes out one part at a time so that a
+    /// session holds one part, not a copy of the state). Drivers call it whenever the link
+    /// has room; it returns nothing when there is nothing to send.
+    pub fn poll_send(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.state == State::Established {
+            self.next_snapshot_part(&mut out);
+        }
+        out
+    }
+
+    /// Whether a snapshot is being sent (the driver should call [`Session::poll_send`]).
+    pub fn is_sending_snapshot(&self) -> bool {
+        self.snapshot_out.is_some()
     }
 
     /// Reads the log on from the cursor until the outbox holds two windows' worth of
@@ -1197,6 +1227,10 @@ impl Session {
 
     /// Sends batches while the window allows, then EOSE once the stored events are out.
     fn pump(&mut self, out: &mut Vec<Output>) {
+        if self.snapshot_out.is_some() {
+            // Events follow the snapshot they build on.
+            return;
+        }
         let (window, batch) = self.window_and_batch();
         while self.in_flight < window && !self.outbox.is_empty() {
             if self.strategy == Strategy::PriorityBased && self.measured {

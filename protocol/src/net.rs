@@ -551,6 +551,14 @@ where
             link::close(link, Duration::from_secs(5)).await;
             return Ok(report);
         }
+        // A snapshot goes out one part at a time, as the link drains: a session holds one
+        // part, not the whole state (the parts share the replica's one copy).
+        if session.is_sending_snapshot() && link.queued() < HIGH_WATER {
+            pending = session.poll_send();
+            if !pending.is_empty() {
+                continue;
+            }
+        }
         // With long round trips, live changes are gathered for a second into one batch.
         let gather_until = (session.strategy() == kuzu_sync_engine::sync::Strategy::BatchOptimized)
             .then(|| meter.last_live + Duration::from_secs(1))

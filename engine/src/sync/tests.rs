@@ -57,7 +57,13 @@ fn pump(
     let mut to_client: Vec<Output> = Vec::new();
     for _ in 0..1000 {
         if to_server.is_empty() && to_client.is_empty() {
-            return events;
+            // What the sessions send without being asked (snapshot parts), as a driver
+            // asks for it whenever its link has room.
+            to_server.extend(client.poll_send());
+            to_client.extend(server.poll_send());
+            if to_server.is_empty() && to_client.is_empty() {
+                return events;
+            }
         }
         for o in std::mem::take(&mut to_server) {
             match o {
@@ -1017,4 +1023,82 @@ fn a_long_log_is_streamed_in_pages() {
         (300..=1_024).contains(&max_pending),
         "the server queued {max_pending} events at once"
     );
+}
+
+/// A snapshot larger than one part goes out one part at a time, as the driver asks
+/// (`poll_send`), with no events before its last part; two sessions sending the same
+/// stored snapshot share its bytes; the client installs it and ends equal to the hub.
+#[test]
+fn a_large_snapshot_goes_out_part_by_part() {
+    let mut hub = replica("hub");
+    hub.write(vec![user_table()]).unwrap();
+    let padding = "x".repeat(200);
+    hub.write(
+        (0..40_000)
+            .map(|i| Op::AddNode {
+                table: "User".into(),
+                props: vec![
+                    ("name".into(), Value::from(format!("u{i}").as_str())),
+                    ("status".into(), Value::from(padding.as_str())),
+                ],
+            })
+            .collect(),
+    )
+    .unwrap();
+    hub.compact().unwrap();
+    assert!(!hub.floor().is_empty());
+    let first = hub.shared_snapshot_for(&VersionVector::new()).unwrap();
+    assert!(
+        first.state.len() > 2 * SNAPSHOT_PART_BYTES,
+        "{}",
+        first.state.len()
+    );
+    let again = hub.shared_snapshot_for(&VersionVector::new()).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "one copy for every session"
+    );
+    hub.write(vec![add_user("after")]).unwrap();
+
+    let mut phone = replica("phone");
+    let mut client = Session::client(SessionConfig::default());
+    let mut server = Session::server(SessionConfig::default());
+    let mut to_server = client.start(&phone);
+    let mut parts = 0;
+    let mut events_before_last_part = 0;
+    for _ in 0..1_000 {
+        let mut to_client = Vec::new();
+        for o in std::mem::take(&mut to_server) {
+            if let Output::Send(m) = o {
+                to_client.extend(server.receive(m, &mut hub));
+            }
+        }
+        if to_client.is_empty() {
+            to_client = server.poll_send();
+        }
+        let sent: Vec<_> = to_client
+            .iter()
+            .filter(|o| matches!(o, Output::Send(Message::SnapshotPart(_))))
+            .collect();
+        assert!(sent.len() <= 1, "{} parts at once", sent.len());
+        parts += sent.len();
+        if server.is_sending_snapshot() {
+            events_before_last_part += to_client
+                .iter()
+                .filter(|o| matches!(o, Output::Send(Message::Events(_))))
+                .count();
+        }
+        for o in to_client {
+            if let Output::Send(m) = o {
+                to_server.extend(client.receive(m, &mut phone));
+            }
+        }
+        if to_server.is_empty() && !server.is_sending_snapshot() {
+            break;
+        }
+    }
+    assert!(parts >= 3, "{parts} parts");
+    assert_eq!(events_before_last_part, 0);
+    assert!(client.is_synced());
+    assert_eq!(phone.dump().unwrap(), hub.dump().unwrap());
 }
