@@ -170,46 +170,9 @@ pub fn to_param(v: &Value, ty: &DataType) -> KValue {
     }
 }
 
-/// The text Kuzu's CAST from STRING accepts for a value (its CSV literal syntax).
-pub fn literal_text(v: &Value) -> String {
-    match v {
-        // Kuzu's interval parser does not read every form it prints ("… 00:00:01.5"), but it
-        // reads explicit units, as in its CSV files.
-        Value::Interval {
-            months,
-            days,
-            micros,
-        } => format!("{months} months {days} days {micros} us"),
-        Value::Union { value, .. } => literal_text(value),
-        Value::List(items) => {
-            let inner: Vec<String> = items.iter().map(nested_literal).collect();
-            format!("[{}]", inner.join(","))
-        }
-        Value::Struct(fields) => {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|(n, v)| format!("{n}: {}", nested_literal(v)))
-                .collect();
-            format!("{{{}}}", inner.join(", "))
-        }
-        Value::Map(entries) => {
-            let inner: Vec<String> = entries
-                .iter()
-                .map(|(k, v)| format!("{}={}", nested_literal(k), nested_literal(v)))
-                .collect();
-            format!("{{{}}}", inner.join(", "))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn nested_literal(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        other => literal_text(other),
-    }
-}
+/// The text Kuzu's CAST from STRING accepts for a value: the portable statements' own
+/// (`kuzu_sync_engine::cypher`), so both paths write values the same way.
+pub use kuzu_sync_engine::cypher::literal_text;
 
 fn ts(micros: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)

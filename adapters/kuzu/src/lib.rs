@@ -9,11 +9,13 @@
 
 pub mod convert;
 pub mod csv;
+pub mod portable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kuzu::{Connection, Database, LogicalType, PreparedStatement, SystemConfig, Value as KValue};
+use kuzu_sync_engine::cypher::stored_key;
 use kuzu_sync_engine::ddl::{render_add_column, render_table_ddl};
 use kuzu_sync_engine::schema::EDGE_KEY_COLUMN;
 use kuzu_sync_engine::{
@@ -688,12 +690,6 @@ fn sidecar(path: &Path, ext: &str) -> PathBuf {
     s.push(".");
     s.push(ext);
     PathBuf::from(s)
-}
-
-/// An edge key as stored in `_ks_eid`: prefixed, so that the default (empty) key is not an
-/// empty string, which Kuzu's CSV reader would read as NULL.
-fn stored_key(key: &str) -> String {
-    format!("={key}")
 }
 
 /// The property names of a Kuzu table in Kuzu's own order, which COPY follows. It can differ
