@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check CI runs, cheapest first: format, lints, the engine's wasm32 build, the
-# fuzz targets for a bounded time (FUZZ_SECONDS each, 30 by default), and all tests (unit,
-# randomized convergence on memory and on real Kuzu, crash, fidelity).
+# Runs every check CI runs, cheapest first: format, lints, the engine's and the wire
+# formats' wasm32 builds (the formats' tests with the pure-Rust zstd), the fuzz crate's
+# tests, the fuzz targets for a bounded time (FUZZ_SECONDS each, 30 by default), and all
+# tests (unit, randomized convergence on memory and on real Kuzu, crash, fidelity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -17,6 +18,10 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
   rustup target add wasm32-unknown-unknown
 fi
 cargo build -p kuzu-sync-engine --target wasm32-unknown-unknown
+
+echo "== the wire formats build for wasm32 (pure-Rust zstd) and pass their tests with it"
+cargo build -p kuzu-sync-protocol --no-default-features --target wasm32-unknown-unknown
+cargo test -q -p kuzu-sync-protocol --no-default-features --lib
 
 echo "== fuzz crate's own tests (attacks through the hub_session checks, the allocation bound)"
 CARGO_TARGET_DIR="$HOME/.cache/kuzu-sync/fuzz-test-target" cargo test -q --manifest-path fuzz/Cargo.toml

@@ -73,7 +73,7 @@ impl Encoder {
     pub fn encode(&self, msg: &Message) -> Result<(Vec<u8>, FrameStats), FrameError> {
         let raw = rmp_serde::to_vec(msg).expect("messages always serialize");
         let (flags, body) = if self.compress && raw.len() >= self.threshold {
-            let z = zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("in-memory zstd cannot fail");
+            let z = crate::codec::compress(&raw, ZSTD_LEVEL);
             if z.len() < raw.len() {
                 (FLAG_ZSTD, z)
             } else {
@@ -141,16 +141,10 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<Decoded, FrameError>
 
 /// Inflates a compressed body, refusing to grow past `max` bytes (a zstd bomb).
 fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
-    use std::io::Read;
     let bad = |e: std::io::Error| FrameError::Decompress(e.to_string());
     // Grows as the body inflates, never past `max + 1`: nothing is reserved on the
     // strength of the compressed size.
-    let mut out = Vec::with_capacity(body.len().min(max));
-    zstd::stream::read::Decoder::new(body)
-        .map_err(bad)?
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(bad)?;
+    let out = crate::codec::inflate(body, max).map_err(bad)?;
     if out.len() > max {
         return Err(FrameError::TooLarge {
             len: out.len(),

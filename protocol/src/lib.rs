@@ -14,6 +14,7 @@
 //! The decoder works over plain bytes and answers a truncated, corrupted or unknown input
 //! with an error that says which, never a panic.
 
+pub mod codec;
 pub mod frame;
 #[cfg(feature = "net")]
 pub mod http;
@@ -119,7 +120,7 @@ impl Bundle {
 /// Encodes a bundle.
 pub fn encode(bundle: &Bundle) -> Vec<u8> {
     let raw = rmp_serde::to_vec(bundle).expect("bundles always serialize");
-    let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("in-memory zstd cannot fail");
+    let payload = codec::compress(&raw, ZSTD_LEVEL);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -177,13 +178,8 @@ pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleError> {
     let payload = &bytes[HEADER_LEN..body_end];
     // Inflated as a stream, growing with what really comes out (a frame header may claim
     // any content size), and never past the limit.
-    let mut raw = Vec::with_capacity(payload.len().min(MAX_DECOMPRESSED));
-    {
-        use std::io::Read;
-        zstd::stream::read::Decoder::new(payload)
-            .and_then(|d| d.take(MAX_DECOMPRESSED as u64 + 1).read_to_end(&mut raw))
-            .map_err(|e| BundleError::Decompress(e.to_string()))?;
-    }
+    let raw = codec::inflate(payload, MAX_DECOMPRESSED)
+        .map_err(|e| BundleError::Decompress(e.to_string()))?;
     if raw.len() > MAX_DECOMPRESSED {
         return Err(BundleError::Decompress(format!(
             "the payload inflates past the limit of {MAX_DECOMPRESSED} bytes"

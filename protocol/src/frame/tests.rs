@@ -59,7 +59,10 @@ fn round_trip_plain_and_compressed() {
             }
             if compress && matches!(msg, Message::Events(_)) {
                 assert_eq!(frame[4], 1, "a large frame is compressed");
-                assert!(stats.wire * 4 < stats.raw, "{stats:?}");
+                // The C library at level 3 takes these 500 events to under a quarter;
+                // ruzstd's fastest level (the WASM build) to 30 % (34,134 → 10,385 bytes).
+                let ratio = if cfg!(feature = "zstd-c") { 4 } else { 3 };
+                assert!(stats.wire * ratio < stats.raw, "{stats:?}");
             }
         }
     }
