@@ -210,6 +210,39 @@ pub struct Replica<E: EventStore, G: GraphStore> {
     /// The stored snapshot, read once and shared by every session that sends it (see
     /// [`Replica::shared_snapshot_for`]); valid while its vector is the floor.
     snapshot_cache: std::sync::Mutex<Option<std::sync::Arc<crate::snapshot::Snapshot>>>,
+    /// Running checksums of the logged events, per peer, so that a sync point is checked
+    /// without reading the log (see [`Replica::checksum_within`]). Built on first use,
+    /// kept up to date by appends, dropped when the log is rewritten or recovered.
+    checksums: std::sync::Mutex<Option<ChecksumIndex>>,
+}
+
+/// For each peer, `prefix[i]` is the XOR of the digests (first 16 bytes) of its logged
+/// events `floor + 1 ..= floor + i + 1`: the log above the floor holds each peer's events
+/// without a gap, so the checksum of the events inside any vector is one lookup per peer.
+#[derive(Debug, Default)]
+struct ChecksumIndex {
+    floor: VersionVector,
+    prefix: HashMap<PeerId, Vec<[u8; 16]>>,
+}
+
+impl ChecksumIndex {
+    /// Adds an event; false if it does not come right after the peer's last one (then the
+    /// index cannot be trusted), true if added or already in.
+    fn push(&mut self, e: &Event) -> bool {
+        let base = self.floor.get(&e.id.peer);
+        let list = self.prefix.entry(e.id.peer.clone()).or_default();
+        let next = base + list.len() as u64 + 1;
+        if e.id.counter < next {
+            return true;
+        }
+        if e.id.counter > next {
+            return false;
+        }
+        let mut sum = list.last().copied().unwrap_or([0; 16]);
+        crate::snapshot::Snapshot::fold(&mut sum, &e.digest());
+        list.push(sum);
+        true
+    }
 }
 
 /// Entities and Merkle indexes of one state.
@@ -291,6 +324,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             known_saved_ms: 0,
             merkle_cache: None,
             snapshot_cache: std::sync::Mutex::new(None),
+            checksums: std::sync::Mutex::new(None),
         };
         if let Some(text) = replica.events.meta(KNOWN_PEERS_KEY)? {
             replica.known = serde_json::from_str(&text)
@@ -319,6 +353,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// Rebuilds the engine from the log and re-applies whatever the graph store lacks.
     fn recover(&mut self, progress: Progress) -> Result<(), ReplicaError> {
+        self.forget_checksums();
         let mut watermark = self.graph.watermark()?;
         self.conflicts.clear();
         let peer = self.engine.peer().clone();
@@ -601,6 +636,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let mut all_meta = vec![(REWRITE_PENDING_KEY, "1")];
         all_meta.extend_from_slice(meta);
         let peer = self.engine.peer().clone();
+        self.forget_checksums();
         self.events
             .replace_suffix(&peer, mark, &coalesced, &all_meta)?;
         // Rebuild the engine from the rewritten log; the graph's rows do not change, its
@@ -652,6 +688,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 }
             }
             r.events.append(&events)?;
+            r.note_appended(&events);
             // The log holds everything now: a crash from here on is recovered on open.
             r.flush()?;
             progress(total * 2, total * 2);
@@ -735,6 +772,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             let mut to_store = order.clone();
             to_store.extend(dups.iter().cloned());
             r.events.append(&to_store)?;
+            r.note_appended(&to_store);
             let (batch, conflicts) = r.engine.take_batch();
             r.conflicts.extend(conflicts);
             r.apply_batch(&batch)?;
@@ -1190,6 +1228,69 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         if !vv.dominates(&self.floor) {
             return Ok(None);
         }
+        // The index holds no invariant a panic could break: a poisoned lock is usable.
+        let mut guard = self
+            .checksums
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.as_ref().is_none_or(|i| i.floor != self.floor) {
+            let mut index = ChecksumIndex {
+                floor: self.floor.clone(),
+                prefix: HashMap::new(),
+            };
+            let mut whole = true;
+            self.events.scan(&self.floor, &mut |e| {
+                whole &= index.push(&e);
+                Ok(())
+            })?;
+            *guard = whole.then_some(index);
+        }
+        let Some(index) = guard.as_ref() else {
+            // A log with a gap in some peer's events (never written by this code): read it.
+            drop(guard);
+            return self.checksum_within_by_scan(vv).map(Some);
+        };
+        let mut sum = self.floor_sum;
+        let mut n = self.floor_count;
+        for (peer, c) in vv.iter() {
+            let base = self.floor.get(peer);
+            let Some(list) = index.prefix.get(peer) else {
+                continue;
+            };
+            let k = (c.saturating_sub(base) as usize).min(list.len());
+            if k > 0 {
+                for (s, x) in sum.iter_mut().zip(&list[k - 1]) {
+                    *s ^= x;
+                }
+                n += k as u64;
+            }
+        }
+        Ok(Some((sum, n)))
+    }
+
+    /// Keeps the checksum index up to date with events just appended to the log.
+    fn note_appended(&self, events: &[Event]) {
+        let mut guard = self
+            .checksums
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(index) = guard.as_mut() {
+            if index.floor != self.floor || !events.iter().all(|e| index.push(e)) {
+                *guard = None;
+            }
+        }
+    }
+
+    /// Drops the checksum index (the log was rewritten): the next use rebuilds it.
+    fn forget_checksums(&self) {
+        *self
+            .checksums
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
+    /// [`Replica::checksum_within`] by reading the log (for a `vv` that dominates the floor).
+    fn checksum_within_by_scan(&self, vv: &VersionVector) -> Result<([u8; 16], u64), ReplicaError> {
         let mut sum = self.floor_sum;
         let mut n = self.floor_count;
         self.events.scan(&self.floor, &mut |e| {
@@ -1199,7 +1300,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             }
             Ok(())
         })?;
-        Ok(Some((sum, n)))
+        Ok((sum, n))
     }
 
     /// The sync point of the events inside `common` (what both sides of a sync hold).
