@@ -1233,6 +1233,19 @@ impl Harness {
         if self.session.is_established() {
             self.stats.established = true;
         }
+        // What the session sends unasked (the parts of a snapshot it is sending), as a
+        // driver asks for it when its link has room. It changes nothing in the hub.
+        for _ in 0..64 {
+            let more = self.session.poll_send();
+            if more.is_empty() {
+                break;
+            }
+            self.handle_outputs("poll_send", &more);
+        }
+        let polled = observe(&mut self.hub);
+        if polled != after {
+            self.fail("poll_send changed the hub", &after, &polled);
+        }
     }
 
     fn handle_outputs(&mut self, what: &str, out: &[Output]) {
