@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the pure engine (no Kuzu, no SQLite): applying local and concurrent
 //! remote events, resolving one conflict, building a batch, against a plain `BTreeMap` baseline
-//! measured in the same run. Run with
+//! measured in the same run; checking a sync point against a long log. Run with
 //! `CARGO_TARGET_DIR=/tmp/target-bench cargo bench -p kuzu-sync-engine --profile dev --bench engine -- --warm-up-time 1 --measurement-time 3`.
 //!
 //! The workload is the simulator's random op mix (`sim::random_op`, no schema changes) on
@@ -325,5 +325,55 @@ fn baseline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resolve, conflict, baseline);
+/// Checking a client's sync point on a replica with a long log (100,000 events of four
+/// peers, in-memory stores): the first check reads the log once to build the running
+/// checksums (what every check cost before), later ones look up one entry per peer.
+fn sync_point(c: &mut Criterion) {
+    use kuzu_sync_engine::memory::MemoryGraphStore;
+    use kuzu_sync_engine::{FixedClock, MemoryEventStore, Replica};
+
+    const EVENTS: usize = 100_000;
+    let peers = ["a", "b", "c", "d"].map(peer);
+    let schema = schema_events(&peer("admin"));
+    let mut engines: Vec<Engine> = peers.iter().map(|p| replay(p, &[&schema])).collect();
+    let mut log: Vec<Event> = schema.clone();
+    for _ in 0..(EVENTS / 1_000) {
+        for (i, e) in engines.iter_mut().enumerate() {
+            let evs = write_random(e, log.len() as u64 + i as u64, LOCAL_KEYS, 250);
+            log.extend(evs);
+        }
+    }
+    let mut r = Replica::create(
+        MemoryEventStore::default(),
+        MemoryGraphStore::new(),
+        peer("hub"),
+        Box::new(FixedClock(T0)),
+    )
+    .unwrap();
+    r.import(log).unwrap();
+    let sp = r
+        .sync_point(&r.version_vector().clone())
+        .unwrap()
+        .expect("not compacted");
+    let stores = r.into_parts();
+    let open =
+        || Replica::open(stores.0.clone(), stores.1.clone(), Box::new(FixedClock(T0))).unwrap();
+    let mut group = c.benchmark_group("sync_point");
+    group.sample_size(10);
+    group.bench_function("first_check_reads_the_log", |bench| {
+        bench.iter_batched(
+            open,
+            |r| assert!(r.verify_sync_point(black_box(&sp)).unwrap()),
+            BatchSize::LargeInput,
+        )
+    });
+    let warm = open();
+    assert!(warm.verify_sync_point(&sp).unwrap());
+    group.bench_function("later_check", |bench| {
+        bench.iter(|| assert!(warm.verify_sync_point(black_box(&sp)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, resolve, conflict, baseline, sync_point);
 criterion_main!(benches);
