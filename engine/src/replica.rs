@@ -5,7 +5,8 @@
 //! On open, events inside the graph's watermark are replayed silently, and the rest are
 //! applied again, so a crash at any point loses nothing and applies nothing twice.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use serde::Serialize;
 
@@ -1492,16 +1493,24 @@ pub fn causal_order(
     applied: &VersionVector,
 ) -> Result<Vec<Event>, ReplicaError> {
     let mut have = applied.clone();
-    // Per peer, the events by counter; duplicates collapse.
-    let mut by_peer: BTreeMap<PeerId, BTreeMap<u64, Event>> = BTreeMap::new();
-    for e in events {
+    // Per peer, the events by counter; duplicates collapse. Each keeps its position in the
+    // input (its first), and ready events go out by position: the output is the input
+    // wherever the input is already a causal order. A replica's log is in the order its
+    // events were applied, so replaying it (recovery) applies them in that same order.
+    // Any other causal order is valid for the CRDT, but an event a hostile peer sent with
+    // too small a causal past (say, an edge between nodes it does not list) applies only
+    // where its nodes came first: taking peers in name order made such an event fail on
+    // replay, and the replica could never be rebuilt (found by the hub_session fuzzer).
+    let mut by_peer: BTreeMap<PeerId, BTreeMap<u64, (usize, Event)>> = BTreeMap::new();
+    for (i, e) in events.into_iter().enumerate() {
         if have.contains(&e.id) {
             continue;
         }
         by_peer
             .entry(e.id.peer.clone())
             .or_default()
-            .insert(e.id.counter, e);
+            .entry(e.id.counter)
+            .or_insert((i, e));
     }
     let total: usize = by_peer.values().map(|m| m.len()).sum();
     let mut out = Vec::with_capacity(total);
@@ -1512,9 +1521,11 @@ pub fn causal_order(
     // depending on the next peer's).
     let mut needs: HashMap<EventId, usize> = HashMap::with_capacity(total);
     let mut waiting: HashMap<(PeerId, u64), Vec<EventId>> = HashMap::new();
-    let mut ready: VecDeque<EventId> = VecDeque::new();
+    let mut ready: BinaryHeap<Reverse<(usize, EventId)>> = BinaryHeap::new();
+    let mut position: HashMap<EventId, usize> = HashMap::with_capacity(total);
     for list in by_peer.values() {
-        for e in list.values() {
+        for (i, e) in list.values() {
+            position.insert(e.id.clone(), *i);
             let (p, c) = (&e.id.peer, e.id.counter);
             let mut n = 0;
             let mut wait_for = |peer: &PeerId, counter: u64, n: &mut usize| {
@@ -1536,15 +1547,15 @@ pub fn causal_order(
                 wait_for(q, dep, &mut n);
             }
             if n == 0 {
-                ready.push_back(e.id.clone());
+                ready.push(Reverse((*i, e.id.clone())));
             } else {
                 needs.insert(e.id.clone(), n);
             }
         }
     }
-    while let Some(id) = ready.pop_front() {
+    while let Some(Reverse((_, id))) = ready.pop() {
         let list = by_peer.get_mut(&id.peer).expect("a waiting event's peer");
-        let e = list.remove(&id.counter).expect("a ready event is pending");
+        let (_, e) = list.remove(&id.counter).expect("a ready event is pending");
         if list.is_empty() {
             by_peer.remove(&id.peer);
         }
@@ -1558,12 +1569,12 @@ pub fn causal_order(
             *n -= 1;
             if *n == 0 {
                 needs.remove(&w);
-                ready.push_back(w);
+                ready.push(Reverse((position[&w], w)));
             }
         }
     }
     if let Some((_, list)) = by_peer.iter().next() {
-        let first = list.values().next().expect("non-empty");
+        let (_, first) = list.values().next().expect("non-empty");
         let missing: Vec<String> = first
             .deps
             .iter()

@@ -437,3 +437,106 @@ fn running_checksums_match_the_log() {
         "compaction happened"
     );
 }
+
+/// An event sent with too small a causal past (an edge between nodes its `deps` do not
+/// cover) applies where its nodes came first. Replaying the log must apply it in the same
+/// place: before, recovery took peers in name order, applied it before its nodes and
+/// failed, and the replica could never be rebuilt or reopened (one client could brick a
+/// hub: the forged event, then any refused import). Found by the hub_session fuzzer.
+#[test]
+fn an_event_with_a_short_causal_past_replays_where_it_was_applied() {
+    use crate::schema::{Column, Multiplicity, NodeTableDef, RelTableDef, SchemaOp};
+    use crate::{
+        DataType, EdgeRef, Event, EventId, Hlc, NodeRef, Op, PeerId, Value, VersionVector,
+    };
+
+    let mut hub = memory_replica(1_700_000_000_000);
+    hub.write(vec![
+        Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: "User".into(),
+            columns: vec![Column {
+                name: "name".into(),
+                ty: DataType::String,
+                default: None,
+            }],
+            primary_key: "name".into(),
+        })),
+        Op::Schema(SchemaOp::CreateRelTable(RelTableDef {
+            name: "Follows".into(),
+            connections: vec![("User".into(), "User".into())],
+            columns: vec![],
+            multiplicity: Multiplicity::ManyMany,
+        })),
+        Op::AddNode {
+            table: "User".into(),
+            props: vec![("name".into(), Value::from("Carol"))],
+        },
+    ])
+    .unwrap();
+    let carol = NodeRef {
+        table: "User".into(),
+        key: Value::from("Carol"),
+    };
+    // "a" (before "me" in name order) claims to know nothing, yet links Carol.
+    let forged = Event {
+        id: EventId {
+            peer: PeerId::new("a").unwrap(),
+            counter: 1,
+        },
+        deps: VersionVector::new(),
+        hlc: Hlc {
+            wall_ms: 1_700_000_000_000,
+            logical: 9,
+        },
+        op: Op::AddEdge {
+            edge: EdgeRef {
+                table: "Follows".into(),
+                from: carol.clone(),
+                to: carol,
+                key: String::new(),
+            },
+            props: vec![],
+        },
+    };
+    hub.import(vec![forged]).unwrap();
+    let vv = hub.version_vector().clone();
+    let dump = hub.dump().unwrap();
+    // An equivocating copy of one of the hub's own events: refused in the log, after the
+    // engine applied it, so the replica rebuilds from its stores.
+    let mut twin = hub
+        .events_since(&VersionVector::new())
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id.peer.as_str() == "me" && e.id.counter == 3)
+        .unwrap();
+    twin.op = Op::AddNode {
+        table: "User".into(),
+        props: vec![("name".into(), Value::from("Dave"))],
+    };
+    let next = Event {
+        id: EventId {
+            peer: PeerId::new("b").unwrap(),
+            counter: 1,
+        },
+        deps: vv.clone(),
+        hlc: Hlc {
+            wall_ms: 1_700_000_000_001,
+            logical: 0,
+        },
+        op: Op::AddNode {
+            table: "User".into(),
+            props: vec![("name".into(), Value::from("Eve"))],
+        },
+    };
+    assert!(hub.import(vec![next, twin]).is_err());
+    assert!(
+        !hub.is_unrecovered(),
+        "the rebuild from the stores succeeded"
+    );
+    assert_eq!(hub.dump().unwrap(), dump);
+    assert_eq!(hub.version_vector(), &vv);
+    let (ev, gr) = hub.into_parts();
+    let hub = crate::Replica::open(ev, gr, Box::new(crate::FixedClock(1_700_000_000_000)))
+        .expect("the replica reopens");
+    assert_eq!(hub.version_vector(), &vv);
+}
