@@ -376,9 +376,9 @@ impl Schema {
             }
         }
         for (table, column) in self.policies.keys() {
-            let t = self
-                .table(table)
-                .ok_or_else(|| EngineError::UnknownTable(table.chars().take(128).collect()))?;
+            let t = self.table(table).ok_or_else(|| {
+                EngineError::UnknownTable(table.chars().take(limits::MAX_IDENTIFIER_LEN).collect())
+            })?;
             if t.column(column).is_none() {
                 return Err(EngineError::UnknownColumn {
                     table: t.name().to_string(),
