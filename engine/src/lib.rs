@@ -11,6 +11,7 @@ pub mod change;
 pub mod clock;
 pub mod conflict;
 pub mod conformance;
+pub mod core;
 pub mod cypher;
 pub mod ddl;
 pub mod error;

@@ -15,6 +15,7 @@ use crate::change::ApplyBatch;
 use crate::change::GraphChange;
 use crate::clock::{EventId, PeerId, VersionVector, WallClock};
 use crate::conflict::Conflict;
+pub use crate::core::{Core, Progress, Staged, DEFAULT_QUEUE_CAPACITY};
 use crate::error::EngineError;
 use crate::event::Entity;
 use crate::event::{Event, Op};
@@ -35,8 +36,6 @@ const REWRITE_PENDING_KEY: &str = "offline_queue_rewritten";
 const GRAPH_REBUILD_KEY: &str = "graph_rebuild";
 /// What each known peer holds, as far as this replica knows: JSON `{peer: vector}`.
 const KNOWN_PEERS_KEY: &str = "known_peers";
-/// Offline writes a replica queues at most, unless configured otherwise.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -177,25 +176,16 @@ pub struct ImportOutcome {
     pub conflicts: usize,
 }
 
-/// Progress of long work: (done, total).
-pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
-
 /// One replica. See the module docs for the write protocol.
 pub struct Replica<E: EventStore, G: GraphStore> {
-    engine: Engine,
+    /// The engine, its conflicts, the offline mark and whether the state is stale: what
+    /// the JS host drives too.
+    core: Core,
     events: E,
     graph: G,
     clock: Box<dyn WallClock + Send>,
-    conflicts: Vec<Conflict>,
     apply_chunk: usize,
     recovering: bool,
-    /// Set when rebuilding from the stores failed after a failed write or import (or a
-    /// panic while the replica was in use): the engine may hold events the graph lacks, and
-    /// a later apply would commit a watermark over them. Cleared by a successful rebuild.
-    unrecovered: Option<String>,
-    /// Own counter when the replica went offline.
-    offline_mark: Option<u64>,
-    queue_capacity: usize,
     /// The stored snapshot's vector, checksum and event count (empty, zero, zero if none).
     floor: VersionVector,
     floor_sum: [u8; 16],
@@ -262,8 +252,8 @@ const MERKLE_INDEXES_KEPT: usize = 4;
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for Replica<E, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
-            .field("peer", self.engine.peer())
-            .field("version_vector", self.engine.version_vector())
+            .field("peer", self.core.engine.peer())
+            .field("version_vector", self.core.engine.version_vector())
             .finish()
     }
 }
@@ -307,16 +297,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let peer = events.meta(PEER_ID_KEY)?.ok_or(ReplicaError::NoPeerId)?;
         let peer = PeerId::new(peer)?;
         let mut replica = Replica {
-            engine: Engine::new(peer),
+            core: Core::new(peer),
             events,
             graph,
             clock,
-            conflicts: Vec::new(),
             apply_chunk: DEFAULT_APPLY_CHUNK,
             recovering: false,
-            unrecovered: None,
-            offline_mark: None,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
             floor: VersionVector::new(),
             floor_sum: [0; 16],
             floor_count: 0,
@@ -331,7 +317,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             replica.known = serde_json::from_str(&text)
                 .map_err(|e| StoreError::Corrupt(format!("{KNOWN_PEERS_KEY}: {e}")))?;
         }
-        replica.offline_mark = replica
+        replica.core.offline_mark = replica
             .events
             .meta(OFFLINE_MARK_KEY)?
             .filter(|s| !s.is_empty())
@@ -339,7 +325,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("{OFFLINE_MARK_KEY}: {e}")))?;
         if let Some(c) = replica.events.meta(QUEUE_CAPACITY_KEY)? {
-            replica.queue_capacity = c
+            replica.core.queue_capacity = c
                 .parse()
                 .map_err(|e| StoreError::Corrupt(format!("{QUEUE_CAPACITY_KEY}: {e}")))?;
         }
@@ -356,18 +342,18 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     fn recover(&mut self, progress: Progress) -> Result<(), ReplicaError> {
         self.forget_checksums();
         let mut watermark = self.graph.watermark()?;
-        self.conflicts.clear();
-        let peer = self.engine.peer().clone();
+        self.core.conflicts.clear();
+        let peer = self.core.engine.peer().clone();
         match self.events.snapshot()? {
             Some(snap) => {
                 let (engine, conflicts) = snap.engine(peer)?;
-                self.engine = engine;
-                self.conflicts = conflicts;
+                self.core.engine = engine;
+                self.core.conflicts = conflicts;
                 self.floor = snap.version_vector;
                 self.floor_sum = snap.checksum;
                 self.floor_count = snap.event_count;
             }
-            None => self.engine = Engine::new(peer),
+            None => self.core.engine = Engine::new(peer),
         }
         // An installed snapshot whose graph rebuild did not finish, or a graph store that
         // lacks what the snapshot holds (a new, empty database): the graph's rows are not
@@ -387,19 +373,19 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             .into_iter()
             .partition(|e| rebuild || watermark.contains(&e.id));
         // Replay what the graph already holds without producing changes.
-        self.engine.set_tracking(false);
+        self.core.engine.set_tracking(false);
         let mut done = 0u64;
-        let order = causal_order(inside, self.engine.version_vector())?;
+        let order = causal_order(inside, self.core.engine.version_vector())?;
         for e in &order {
-            self.engine.apply(e)?;
+            self.core.engine.apply(e)?;
             done += 1;
             if done % 10_000 == 0 {
                 progress(done, total);
             }
         }
-        self.engine.set_tracking(true);
-        let (_, conflicts) = self.engine.take_batch();
-        self.conflicts.extend(conflicts);
+        self.core.engine.set_tracking(true);
+        let (_, conflicts) = self.core.engine.take_batch();
+        self.core.conflicts.extend(conflicts);
         if rebuild {
             self.rebuild_graph()?;
             if self.events.meta(REWRITE_PENDING_KEY)?.as_deref() == Some("1") {
@@ -414,7 +400,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             // The offline queue was rewritten in the log (fewer, equivalent events) but the
             // graph's watermark may still name the raw ones: its rows are the same, so move
             // the watermark back to the log, never beyond it.
-            let vv = self.engine.version_vector().clone();
+            let vv = self.core.engine.version_vector().clone();
             if watermark != vv && watermark.dominates(&vv) {
                 self.graph.apply(
                     &ApplyBatch {
@@ -422,23 +408,23 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                         watermark: vv,
                         may_exist: false,
                     },
-                    self.engine.schema(),
+                    self.core.engine.schema(),
                 )?;
             }
             self.events.set_meta(REWRITE_PENDING_KEY, "0")?;
-        } else if self.engine.version_vector() != &watermark && !watermark.is_empty() {
+        } else if self.core.engine.version_vector() != &watermark && !watermark.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "the graph's apply watermark {:?} names events the log does not hold \
                  (the log holds {:?})",
                 watermark,
-                self.engine.version_vector()
+                self.core.engine.version_vector()
             ))
             .into());
         }
         // Apply the rest, in chunks, each chunk one graph transaction. The graph may hold
         // some of these rows already (a store that commits in two steps, see
         // `ApplyBatch::may_exist`), so inserts must be idempotent here.
-        let order = causal_order(outside, self.engine.version_vector())?;
+        let order = causal_order(outside, self.core.engine.version_vector())?;
         self.recovering = true;
         let applied = self.apply_in_chunks(&order, &mut |n, _| progress(done + n, total));
         self.recovering = false;
@@ -455,7 +441,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let mut applied = 0;
         for chunk in ordered.chunks(self.apply_chunk) {
             for e in chunk {
-                self.engine.apply(e)?;
+                self.core.engine.apply(e)?;
             }
             applied += chunk.len();
             self.flush()?;
@@ -466,8 +452,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// Sends the engine's pending changes to the graph store.
     fn flush(&mut self) -> Result<(), ReplicaError> {
-        let (batch, conflicts) = self.engine.take_batch();
-        self.conflicts.extend(conflicts);
+        let (batch, conflicts) = self.core.engine.take_batch();
+        self.core.conflicts.extend(conflicts);
         self.apply_batch(&batch)
     }
 
@@ -475,39 +461,22 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         if self.recovering {
             let mut b = batch.clone();
             b.may_exist = true;
-            self.graph.apply(&b, self.engine.schema())?;
+            self.graph.apply(&b, self.core.engine.schema())?;
         } else {
-            self.graph.apply(batch, self.engine.schema())?;
+            self.graph.apply(batch, self.core.engine.schema())?;
         }
         Ok(())
-    }
-
-    /// Runs `f`; if it fails, rebuilds the in-memory state from the stores, so that a failed
-    /// write or import leaves the replica exactly as it was. If the rebuild fails too, the
-    /// replica refuses work until a rebuild succeeds (see [`Replica::ensure_recovered`]).
-    fn or_recover<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, ReplicaError>,
-    ) -> Result<T, ReplicaError> {
-        self.ensure_recovered()?;
-        match f(self) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                self.rebuild_from_stores();
-                Err(e)
-            }
-        }
     }
 
     /// Discards the half-applied in-memory state and rebuilds it from the stores, which are
     /// the truth. A failed rebuild is remembered: the replica refuses work until one
     /// succeeds.
     fn rebuild_from_stores(&mut self) {
-        let _ = self.engine.take_batch();
+        let _ = self.core.engine.take_batch();
         self.recovering = false;
         match self.recover(&mut |_, _| {}) {
-            Ok(()) => self.unrecovered = None,
-            Err(e) => self.unrecovered = Some(e.to_string()),
+            Ok(()) => self.core.stale = None,
+            Err(e) => self.core.stale = Some(e.to_string()),
         }
     }
 
@@ -515,11 +484,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// change the replica fails with [`ReplicaError::Unrecovered`]. Otherwise the next
     /// successful apply would commit a watermark covering a batch the graph never got.
     pub fn ensure_recovered(&mut self) -> Result<(), ReplicaError> {
-        if self.unrecovered.is_none() {
+        if self.core.stale.is_none() {
             return Ok(());
         }
         self.rebuild_from_stores();
-        match &self.unrecovered {
+        match &self.core.stale {
             None => Ok(()),
             Some(reason) => Err(ReplicaError::Unrecovered {
                 reason: reason.clone(),
@@ -530,12 +499,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// Marks the in-memory state as untrustworthy (say, a panic happened while it was being
     /// changed): the next call that changes the replica first rebuilds it from the stores.
     pub fn mark_unrecovered(&mut self, reason: impl Into<String>) {
-        self.unrecovered = Some(reason.into());
+        self.core.stale = Some(reason.into());
     }
 
     /// Whether the replica is waiting for a successful rebuild (see [`ReplicaError::Unrecovered`]).
     pub fn is_unrecovered(&self) -> bool {
-        self.unrecovered.is_some()
+        self.core.stale.is_some()
     }
 
     /// Validates and applies local ops as one atomic write: either every op becomes an event
@@ -549,37 +518,40 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// Goes offline: from now on, own writes are counted in the offline queue (durably).
     pub fn go_offline(&mut self) -> Result<(), ReplicaError> {
         self.ensure_recovered()?;
-        if self.offline_mark.is_none() {
+        if self.core.offline_mark.is_none() {
             let mark = self.own_counter();
             self.events.set_meta(OFFLINE_MARK_KEY, &mark.to_string())?;
-            self.offline_mark = Some(mark);
+            self.core.offline_mark = Some(mark);
         }
         Ok(())
     }
 
     pub fn is_offline(&self) -> bool {
-        self.offline_mark.is_some()
+        self.core.offline_mark.is_some()
     }
 
     /// Sets (durably) how many ops the offline queue holds at most.
     pub fn set_queue_capacity(&mut self, capacity: usize) -> Result<(), ReplicaError> {
         self.events
             .set_meta(QUEUE_CAPACITY_KEY, &capacity.to_string())?;
-        self.queue_capacity = capacity;
+        self.core.queue_capacity = capacity;
         Ok(())
     }
 
     fn own_counter(&self) -> u64 {
-        self.engine.version_vector().get(self.engine.peer())
+        self.core
+            .engine
+            .version_vector()
+            .get(self.core.engine.peer())
     }
 
     /// The queued events: own events after the offline mark, in order.
     pub fn offline_queue(&self) -> Result<Vec<Event>, ReplicaError> {
-        let Some(mark) = self.offline_mark else {
+        let Some(mark) = self.core.offline_mark else {
             return Ok(Vec::new());
         };
-        let mut since = self.engine.version_vector().clone();
-        since.set(self.engine.peer().clone(), mark);
+        let mut since = self.core.engine.version_vector().clone();
+        since.set(self.core.engine.peer().clone(), mark);
         self.events_since(&since)
     }
 
@@ -589,14 +561,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             offline: self.is_offline(),
             size: queue.len(),
             estimated_size_bytes: queue.iter().map(|e| e.encode().len() as u64).sum(),
-            capacity: self.queue_capacity,
+            capacity: self.core.queue_capacity,
         })
     }
 
     /// Rewrites the offline queue into fewer, equivalent events (see [`crate::queue`]).
     /// The replica stays offline.
     pub fn coalesce_offline_queue(&mut self) -> Result<CoalesceReport, ReplicaError> {
-        let Some(mark) = self.offline_mark else {
+        let Some(mark) = self.core.offline_mark else {
             return Ok(CoalesceReport::default());
         };
         self.rewrite_queue(mark, &[])
@@ -605,11 +577,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// Goes online: coalesces the queue and clears the offline mark, in one step. What was
     /// queued is now ordinary history, sent by the next sync.
     pub fn go_online(&mut self) -> Result<CoalesceReport, ReplicaError> {
-        let Some(mark) = self.offline_mark else {
+        let Some(mark) = self.core.offline_mark else {
             return Ok(CoalesceReport::default());
         };
         let report = self.rewrite_queue(mark, &[(OFFLINE_MARK_KEY, "")])?;
-        self.offline_mark = None;
+        self.core.offline_mark = None;
         Ok(report)
     }
 
@@ -636,7 +608,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         }
         let mut all_meta = vec![(REWRITE_PENDING_KEY, "1")];
         all_meta.extend_from_slice(meta);
-        let peer = self.engine.peer().clone();
+        let peer = self.core.engine.peer().clone();
         self.forget_checksums();
         self.events
             .replace_suffix(&peer, mark, &coalesced, &all_meta)?;
@@ -652,49 +624,54 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         ops: Vec<Op>,
         progress: Progress,
     ) -> Result<Vec<EventId>, ReplicaError> {
-        if let Some(mark) = self.offline_mark {
-            let queued = (self.own_counter() - mark) as usize;
-            if queued + ops.len() > self.queue_capacity {
-                return Err(ReplicaError::QueueFull {
-                    capacity: self.queue_capacity,
-                    queued,
-                    adding: ops.len(),
-                });
-            }
-        }
         self.ensure_recovered()?;
-        let total = ops.len() as u64;
-        let mut events = Vec::with_capacity(ops.len());
-        let mut ops = ops.into_iter().enumerate();
-        // A refused first op changes nothing (`prepare` only reads, `apply` checks an
-        // event before it changes anything), so it costs no rebuild from the stores.
-        if let Some((i, op)) = ops.next() {
-            let e = self
-                .engine
-                .prepare(op, self.clock.now_ms())
-                .map_err(|source| ReplicaError::Op { index: i, source })?;
-            self.engine.apply(&e)?;
-            events.push(e);
-        }
-        self.or_recover(|r| {
-            for (i, op) in ops {
-                let e = r
-                    .engine
-                    .prepare(op, r.clock.now_ms())
-                    .map_err(|source| ReplicaError::Op { index: i, source })?;
-                r.engine.apply(&e)?;
-                events.push(e);
-                if i % 10_000 == 9_999 {
-                    progress(i as u64 + 1, total * 2);
+        let staged = self.staged(|core, clock| core.stage_write(ops, clock, progress))?;
+        let ids = staged.ids();
+        self.store_staged(staged)?;
+        let total = ids.len() as u64 * 2;
+        progress(total, total);
+        Ok(ids)
+    }
+
+    /// Stages a change on the core; if that failed after changing the in-memory state,
+    /// rebuilds it from the stores.
+    fn staged(
+        &mut self,
+        f: impl FnOnce(&mut Core, &dyn WallClock) -> Result<Staged, ReplicaError>,
+    ) -> Result<Staged, ReplicaError> {
+        match f(&mut self.core, &*self.clock) {
+            Ok(staged) => Ok(staged),
+            Err(e) => {
+                if self.core.stale.is_some() {
+                    self.rebuild_from_stores();
                 }
+                Err(e)
             }
-            r.events.append(&events)?;
-            r.note_appended(&events);
-            // The log holds everything now: a crash from here on is recovered on open.
-            r.flush()?;
-            progress(total * 2, total * 2);
-            Ok(events.into_iter().map(|e| e.id).collect())
-        })
+        }
+    }
+
+    /// Stores a staged change: the log first (a crash from there on is recovered on open),
+    /// then the graph, then the core takes it as done. On failure the replica is rebuilt
+    /// from the stores.
+    fn store_staged(&mut self, staged: Staged) -> Result<(), ReplicaError> {
+        let stored = self
+            .events
+            .append(&staged.events)
+            .map_err(ReplicaError::from);
+        let stored = stored.and_then(|_| {
+            self.note_appended(&staged.events);
+            self.apply_batch(&staged.batch)
+        });
+        match stored {
+            Ok(()) => {
+                self.core.confirm(staged);
+                Ok(())
+            }
+            Err(e) => {
+                self.rebuild_from_stores();
+                Err(e)
+            }
+        }
     }
 
     /// Applies events received from another replica (a bundle, a sync message). Events
@@ -710,81 +687,19 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         progress: Progress,
     ) -> Result<ImportOutcome, ReplicaError> {
         let received = events.len();
-        let conflicts_before = self.conflicts.len();
         self.ensure_recovered()?;
-        // The store checks every received event, duplicates included, for equivocation.
-        let (fresh, dups): (Vec<Event>, Vec<Event>) = events
-            .into_iter()
-            .partition(|e| !self.engine.is_applied(&e.id));
-        // Refusals up to the first event applied in memory change nothing, so they cost
-        // no rebuild: a gap in causality, or a first event that fails its checks (`apply`
-        // checks an event before it changes anything).
-        let order = causal_order(fresh, self.engine.version_vector())?;
-        if let Some(first) = order.first() {
-            self.engine.check(first)?;
-        }
         let now = self.clock.now_ms();
-        if let Some(e) = order
-            .iter()
-            .find(|e| e.hlc.wall_ms > now.saturating_add(crate::limits::MAX_CLOCK_AHEAD_MS))
-        {
-            return Err(EngineError::InvalidEvent {
-                id: e.id.clone(),
-                reason: format!(
-                    "its hybrid timestamp {} ms is more than a day ahead of this replica's \
-                     clock ({now} ms)",
-                    e.hlc.wall_ms
-                ),
-            }
-            .into());
-        }
-        // The vector names every peer that ever wrote; past the limit a vector can no
-        // longer be decoded by anyone, so the import that would get there is refused.
-        let mut new_peers: Vec<&PeerId> = order
-            .iter()
-            .map(|e| &e.id.peer)
-            .filter(|p| self.engine.version_vector().get(p) == 0)
-            .collect();
-        new_peers.sort();
-        new_peers.dedup();
-        let peers = self.engine.version_vector().len() + new_peers.len();
-        if peers > crate::limits::MAX_VECTOR_PEERS {
-            return Err(EngineError::InvalidEvent {
-                id: order[0].id.clone(),
-                reason: format!(
-                    "this import would bring the replica to {peers} peers, over the limit \
-                     of {}",
-                    crate::limits::MAX_VECTOR_PEERS
-                ),
-            }
-            .into());
-        }
-        self.or_recover(|r| {
-            // `apply` checks each event once its causal past is applied (schema checks
-            // need the tables its author had). Progress: applying in memory is the first
-            // half of the work, storing and writing the graph the second.
-            let total = order.len() as u64 * 2;
-            for (i, e) in order.iter().enumerate() {
-                r.engine.apply(e)?;
-                if i % 10_000 == 9_999 {
-                    progress(i as u64 + 1, total);
-                }
-            }
-            let mut to_store = order.clone();
-            to_store.extend(dups.iter().cloned());
-            r.events.append(&to_store)?;
-            r.note_appended(&to_store);
-            let (batch, conflicts) = r.engine.take_batch();
-            r.conflicts.extend(conflicts);
-            r.apply_batch(&batch)?;
-            progress(total, total);
-            Ok(ImportOutcome {
-                received,
-                applied: order.len(),
-                duplicates: dups.len(),
-                conflicts: r.conflicts.len() - conflicts_before,
-            })
-        })
+        let staged = self.staged(|core, _| core.stage_import(events, now, &mut *progress))?;
+        let outcome = ImportOutcome {
+            received,
+            applied: staged.applied,
+            duplicates: staged.duplicates,
+            conflicts: staged.conflicts().len(),
+        };
+        self.store_staged(staged)?;
+        let total = outcome.applied as u64 * 2;
+        progress(total, total);
+        Ok(outcome)
     }
 
     /// The events this replica holds that `since` does not contain, in causal order.
@@ -815,17 +730,17 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     pub fn status(&mut self) -> Result<ReplicaStatus, ReplicaError> {
-        let (nodes, edges) = self.engine.visible_counts();
+        let (nodes, edges) = self.core.engine.visible_counts();
         Ok(ReplicaStatus {
-            peer_id: self.engine.peer().to_string(),
-            version_vector: self.engine.version_vector().clone(),
+            peer_id: self.core.engine.peer().to_string(),
+            version_vector: self.core.engine.version_vector().clone(),
             stored_events: self.events.count()?,
-            applied_events: self.engine.version_vector().total(),
-            schema_version: self.engine.schema().version,
+            applied_events: self.core.engine.version_vector().total(),
+            schema_version: self.core.engine.schema().version,
             apply_watermark: self.graph.watermark()?,
             nodes,
             edges,
-            conflicts: self.conflicts.len(),
+            conflicts: self.core.conflicts.len(),
             compacted_floor: self.floor.clone(),
             compacted_events: self.floor_count,
         })
@@ -912,11 +827,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// The events every known peer holds (and this replica too): what `compact` may fold
     /// into the snapshot. While offline, the queue stays out of it.
     pub fn compaction_floor(&self) -> Result<VersionVector, ReplicaError> {
-        let mut floor = self.engine.version_vector().clone();
+        let mut floor = self.core.engine.version_vector().clone();
         for vv in self.known.values() {
             floor = floor.meet(vv);
         }
-        if let Some(mark) = self.offline_mark {
+        if let Some(mark) = self.core.offline_mark {
             let own = floor.get(self.peer()).min(mark);
             floor.set(self.peer().clone(), own);
         }
@@ -950,8 +865,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         progress: Progress,
     ) -> Result<CompactReport, ReplicaError> {
         self.ensure_recovered()?;
-        let mut target = floor.meet(self.engine.version_vector());
-        if let Some(mark) = self.offline_mark {
+        let mut target = floor.meet(self.core.engine.version_vector());
+        if let Some(mark) = self.core.offline_mark {
             // The offline queue stays in the log: coalescing rewrites it there.
             let own = target.get(self.peer()).min(mark);
             target.set(self.peer().clone(), own);
@@ -1043,7 +958,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 return Ok(snap);
             }
         }
-        let vv = self.engine.version_vector().clone();
+        let vv = self.core.engine.version_vector().clone();
         let (checksum, event_count) = self
             .checksum_within(&vv)?
             .expect("the replica's own vector dominates its floor");
@@ -1051,7 +966,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             version_vector: vv,
             event_count,
             checksum,
-            state: self.engine.snapshot_state(&self.conflicts),
+            state: self.core.engine.snapshot_state(&self.core.conflicts),
         })
     }
 
@@ -1129,12 +1044,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.floor = snap.version_vector.clone();
         self.floor_sum = snap.checksum;
         self.floor_count = snap.event_count;
-        self.engine = engine;
-        self.conflicts = conflicts;
+        self.core.engine = engine;
+        self.core.conflicts = conflicts;
         // The log now holds the snapshot and the rebuild flag: a failed rebuild is
         // remembered, so nothing is applied onto the stale graph before a rebuild succeeds.
         if let Err(e) = self.rebuild_graph() {
-            self.unrecovered = Some(e.to_string());
+            self.core.stale = Some(e.to_string());
             return Err(e);
         }
         Ok(InstallReport {
@@ -1147,26 +1062,26 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// Drops and recreates every table of the graph store from the engine's state, then
     /// clears the rebuild flag.
     fn rebuild_graph(&mut self) -> Result<(), ReplicaError> {
-        self.engine.rebuild_all();
-        let (batch, found) = self.engine.take_batch();
-        self.conflicts.extend(found);
-        self.engine.set_tracking(true);
-        self.graph.apply(&batch, self.engine.schema())?;
+        self.core.engine.rebuild_all();
+        let (batch, found) = self.core.engine.take_batch();
+        self.core.conflicts.extend(found);
+        self.core.engine.set_tracking(true);
+        self.graph.apply(&batch, self.core.engine.schema())?;
         self.events.set_meta(GRAPH_REBUILD_KEY, "0")?;
         Ok(())
     }
 
     /// Every conflict detected since the replica was opened, replay included.
     pub fn conflicts(&self) -> &[Conflict] {
-        &self.conflicts
+        &self.core.conflicts
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.core.engine
     }
 
     pub fn peer(&self) -> &PeerId {
-        self.engine.peer()
+        self.core.engine.peer()
     }
 
     /// This state's entities as Merkle rows and an index over them with `bits` bucket bits
@@ -1179,13 +1094,14 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         std::sync::Arc<Vec<EntityRow>>,
         std::sync::Arc<crate::merkle::MerkleIndex>,
     ) {
-        let current = self.engine.version_vector();
+        let current = self.core.engine.version_vector();
         if self
             .merkle_cache
             .as_ref()
             .is_none_or(|c| &c.version != current)
         {
-            let rows = antientropy::entities(&self.engine.dump(), self.engine.schema(), true);
+            let rows =
+                antientropy::entities(&self.core.engine.dump(), self.core.engine.schema(), true);
             self.merkle_cache = Some(MerkleCache {
                 version: current.clone(),
                 rows: std::sync::Arc::new(rows),
@@ -1206,7 +1122,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     pub fn version_vector(&self) -> &VersionVector {
-        self.engine.version_vector()
+        self.core.engine.version_vector()
     }
 
     pub fn graph(&mut self) -> &mut G {
@@ -1323,7 +1239,12 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// True if this replica holds exactly the events the sync point names.
     pub fn verify_sync_point(&self, sp: &crate::sync::SyncPoint) -> Result<bool, ReplicaError> {
-        if !self.engine.version_vector().dominates(&sp.version_vector) {
+        if !self
+            .core
+            .engine
+            .version_vector()
+            .dominates(&sp.version_vector)
+        {
             return Ok(false);
         }
         let Some((sum, n)) = self.checksum_within(&sp.version_vector)? else {
@@ -1366,8 +1287,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     pub fn drift(&mut self) -> Result<Drift, ReplicaError> {
         self.ensure_recovered()?;
         use std::collections::HashMap;
-        let schema = self.engine.schema().clone();
-        let mine = antientropy::entities(&self.engine.dump(), &schema, false);
+        let schema = self.core.engine.schema().clone();
+        let mine = antientropy::entities(&self.core.engine.dump(), &schema, false);
         let stored = antientropy::entities(&self.graph.dump(&schema)?, &schema, false);
         let bits = crate::merkle::suggested_bucket_bits(mine.len().max(stored.len()));
         let (a, b) = (
@@ -1406,7 +1327,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 .iter()
                 .chain(drift.different.iter().map(|(_, g)| g)),
             &drift.missing,
-            self.engine.schema(),
+            self.core.engine.schema(),
         );
         // The graph already holds the extra rows the engine now adds: insert idempotently.
         self.recovering = true;
@@ -1419,7 +1340,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     /// the engine does not have), leaving the history as it is.
     pub fn revert_drift(&mut self, drift: &Drift) -> Result<usize, ReplicaError> {
         self.ensure_recovered()?;
-        let schema = self.engine.schema().clone();
+        let schema = self.core.engine.schema().clone();
         let mut changes = Vec::new();
         for row in &drift.extra {
             match antientropy::entity_of(row, &schema) {
@@ -1451,7 +1372,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.graph.apply(
             &ApplyBatch {
                 changes,
-                watermark: self.engine.version_vector().clone(),
+                watermark: self.core.engine.version_vector().clone(),
                 may_exist: true,
             },
             &schema,
@@ -1461,7 +1382,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
 
     /// The stored graph, canonical.
     pub fn dump(&mut self) -> Result<GraphDump, ReplicaError> {
-        Ok(self.graph.dump(self.engine.schema())?)
+        Ok(self.graph.dump(self.core.engine.schema())?)
     }
 
     /// Hands back the stores.
