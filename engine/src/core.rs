@@ -155,6 +155,19 @@ impl Core {
         Some(mark)
     }
 
+    /// Restores the offline mark a host stored (None: online).
+    pub fn set_offline_mark(&mut self, mark: Option<u64>) {
+        self.offline_mark = mark;
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    pub fn set_queue_capacity(&mut self, capacity: usize) {
+        self.queue_capacity = capacity;
+    }
+
     pub fn own_counter(&self) -> u64 {
         self.engine.version_vector().get(self.engine.peer())
     }

@@ -1,0 +1,386 @@
+// kuzu-sync for JavaScript: replicates the application's own Kuzu database (the `kuzu`
+// npm package, or `kuzu-wasm`) with the engine compiled to WASM.
+//
+// The WASM core decides: it checks ops and bundles, resolves conflicts and returns a plan
+// (DDL, then one transaction holding the log rows, the graph statements and the
+// watermark). This file executes the plan on the application's connection and confirms it.
+// If the plan cannot be committed, the core is rebuilt from the log in the database, so a
+// failed write or import leaves nothing behind. See ARCHITECTURE.md, "JavaScript and WASM".
+
+import init, {
+  initSync,
+  Core,
+  setupStatements,
+  readLogQuery,
+  readMetaQuery,
+  writeMetaStatement,
+} from "./wasm/kuzu_sync_wasm.js";
+
+const WASM_FILE = "./wasm/kuzu_sync_wasm_bg.wasm";
+const PEER_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+let loading = null;
+
+/** Loads the WASM core once (Node: from the package's file; browsers: fetched). */
+function loadCore() {
+  if (loading === null) {
+    loading = (async () => {
+      const url = new URL(WASM_FILE, import.meta.url);
+      if (typeof process !== "undefined" && process.versions && process.versions.node) {
+        const fs = await import(/* webpackIgnore: true */ "node:fs/promises");
+        initSync({ module: await fs.readFile(url) });
+      } else {
+        await init({ module_or_path: url });
+      }
+    })();
+  }
+  return loading;
+}
+
+// ---------------------------------------------------------------- the two Kuzu hosts
+
+function rowsOf(result) {
+  return Array.isArray(result) ? result[result.length - 1] : result;
+}
+
+/** `kuzu` (native addon): errors are thrown; results are read with getAll(). */
+function nativeHost(conn) {
+  const finish = async (result) => {
+    const all = Array.isArray(result) ? result : [result];
+    try {
+      return await rowsOf(all).getAll();
+    } finally {
+      for (const r of all) r.close();
+    }
+  };
+  return {
+    kind: "kuzu",
+    async run(cypher) {
+      return finish(await conn.query(cypher));
+    },
+    async exec(cypher, params) {
+      const ps = await conn.prepare(cypher);
+      if (!ps.isSuccess()) throw new Error(ps.getErrorMessage());
+      return finish(await conn.execute(ps, params));
+    },
+  };
+}
+
+/** `kuzu-wasm` (sync or async build): errors are in the result, not thrown. */
+function wasmHost(conn) {
+  const finish = async (result) => {
+    try {
+      if (!(await result.isSuccess())) throw new Error(await result.getErrorMessage());
+      return await result.getAllObjects();
+    } finally {
+      await result.close();
+    }
+  };
+  return {
+    kind: "kuzu-wasm",
+    async run(cypher) {
+      return finish(await conn.query(cypher));
+    },
+    async exec(cypher, params) {
+      const ps = await conn.prepare(cypher);
+      try {
+        if (!(await ps.isSuccess())) throw new Error(await ps.getErrorMessage());
+        return await finish(await conn.execute(ps, params));
+      } finally {
+        if (typeof ps.close === "function") await ps.close();
+      }
+    },
+  };
+}
+
+function hostFor(conn) {
+  if (conn && typeof conn.querySync === "function" && typeof conn.prepareSync === "function") {
+    return nativeHost(conn);
+  }
+  if (conn && typeof conn.query === "function" && typeof conn.prepare === "function") {
+    return wasmHost(conn);
+  }
+  throw new TypeError(
+    "options.kuzu must be a Connection of the `kuzu` or `kuzu-wasm` package, got " +
+      describe(conn),
+  );
+}
+
+function describe(v) {
+  if (v === null) return "null";
+  if (typeof v === "object") return (v.constructor && v.constructor.name) || "an object";
+  return typeof v;
+}
+
+// ---------------------------------------------------------------- values
+
+/** An op as a JSON line; bigints become exact JSON integers. */
+function opLine(op, i) {
+  if (op === null || typeof op !== "object" || Array.isArray(op)) {
+    throw new TypeError(`op ${i}: an op must be an object like {op: "add_node", ...}, got ${describe(op)}`);
+  }
+  const marks = [];
+  const text = JSON.stringify(op, (_k, v) => {
+    if (typeof v === "bigint") {
+      marks.push(v.toString());
+      return `\u0000bigint${marks.length - 1}`;
+    }
+    return v;
+  });
+  return text.replace(/"\\u0000bigint(\d+)"/g, (_m, n) => marks[Number(n)]);
+}
+
+function firstValue(row) {
+  if (row === undefined) return undefined;
+  const v = Object.values(row)[0];
+  return v === null || v === undefined ? undefined : String(v);
+}
+
+class ReplicaEvent extends Event {
+  constructor(type, detail) {
+    super(type);
+    this.detail = detail;
+  }
+}
+
+// ---------------------------------------------------------------- the replica
+
+/**
+ * A replica of the graph in the application's own Kuzu database. Events: `change`
+ * (detail: {tables}), `conflict` (detail: {count}), `error`.
+ */
+export class Replica extends EventTarget {
+  #host;
+  #peer;
+  #core = null;
+  #queue = Promise.resolve();
+  #closed = false;
+  #afterCommit;
+
+  constructor(host, peer, afterCommit) {
+    super();
+    this.#host = host;
+    this.#peer = peer;
+    this.#afterCommit = afterCommit;
+  }
+
+  /**
+   * Opens a replica on `options.kuzu` (a Connection of `kuzu` or `kuzu-wasm`). A new
+   * database needs `peerId`; an existing one remembers it (a different one is refused).
+   * `afterCommit` (optional, async) runs after each commit: in the browser, kuzu-wasm's
+   * `FS.syncfs` to persist to IndexedDB.
+   */
+  static async open(options) {
+    if (options === null || typeof options !== "object") {
+      throw new TypeError("Replica.open needs an options object: {kuzu, peerId}");
+    }
+    const { kuzu, peerId, afterCommit } = options;
+    if (peerId !== undefined && (typeof peerId !== "string" || !PEER_RE.test(peerId))) {
+      throw new Error(
+        `peer id ${JSON.stringify(peerId)} is not valid: 1-64 characters of A-Z a-z 0-9 _ . -`,
+      );
+    }
+    if (afterCommit !== undefined && typeof afterCommit !== "function") {
+      throw new TypeError("options.afterCommit must be a function");
+    }
+    const host = hostFor(kuzu);
+    await loadCore();
+    for (const s of JSON.parse(setupStatements())) await host.run(s);
+    const stored = await readMeta(host, "peer_id");
+    if (stored !== undefined && peerId !== undefined && stored !== peerId) {
+      throw new Error(`this database belongs to peer "${stored}", not "${peerId}"`);
+    }
+    if (stored === undefined && peerId === undefined) {
+      throw new Error("this database has no replica yet: give a peerId to create one");
+    }
+    if (stored === undefined) {
+      await host.exec(writeMetaStatement(), { k: "peer_id", v: peerId });
+      if (afterCommit) await afterCommit();
+    }
+    const replica = new Replica(host, stored ?? peerId, afterCommit);
+    await replica.#reopen();
+    return replica;
+  }
+
+  /** This replica's peer id. */
+  get peerId() {
+    return this.#peer;
+  }
+
+  async #readLog() {
+    const rows = await this.#host.run(readLogQuery());
+    return rows.map((r) => String(Object.values(r)[0]));
+  }
+
+  async #reopen() {
+    const log = await this.#readLog();
+    const mark = await readMeta(this.#host, "offline_mark");
+    const capacity = await readMeta(this.#host, "queue_capacity");
+    const core = Core.open(
+      this.#peer,
+      log,
+      mark === undefined || mark === "" ? undefined : Number(mark),
+      capacity === undefined ? undefined : Number(capacity),
+    );
+    if (this.#core) this.#core.free();
+    this.#core = core;
+  }
+
+  /** Runs `f` after every earlier call: one writer at a time, as Kuzu requires. */
+  #serial(f) {
+    const run = this.#queue.then(() => {
+      if (this.#closed) throw new Error("the replica is closed");
+      return f();
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Stages with the core; if that left the core stale, rebuilds it from the log. */
+  async #stage(f) {
+    try {
+      return JSON.parse(f(this.#core));
+    } catch (e) {
+      if (JSON.parse(this.#core.status()).stale) await this.#reopen();
+      throw asError(e);
+    }
+  }
+
+  async #commit(plan) {
+    try {
+      for (const s of plan.ddl) await this.#host.run(s);
+      await this.#host.run("BEGIN TRANSACTION");
+      try {
+        for (const s of plan.data) await this.#host.exec(s.cypher, s.params);
+        await this.#host.run("COMMIT");
+      } catch (e) {
+        // Kuzu rolls a failed transaction back itself; this is for the other failures.
+        await this.#host.run("ROLLBACK").catch(() => {});
+        throw e;
+      }
+    } catch (e) {
+      this.#core.abort(String(e && e.message));
+      await this.#reopen();
+      throw asError(e);
+    }
+    const out = JSON.parse(this.#core.confirm());
+    if (this.#afterCommit) await this.#afterCommit();
+    if (plan.tables.length > 0) this.dispatchEvent(new ReplicaEvent("change", { tables: plan.tables }));
+    if (out.conflicts > 0) this.dispatchEvent(new ReplicaEvent("conflict", { count: out.conflicts }));
+    return out;
+  }
+
+  /**
+   * Writes ops (the objects of `kuzu-sync write`'s JSON lines, DDL included) as one atomic
+   * write. Resolves to `{ids, applied}`. A refused op throws, naming it; nothing is applied.
+   */
+  write(ops) {
+    return this.#serial(async () => {
+      if (!Array.isArray(ops)) throw new TypeError(`write takes an array of ops, got ${describe(ops)}`);
+      const lines = ops.map(opLine).join("\n");
+      const plan = await this.#stage((core) => core.write(lines, Date.now()));
+      const out = await this.#commit(plan);
+      return { ids: out.ids, applied: out.applied };
+    });
+  }
+
+  /**
+   * Imports a bundle (the CLI's format). Resolves to `{applied, duplicates, conflicts}`.
+   * All or nothing.
+   */
+  importBundle(bytes) {
+    return this.#serial(async () => {
+      if (!(bytes instanceof Uint8Array)) {
+        throw new TypeError(`importBundle takes a Uint8Array, got ${describe(bytes)}`);
+      }
+      const plan = await this.#stage((core) => core.importBundle(bytes, Date.now()));
+      const out = await this.#commit(plan);
+      return { applied: out.applied, duplicates: out.duplicates, conflicts: out.conflicts };
+    });
+  }
+
+  /**
+   * A bundle of this replica's events that `since` (a version vector, `{peer: counter}`)
+   * lacks; all of them without it. A `Uint8Array` in the CLI's bundle format.
+   */
+  exportBundle(since) {
+    return this.#serial(async () => {
+      let vv;
+      if (since !== undefined && since !== null) {
+        if (typeof since !== "object" || Array.isArray(since)) {
+          throw new TypeError(`since must be a version vector like {"laptop-1": 3}, got ${describe(since)}`);
+        }
+        vv = JSON.stringify(since);
+      }
+      const log = await this.#readLog();
+      try {
+        return this.#core.exportBundle(log, vv);
+      } catch (e) {
+        throw asError(e);
+      }
+    });
+  }
+
+  /** `{peerId, versionVector, storedEvents, schemaVersion, nodes, edges, conflicts, offline}`. */
+  async status() {
+    await this.#queue;
+    const s = JSON.parse(this.#core.status());
+    delete s.stale;
+    return s;
+  }
+
+  /** The conflicts resolved since the replica was opened or created, as the CLI prints them. */
+  async conflicts() {
+    await this.#queue;
+    return JSON.parse(this.#core.conflicts());
+  }
+
+  /** `{offline, queued, capacity}`. */
+  async queueStatus() {
+    await this.#queue;
+    return JSON.parse(this.#core.queueStatus());
+  }
+
+  /** Goes offline: own writes count against the offline queue's capacity. Durable. */
+  goOffline() {
+    return this.#serial(async () => {
+      const mark = this.#core.goOffline();
+      if (mark === undefined) return;
+      try {
+        await this.#host.exec(writeMetaStatement(), { k: "offline_mark", v: String(mark) });
+        if (this.#afterCommit) await this.#afterCommit();
+      } catch (e) {
+        this.#core.goOnline();
+        throw asError(e);
+      }
+    });
+  }
+
+  /** Goes back online. Durable. */
+  goOnline() {
+    return this.#serial(async () => {
+      await this.#host.exec(writeMetaStatement(), { k: "offline_mark", v: "" });
+      if (this.#afterCommit) await this.#afterCommit();
+      this.#core.goOnline();
+    });
+  }
+
+  /**
+   * Waits for pending work and releases the core. The application's connection and
+   * database stay open: they are the application's to close.
+   */
+  close() {
+    return this.#serial(async () => {
+      this.#closed = true;
+      this.#core.free();
+    });
+  }
+}
+
+async function readMeta(host, key) {
+  return firstValue((await host.exec(readMetaQuery(), { k: key }))[0]);
+}
+
+function asError(e) {
+  return e instanceof Error ? e : new Error(String(e));
+}
