@@ -45,8 +45,10 @@ const HEADER_LEN: usize = 8 + 1 + 8;
 const TRAILER_LEN: usize = 32;
 /// zstd level for bundles: a good ratio at a modest cost.
 const ZSTD_LEVEL: i32 = 9;
-/// Refuse to inflate a payload beyond this (a corrupted or hostile length).
-const MAX_DECOMPRESSED: usize = 4 << 30;
+/// Refuse to inflate a payload beyond this (a corrupted or hostile length): 4 GiB, or 1 GiB
+/// where `usize` has 32 bits (WASM), since `4 << 30` wraps to 0 there and refused every
+/// bundle.
+const MAX_DECOMPRESSED: usize = if usize::BITS > 32 { 4 << 30 } else { 1 << 30 };
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
