@@ -1,0 +1,93 @@
+// Types of the kuzu-sync package (index.js).
+
+/** An op: the objects of `kuzu-sync write`'s JSON lines, DDL included. */
+export type Op =
+  | { op: "ddl"; cypher: string }
+  | { op: "add_node"; table: string; props: Record<string, unknown> }
+  | {
+      op: "add_edge";
+      table: string;
+      from: unknown;
+      to: unknown;
+      key?: string;
+      from_table?: string;
+      to_table?: string;
+      props?: Record<string, unknown>;
+    }
+  | { op: "update"; table: string; key?: unknown; from?: unknown; to?: unknown; prop: string; value: unknown }
+  | { op: "increment"; table: string; key: unknown; prop: string; delta: number | bigint }
+  | { op: "delete_node"; table: string; key: unknown }
+  | { op: "delete_edge"; table: string; from: unknown; to: unknown; key?: string }
+  | { op: "set_policy"; table: string; [field: string]: unknown }
+  | { op: "seal" };
+
+/** What each peer's events a replica holds: `{peerId: counter}`. */
+export type VersionVector = Record<string, number>;
+
+/** A Connection of the `kuzu` package or of `kuzu-wasm`. */
+export type KuzuConnection = object;
+
+export interface OpenOptions {
+  /** The application's own connection. */
+  kuzu: KuzuConnection;
+  /** Required for a new database; an existing one remembers its own. */
+  peerId?: string;
+  /** Runs after each commit (in the browser: kuzu-wasm's `FS.syncfs` to IndexedDB). */
+  afterCommit?: () => void | Promise<void>;
+}
+
+export interface WriteResult {
+  /** The new events' ids, `peer:counter`. */
+  ids: string[];
+  applied: number;
+}
+
+export interface ImportResult {
+  applied: number;
+  duplicates: number;
+  conflicts: number;
+}
+
+export interface Status {
+  peerId: string;
+  versionVector: VersionVector;
+  storedEvents: number;
+  schemaVersion: number;
+  nodes: number;
+  edges: number;
+  conflicts: number;
+  offline: boolean;
+}
+
+export interface QueueStatus {
+  offline: boolean;
+  queued: number;
+  capacity: number;
+}
+
+/** A conflict as `kuzu-sync conflicts` prints it. */
+export interface Conflict {
+  type: string;
+  strategy: string;
+  entity: string;
+  property: string | null;
+  winner: unknown;
+  loser: unknown;
+  resolved: string | null;
+  [field: string]: unknown;
+}
+
+/** Events: `change` (detail: {tables}), `conflict` (detail: {count}). */
+export class Replica extends EventTarget {
+  static open(options: OpenOptions): Promise<Replica>;
+  readonly peerId: string;
+  write(ops: Op[]): Promise<WriteResult>;
+  importBundle(bytes: Uint8Array): Promise<ImportResult>;
+  exportBundle(since?: VersionVector): Promise<Uint8Array>;
+  status(): Promise<Status>;
+  conflicts(): Promise<Conflict[]>;
+  queueStatus(): Promise<QueueStatus>;
+  goOffline(): Promise<void>;
+  goOnline(): Promise<void>;
+  close(): Promise<void>;
+}
