@@ -62,7 +62,20 @@ export interface Status {
 export interface QueueStatus {
   offline: boolean;
   queued: number;
+  estimatedSizeBytes: number;
   capacity: number;
+}
+
+export interface SyncOptions {
+  /** Keep the connection open (live changes both ways) and reconnect after failures. */
+  watch?: boolean;
+  /** The hub's auth token (`serve --auth-token-file` or a credential's token). */
+  token?: string;
+}
+
+export interface SyncResult {
+  /** The hub's peer id. */
+  peer: string;
 }
 
 /** A conflict as `kuzu-sync conflicts` prints it. */
@@ -77,7 +90,12 @@ export interface Conflict {
   [field: string]: unknown;
 }
 
-/** Events: `change` (detail: {tables}), `conflict` (detail: {count}). */
+/**
+ * Events (each an `Event` with a `detail`): `change` ({tables}), `conflict` ({count} after
+ * a write or import; the engine's conflict record from a sync), and from `sync`:
+ * `connect`, `sync`, `eose`, `outdated`, `refused`, `strategy`, `disconnect`, `error`
+ * (the engine's lifecycle event, as the CLI prints it).
+ */
 export class Replica extends EventTarget {
   static open(options: OpenOptions): Promise<Replica>;
   readonly peerId: string;
@@ -89,5 +107,8 @@ export class Replica extends EventTarget {
   queueStatus(): Promise<QueueStatus>;
   goOffline(): Promise<void>;
   goOnline(): Promise<void>;
+  /** Syncs with a hub over `ws://` or `wss://`; resolves once both sides are caught up. */
+  sync(url: string, options?: SyncOptions): Promise<SyncResult>;
+  stopSync(): void;
   close(): Promise<void>;
 }

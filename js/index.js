@@ -120,6 +120,7 @@ function opLine(op, i) {
     throw new TypeError(`op ${i}: an op must be an object like {op: "add_node", ...}, got ${describe(op)}`);
   }
   const marks = [];
+  // JSON.stringify cannot write a bigint: each becomes a marked string, then its digits.
   const text = JSON.stringify(op, (_k, v) => {
     if (typeof v === "bigint") {
       marks.push(v.toString());
@@ -145,9 +146,20 @@ class ReplicaEvent extends Event {
 
 // ---------------------------------------------------------------- the replica
 
+/** The WebSocket class: the platform's, or the `ws` package in Node 20 (which has none). */
+async function webSocketClass() {
+  if (typeof globalThis.WebSocket === "function") return globalThis.WebSocket;
+  const ws = await import(/* webpackIgnore: true */ "ws");
+  return ws.WebSocket ?? ws.default;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
 /**
- * A replica of the graph in the application's own Kuzu database. Events: `change`
- * (detail: {tables}), `conflict` (detail: {count}), `error`.
+ * A replica of the graph in the application's own Kuzu database. An `EventTarget`:
+ * `change` (detail: {tables}), `conflict` (detail: {count} after a write or import, or
+ * {conflict} from a sync), and from `sync`: `connect`, `sync`, `eose`, `outdated`,
+ * `refused`, `disconnect`, `error` (detail: the engine's lifecycle event).
  */
 export class Replica extends EventTarget {
   #host;
@@ -156,6 +168,7 @@ export class Replica extends EventTarget {
   #queue = Promise.resolve();
   #closed = false;
   #afterCommit;
+  #link = null;
 
   constructor(host, peer, afterCommit) {
     super();
@@ -207,13 +220,9 @@ export class Replica extends EventTarget {
     return this.#peer;
   }
 
-  async #readLog() {
-    const rows = await this.#host.run(readLogQuery());
-    return rows.map((r) => String(Object.values(r)[0]));
-  }
-
   async #reopen() {
-    const log = await this.#readLog();
+    const rows = await this.#host.run(readLogQuery());
+    const log = rows.map((r) => String(Object.values(r)[0]));
     const mark = await readMeta(this.#host, "offline_mark");
     const capacity = await readMeta(this.#host, "queue_capacity");
     const core = Core.open(
@@ -236,17 +245,19 @@ export class Replica extends EventTarget {
     return run;
   }
 
-  /** Stages with the core; if that left the core stale, rebuilds it from the log. */
-  async #stage(f) {
+  /** Asks the core for a plan; if the failure left the core unusable, reopens it. */
+  async #plan(f) {
     try {
       return JSON.parse(f(this.#core));
     } catch (e) {
-      if (JSON.parse(this.#core.status()).stale) await this.#reopen();
+      if (this.#core.isDead()) await this.#reopen();
       throw asError(e);
     }
   }
 
+  /** Commits a plan (nothing if it is empty) and confirms it to the core. */
   async #commit(plan) {
+    if (plan.ddl.length === 0 && plan.data.length === 0) return;
     try {
       for (const s of plan.ddl) await this.#host.run(s);
       await this.#host.run("BEGIN TRANSACTION");
@@ -260,14 +271,23 @@ export class Replica extends EventTarget {
       }
     } catch (e) {
       this.#core.abort(String(e && e.message));
+      this.#dropLink();
       await this.#reopen();
       throw asError(e);
     }
-    const out = JSON.parse(this.#core.confirm());
+    this.#core.confirm();
     if (this.#afterCommit) await this.#afterCommit();
-    if (plan.tables.length > 0) this.dispatchEvent(new ReplicaEvent("change", { tables: plan.tables }));
-    if (out.conflicts > 0) this.dispatchEvent(new ReplicaEvent("conflict", { count: out.conflicts }));
-    return out;
+    if (plan.tables.length > 0) this.#emit("change", { tables: plan.tables });
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new ReplicaEvent(type, detail));
+  }
+
+  /** After a local change: streams it to the hub, if connected. */
+  async #streamLocal() {
+    const link = this.#link;
+    if (link && link.socket && link.open) await this.#carry(link, this.#core.syncLocalChanged(Date.now()));
   }
 
   /**
@@ -278,9 +298,10 @@ export class Replica extends EventTarget {
     return this.#serial(async () => {
       if (!Array.isArray(ops)) throw new TypeError(`write takes an array of ops, got ${describe(ops)}`);
       const lines = ops.map(opLine).join("\n");
-      const plan = await this.#stage((core) => core.write(lines, Date.now()));
-      const out = await this.#commit(plan);
-      return { ids: out.ids, applied: out.applied };
+      const plan = await this.#plan((core) => core.write(lines, Date.now()));
+      await this.#commit(plan);
+      await this.#streamLocal();
+      return plan.outcome;
     });
   }
 
@@ -293,9 +314,11 @@ export class Replica extends EventTarget {
       if (!(bytes instanceof Uint8Array)) {
         throw new TypeError(`importBundle takes a Uint8Array, got ${describe(bytes)}`);
       }
-      const plan = await this.#stage((core) => core.importBundle(bytes, Date.now()));
-      const out = await this.#commit(plan);
-      return { applied: out.applied, duplicates: out.duplicates, conflicts: out.conflicts };
+      const plan = await this.#plan((core) => core.importBundle(bytes, Date.now()));
+      await this.#commit(plan);
+      if (plan.outcome.conflicts > 0) this.#emit("conflict", { count: plan.outcome.conflicts });
+      await this.#streamLocal();
+      return plan.outcome;
     });
   }
 
@@ -312,9 +335,8 @@ export class Replica extends EventTarget {
         }
         vv = JSON.stringify(since);
       }
-      const log = await this.#readLog();
       try {
-        return this.#core.exportBundle(log, vv);
+        return this.#core.exportBundle(vv);
       } catch (e) {
         throw asError(e);
       }
@@ -322,23 +344,18 @@ export class Replica extends EventTarget {
   }
 
   /** `{peerId, versionVector, storedEvents, schemaVersion, nodes, edges, conflicts, offline}`. */
-  async status() {
-    await this.#queue;
-    const s = JSON.parse(this.#core.status());
-    delete s.stale;
-    return s;
+  status() {
+    return this.#serial(async () => JSON.parse(this.#core.status()));
   }
 
-  /** The conflicts resolved since the replica was opened or created, as the CLI prints them. */
-  async conflicts() {
-    await this.#queue;
-    return JSON.parse(this.#core.conflicts());
+  /** The conflicts resolved since the replica was opened, as `kuzu-sync conflicts` prints them. */
+  conflicts() {
+    return this.#serial(async () => JSON.parse(this.#core.conflicts()));
   }
 
-  /** `{offline, queued, capacity}`. */
-  async queueStatus() {
-    await this.#queue;
-    return JSON.parse(this.#core.queueStatus());
+  /** `{offline, queued, estimatedSizeBytes, capacity}`. */
+  queueStatus() {
+    return this.#serial(async () => JSON.parse(this.#core.queueStatus()));
   }
 
   /** Goes offline: own writes count against the offline queue's capacity. Durable. */
@@ -350,7 +367,7 @@ export class Replica extends EventTarget {
         await this.#host.exec(writeMetaStatement(), { k: "offline_mark", v: String(mark) });
         if (this.#afterCommit) await this.#afterCommit();
       } catch (e) {
-        this.#core.goOnline();
+        await this.#reopen();
         throw asError(e);
       }
     });
@@ -365,11 +382,149 @@ export class Replica extends EventTarget {
     });
   }
 
+  // -------------------------------------------------------------- live sync
+
   /**
-   * Waits for pending work and releases the core. The application's connection and
-   * database stay open: they are the application's to close.
+   * Syncs with a hub (`kuzu-sync serve`) over WebSocket (`ws://` or `wss://`). Resolves
+   * once both sides hold what the other held at the handshake, with `{peer}`. Without
+   * `watch` the connection then closes; with it, it stays open (live changes both ways)
+   * and reconnects after a failure with exponential backoff (jittered, at most 30 s)
+   * until `stopSync()` or `close()`. `token`: the hub's auth token.
+   */
+  sync(url, options = {}) {
+    if (typeof url !== "string" || !/^wss?:\/\/[^\s]+$/.test(url)) {
+      return Promise.reject(
+        new Error(`sync needs a ws:// or wss:// URL, got ${JSON.stringify(url)} (HTTP push/pull is not built for JS yet)`),
+      );
+    }
+    const { watch = false, token } = options ?? {};
+    if (token !== undefined && typeof token !== "string") {
+      return Promise.reject(new TypeError("options.token must be a string"));
+    }
+    if (this.#closed) return Promise.reject(new Error("the replica is closed"));
+    if (this.#link) return Promise.reject(new Error("a sync is already running: stopSync() first"));
+    return new Promise((resolve, reject) => {
+      const link = { url, token, watch: Boolean(watch), resolve, reject, settled: false, attempts: 0 };
+      this.#link = link;
+      this.#connect(link);
+    });
+  }
+
+  /** Stops a running sync (closes its connection, no reconnection). */
+  stopSync() {
+    const link = this.#link;
+    if (!link) return;
+    link.stopped = true;
+    clearTimeout(link.timer);
+    if (link.socket) link.socket.close();
+    this.#link = null;
+    if (!link.settled) {
+      link.settled = true;
+      link.reject(new Error("sync stopped"));
+    }
+  }
+
+  #dropLink() {
+    const link = this.#link;
+    if (link && link.socket) link.socket.close();
+  }
+
+  async #connect(link) {
+    let WS;
+    try {
+      WS = await webSocketClass();
+    } catch (e) {
+      this.#settle(link, new Error(`no WebSocket here (install the ws package in Node 20): ${e.message}`));
+      return;
+    }
+    if (link.stopped) return;
+    const socket = new WS(link.url);
+    socket.binaryType = "arraybuffer";
+    link.socket = socket;
+    link.open = false;
+    socket.onopen = () => {
+      link.open = true;
+      this.#serial(async () => this.#carry(link, this.#core.syncStart(link.token, Date.now()))).catch((e) =>
+        this.#fail(link, e),
+      );
+    };
+    socket.onmessage = (ev) => {
+      const bytes = new Uint8Array(ev.data);
+      this.#serial(async () => {
+        let step = this.#core.syncReceive(bytes, Date.now());
+        let more = await this.#carry(link, step);
+        while (more) more = await this.#carry(link, this.#core.syncReceive(new Uint8Array(0), Date.now()));
+      }).catch((e) => this.#fail(link, e));
+    };
+    socket.onerror = () => {};
+    socket.onclose = (ev) => {
+      link.open = false;
+      if (!this.#closed) this.#core.syncEnd();
+      this.#emit("disconnect", { reason: ev && ev.reason ? String(ev.reason) : "the connection closed" });
+      if (link.stopped || this.#closed) return;
+      if (!link.watch || link.refused) {
+        this.#settle(link, new Error(link.refused ?? link.error ?? "the connection closed before the sync completed"));
+        if (this.#link === link) this.#link = null;
+        return;
+      }
+      // Reconnect with exponential backoff, jittered.
+      const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** link.attempts) * (0.5 + Math.random() / 2);
+      link.attempts++;
+      link.timer = setTimeout(() => this.#connect(link), delay);
+    };
+  }
+
+  #fail(link, e) {
+    link.error = asError(e).message;
+    this.#emit("error", { reason: link.error });
+    if (link.socket) link.socket.close();
+  }
+
+  #settle(link, error, value) {
+    if (link.settled) return;
+    link.settled = true;
+    if (error) link.reject(error);
+    else link.resolve(value);
+  }
+
+  /** Carries out one step of the session, in order; true if more received messages wait. */
+  async #carry(link, step) {
+    try {
+      await this.#commit(JSON.parse(step.plan));
+      for (let i = 0; i < step.frameCount; i++) {
+        if (link.socket && link.open) link.socket.send(step.frame(i));
+      }
+      for (const ev of JSON.parse(step.events)) {
+        if (ev.event === "change") continue; // #commit emitted it, with the tables
+        if (ev.event === "refused") link.refused = ev.reason;
+        if (ev.event === "error") link.error = ev.reason;
+        if (ev.event === "connect") {
+          link.attempts = 0;
+          link.peer = ev.peer;
+        }
+        this.#emit(ev.event, ev);
+      }
+      if (step.synced && !link.settled) {
+        this.#settle(link, null, { peer: link.peer });
+        if (!link.watch) {
+          link.stopped = true;
+          if (this.#link === link) this.#link = null;
+          link.socket.close();
+        }
+      }
+      if (step.close && link.socket) link.socket.close();
+      return step.more;
+    } finally {
+      step.free();
+    }
+  }
+
+  /**
+   * Stops any sync, waits for pending work and releases the core. The application's
+   * connection and database stay open: they are the application's to close.
    */
   close() {
+    this.stopSync();
     return this.#serial(async () => {
       this.#closed = true;
       this.#core.free();

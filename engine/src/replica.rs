@@ -585,6 +585,16 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         Ok(report)
     }
 
+    /// Goes online without coalescing the queue: the log is left as it is (for hosts that
+    /// keep their own copy of the log and cannot rewrite it yet, as the JS host).
+    pub fn go_online_keeping_queue(&mut self) -> Result<(), ReplicaError> {
+        if self.core.offline_mark.is_some() {
+            self.events.set_meta(OFFLINE_MARK_KEY, "")?;
+            self.core.offline_mark = None;
+        }
+        Ok(())
+    }
+
     fn rewrite_queue(
         &mut self,
         mark: u64,

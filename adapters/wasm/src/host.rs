@@ -1,19 +1,31 @@
-//! What the JS host asks of the core, in plain Rust (tested natively; `lib.rs` only binds
+//! What the JS host asks of the engine, in plain Rust (tested natively; `lib.rs` only binds
 //! it to JS). Everything crosses the boundary as JSON text or bytes.
 //!
 //! The host keeps the log in the application's Kuzu database, beside the graph: a node
 //! table `_ks_log(seq INT64, body STRING)`, each body a MessagePack event in base64 (Kuzu
-//! strings are the one value type both JS hosts pass exactly). A change's [`HostPlan`] is
-//! DDL (auto-committed, idempotent) and then one transaction: the log rows, the graph
-//! statements and the watermark. So the log and the graph commit together, and opening
-//! replays the log and applies nothing.
+//! strings are the one value type both JS hosts pass exactly). Inside, the engine runs the
+//! same [`Replica`] as native replicas, over two in-memory stores: a copy of that log
+//! ([`MemoryEventStore`]) and a graph store that records what it is asked to apply
+//! ([`Recorder`]). After each change (a write, an import, a message of a sync session) the
+//! host takes what the stores received as a [`HostPlan`]: DDL (auto-committed, idempotent)
+//! and one transaction holding the new log rows, the graph statements and the watermark.
+//! It commits it and confirms; if it cannot, it drops this core and opens a new one from
+//! the log in Kuzu. So the log and the graph commit together, and opening replays the log
+//! and applies nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use kuzu_sync_engine::change::GraphChange;
-use kuzu_sync_engine::core::{Core, Staged};
 use kuzu_sync_engine::cypher::{self, Param, Statement, META_TABLE, UNWIND_CHUNK};
 use kuzu_sync_engine::json::parse_op_lines;
-use kuzu_sync_engine::{Event, FixedClock, PeerId, VersionVector};
+use kuzu_sync_engine::sync::{Lifecycle, Output, Session, SessionConfig, CAP_ZSTD};
+use kuzu_sync_engine::{
+    ApplyBatch, Event, EventStore, GraphDump, GraphStore, MemoryEventStore, PeerId, Replica,
+    Schema, StoreError, VersionVector, WallClock,
+};
+use kuzu_sync_protocol::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
 use kuzu_sync_protocol::{Bundle, BundleV1};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -25,7 +37,9 @@ pub const LOG_TABLE: &str = "_ks_log";
 pub fn setup_statements() -> Vec<String> {
     vec![
         cypher::meta_table_ddl(),
-        format!("CREATE NODE TABLE IF NOT EXISTS {LOG_TABLE}(seq INT64, body STRING, PRIMARY KEY (seq))"),
+        format!(
+            "CREATE NODE TABLE IF NOT EXISTS {LOG_TABLE}(seq INT64, body STRING, PRIMARY KEY (seq))"
+        ),
     ]
 }
 
@@ -54,8 +68,8 @@ impl<E: std::fmt::Display> From<E> for HostError {
     }
 }
 
-/// What the host runs for one staged change.
-#[derive(Debug, Serialize)]
+/// What the host runs for one change.
+#[derive(Debug, Default, Serialize)]
 pub struct HostPlan {
     /// Run first, each on its own (Kuzu does not mix DDL and data in a transaction).
     pub ddl: Vec<String>,
@@ -63,15 +77,102 @@ pub struct HostPlan {
     pub data: Vec<Json>,
     /// The tables whose rows or definitions change.
     pub tables: Vec<String>,
+    /// What the change did: `{ids, applied}` for a write, `{applied, duplicates,
+    /// conflicts}` for an import.
+    pub outcome: Json,
 }
 
-/// The core as the JS host drives it.
+impl HostPlan {
+    pub fn is_empty(&self) -> bool {
+        self.ddl.is_empty() && self.data.is_empty()
+    }
+}
+
+/// A graph store that keeps what it is asked to apply, for the host to run.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    watermark: VersionVector,
+    batches: Vec<(ApplyBatch, Schema)>,
+}
+
+impl GraphStore for Recorder {
+    fn watermark(&mut self) -> Result<VersionVector, StoreError> {
+        Ok(self.watermark.clone())
+    }
+
+    fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError> {
+        self.watermark = batch.watermark.clone();
+        if !batch.changes.is_empty() || self.batches.is_empty() {
+            self.batches.push((batch.clone(), schema.clone()));
+        }
+        Ok(())
+    }
+
+    fn dump(&mut self, _schema: &Schema) -> Result<GraphDump, StoreError> {
+        Err(StoreError::Corrupt(
+            "the JS host's rows are read from its own Kuzu connection".into(),
+        ))
+    }
+}
+
+/// The wall clock the host sets before each call (`Date.now()` in JS).
+#[derive(Debug, Clone, Default)]
+struct HostClock(Arc<AtomicU64>);
+
+impl WallClock for HostClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+const PEER_ID_KEY: &str = "peer_id";
+const OFFLINE_MARK_KEY: &str = "offline_mark";
+const QUEUE_CAPACITY_KEY: &str = "offline_queue_capacity";
+
+/// A live sync session with a hub: the session state machine and the frame codec; the
+/// host owns the socket.
 #[derive(Debug)]
+struct Sync {
+    session: Session,
+    decoder: FrameDecoder,
+    encoder: Encoder,
+}
+
+/// What one step of a sync session asks of the host, in this order: commit `plan` (if
+/// not empty) and confirm, send `frames`, report `events`, then close if `close`.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncStep {
+    pub plan: HostPlan,
+    #[serde(skip)]
+    pub frames: Vec<Vec<u8>>,
+    pub events: Vec<Lifecycle>,
+    pub close: bool,
+    /// The session has exchanged everything both sides held at the handshake.
+    pub synced: bool,
+    /// More received messages wait: call `sync_receive` again with no bytes.
+    pub more: bool,
+}
+
+/// The engine as the JS host drives it.
 pub struct Host {
-    core: Core,
-    /// The next log position.
-    seq: u64,
-    staged: Option<Staged>,
+    replica: Replica<MemoryEventStore, Recorder>,
+    clock: HostClock,
+    /// Events in the host's durable log (`_ks_log` rows).
+    committed: u64,
+    /// A plan handed to the host and not yet confirmed: the log length it brings.
+    staged: Option<u64>,
+    /// Why this core must not be used any more (a plan the host could not commit).
+    dead: Option<String>,
+    sync: Option<Sync>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("peer", self.replica.peer())
+            .field("committed", &self.committed)
+            .finish()
+    }
 }
 
 impl Host {
@@ -85,53 +186,101 @@ impl Host {
     ) -> Result<Host, HostError> {
         let peer = PeerId::new(peer)?;
         let mut events = Vec::with_capacity(log.len());
+        let mut vv = VersionVector::new();
         for (i, body) in log.iter().enumerate() {
-            events.push(
-                decode_body(body)
-                    .map_err(|e| HostError(format!("the log's entry {i} is corrupt: {}", e.0)))?,
-            );
+            let e = decode_body(body)
+                .map_err(|e| HostError(format!("the log's entry {i} is corrupt: {}", e.0)))?;
+            vv.observe(&e.id);
+            events.push(e);
         }
-        if let Some(e) = events.iter().find(|e| e.id.counter == 0) {
+        let mut store = MemoryEventStore::new();
+        store.append(&events)?;
+        store.set_meta(PEER_ID_KEY, peer.as_str())?;
+        if let Some(m) = offline_mark {
+            store.set_meta(OFFLINE_MARK_KEY, &m.to_string())?;
+        }
+        if let Some(c) = queue_capacity {
+            store.set_meta(QUEUE_CAPACITY_KEY, &c.to_string())?;
+        }
+        let clock = HostClock::default();
+        // The graph holds what the log holds: opening replays and applies nothing.
+        let graph = Recorder {
+            watermark: vv,
+            batches: Vec::new(),
+        };
+        let mut replica = Replica::open(store, graph, Box::new(clock.clone()))?;
+        if replica.peer() != &peer {
             return Err(HostError(format!(
-                "the log holds an event with counter 0 ({:?})",
-                e.id
+                "this log belongs to peer \"{}\", not \"{peer}\"",
+                replica.peer()
             )));
         }
-        let mut core = Core::replay(peer, None, events)?;
-        core.set_offline_mark(offline_mark);
-        if let Some(c) = queue_capacity {
-            core.set_queue_capacity(c);
-        }
+        replica.graph().batches.clear();
         Ok(Host {
-            core,
-            seq: log.len() as u64,
+            replica,
+            clock,
+            committed: log.len() as u64,
             staged: None,
+            dead: None,
+            sync: None,
         })
     }
 
-    pub fn core(&self) -> &Core {
-        &self.core
+    /// Whether this core refuses all work (a plan was aborted): open a new one.
+    pub fn is_dead(&self) -> bool {
+        self.dead.is_some()
     }
 
-    /// Stages local ops, given as JSON lines in the format of `kuzu-sync write`.
+    pub fn replica(&self) -> &Replica<MemoryEventStore, Recorder> {
+        &self.replica
+    }
+
+    fn ready(&mut self, now_ms: u64) -> Result<(), HostError> {
+        if let Some(reason) = &self.dead {
+            return Err(HostError(format!(
+                "this replica must be reopened from its log: {reason}"
+            )));
+        }
+        if self.staged.is_some() {
+            return Err(HostError(
+                "a change is already staged: confirm or abort it first".into(),
+            ));
+        }
+        self.clock.0.store(now_ms, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes local ops, given as JSON lines in the format of `kuzu-sync write`.
     pub fn write(&mut self, op_lines: &str, now_ms: u64) -> Result<HostPlan, HostError> {
-        self.refuse_if_staged()?;
-        let ops = parse_op_lines(op_lines, self.core.engine().schema())?
+        self.ready(now_ms)?;
+        let ops = parse_op_lines(op_lines, self.replica.engine().schema())?
             .into_iter()
             .map(|(_, op)| op)
             .collect();
-        let staged = self
-            .core
-            .stage_write(ops, &FixedClock(now_ms), &mut |_, _| {})?;
-        self.plan(staged)
+        let done = self.replica.write(ops);
+        let ids: Vec<String> = done
+            .as_ref()
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| format!("{}:{}", id.peer, id.counter))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut plan = self.take_plan(done.map(|_| ()))?;
+        plan.outcome = json!({ "applied": ids.len(), "ids": ids });
+        Ok(plan)
     }
 
-    /// Stages a bundle's events (the CLI's bundle format).
+    /// Imports a bundle's events (the CLI's bundle format).
     pub fn import_bundle(&mut self, bytes: &[u8], now_ms: u64) -> Result<HostPlan, HostError> {
-        self.refuse_if_staged()?;
+        self.ready(now_ms)?;
         let bundle = kuzu_sync_protocol::decode(bytes)?;
         if let Some(snap) = bundle.snapshot() {
-            if !self.core.version_vector().dominates(&snap.version_vector) {
+            if !self
+                .replica
+                .version_vector()
+                .dominates(&snap.version_vector)
+            {
                 return Err(HostError(format!(
                     "this bundle starts from a snapshot of {} compacted events, which a \
                      JS replica cannot install yet; export it from the source with a \
@@ -140,33 +289,54 @@ impl Host {
                 )));
             }
         }
-        let staged = self
-            .core
-            .stage_import(bundle.into_events(), now_ms, &mut |_, _| {})?;
-        self.plan(staged)
-    }
-
-    fn refuse_if_staged(&self) -> Result<(), HostError> {
-        if self.staged.is_some() {
-            return Err(HostError(
-                "a change is already staged: confirm or abort it first".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn plan(&mut self, staged: Staged) -> Result<HostPlan, HostError> {
-        let graph = cypher::plan(&staged.batch, self.core.engine().schema());
-        let graph = match graph {
-            Ok(g) => g,
-            Err(e) => {
-                self.core.mark_stale(e.to_string());
-                return Err(e.into());
+        let done = self.replica.import(bundle.into_events());
+        let outcome = match &done {
+            Ok(o) => {
+                json!({ "applied": o.applied, "duplicates": o.duplicates, "conflicts": o.conflicts })
             }
+            Err(_) => Json::Null,
         };
-        let mut data = Vec::new();
-        let mut seq = self.seq;
-        for chunk in staged.events[..staged.applied].chunks(UNWIND_CHUNK) {
+        let mut plan = self.take_plan(done.map(|_| ()))?;
+        plan.outcome = outcome;
+        Ok(plan)
+    }
+
+    /// What the stores received since the last confirmed plan, as a plan. On an error the
+    /// replica has rebuilt itself from its in-memory stores; if those had already taken
+    /// part of the change, this core is dropped (the host reopens from its log).
+    fn take_plan<E: std::fmt::Display>(
+        &mut self,
+        done: Result<(), E>,
+    ) -> Result<HostPlan, HostError> {
+        if let Err(e) = done {
+            self.replica.graph().batches.clear();
+            if self.replica.event_store().count()? > self.committed {
+                self.abort(&e.to_string());
+            }
+            return Err(HostError(e.to_string()));
+        }
+        self.pending_plan().inspect_err(|e| self.abort(&e.0))
+    }
+
+    fn pending_plan(&mut self) -> Result<HostPlan, HostError> {
+        let mut new_events = Vec::new();
+        self.replica.event_store().scan_page(
+            &VersionVector::new(),
+            self.committed,
+            usize::MAX,
+            &mut |e| {
+                new_events.push(e);
+                Ok(())
+            },
+        )?;
+        let batches = std::mem::take(&mut self.replica.graph().batches);
+        let mut plan = HostPlan::default();
+        if new_events.is_empty() && batches.iter().all(|(b, _)| b.changes.is_empty()) {
+            return Ok(plan);
+        }
+        self.staged = Some(self.committed + new_events.len() as u64);
+        let mut seq = self.committed;
+        for chunk in new_events.chunks(UNWIND_CHUNK) {
             let rows: Vec<Json> = chunk
                 .iter()
                 .map(|e| {
@@ -175,111 +345,211 @@ impl Host {
                     row
                 })
                 .collect();
-            data.push(json!({
+            plan.data.push(json!({
                 "cypher": format!(
                     "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
                 ),
                 "params": { "rows": rows },
             }));
         }
-        data.extend(graph.data.iter().map(statement_json));
-        let mut tables: Vec<String> = staged.batch.changes.iter().map(table_of).collect();
-        tables.sort();
-        tables.dedup();
-        self.staged = Some(staged);
-        Ok(HostPlan {
-            ddl: graph.ddl,
-            data,
-            tables,
-        })
+        for (batch, schema) in &batches {
+            let graph = cypher::plan(batch, schema)?;
+            plan.ddl.extend(graph.ddl);
+            plan.data.extend(graph.data.iter().map(statement_json));
+            plan.tables.extend(batch.changes.iter().map(table_of));
+        }
+        plan.tables.sort();
+        plan.tables.dedup();
+        Ok(plan)
     }
 
-    /// The host committed the staged change: returns its outcome as JSON
-    /// (`ids`, `applied`, `duplicates`, `conflicts`).
-    pub fn confirm(&mut self) -> Result<Json, HostError> {
-        let staged = self
+    /// The host committed the plan it was given.
+    pub fn confirm(&mut self) -> Result<(), HostError> {
+        let end = self
             .staged
             .take()
             .ok_or_else(|| HostError("no change is staged".into()))?;
-        self.seq += staged.applied as u64;
-        let out = json!({
-            "ids": staged.ids().iter().map(|id| format!("{}:{}", id.peer, id.counter)).collect::<Vec<_>>(),
-            "applied": staged.applied,
-            "duplicates": staged.duplicates,
-            "conflicts": staged.conflicts().len(),
-        });
-        self.core.confirm(staged);
-        Ok(out)
+        self.committed = end;
+        Ok(())
     }
 
-    /// The host could not commit the staged change: the core is stale until the host opens
-    /// it again from its log.
+    /// The host could not commit a plan: this core holds events its log lacks, so it
+    /// refuses all work; the host opens a new one from its log.
     pub fn abort(&mut self, reason: &str) {
         self.staged = None;
-        self.core
-            .mark_stale(format!("the host could not store a change: {reason}"));
+        self.sync = None;
+        self.dead = Some(format!("the host could not store a change: {reason}"));
     }
 
-    /// A bundle of the logged events not in `since` (all of them if `None`), from the
-    /// logged bodies the host read.
-    pub fn export_bundle(
-        &self,
-        log: &[String],
-        since: Option<&VersionVector>,
-    ) -> Result<Vec<u8>, HostError> {
+    /// A bundle of the events not in `since` (all of them if `None`).
+    pub fn export_bundle(&self, since: Option<&VersionVector>) -> Result<Vec<u8>, HostError> {
         let since = since.cloned().unwrap_or_default();
-        let mut events = Vec::new();
-        for (i, body) in log.iter().enumerate() {
-            let e = decode_body(body)
-                .map_err(|e| HostError(format!("the log's entry {i} is corrupt: {}", e.0)))?;
-            if !since.contains(&e.id) {
-                events.push(e);
-            }
-        }
+        let events = self.replica.events_since(&since)?;
         Ok(kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
-            source_peer: self.core.peer().to_string(),
+            source_peer: self.replica.peer().to_string(),
             since,
-            until: self.core.version_vector().clone(),
+            until: self.replica.version_vector().clone(),
             events,
             snapshot: None,
         })))
     }
 
-    pub fn status(&self) -> Json {
-        let (nodes, edges) = self.core.engine().visible_counts();
-        json!({
-            "peerId": self.core.peer().to_string(),
-            "versionVector": self.core.version_vector(),
-            "storedEvents": self.seq,
-            "schemaVersion": self.core.engine().schema().version,
-            "nodes": nodes,
-            "edges": edges,
-            "conflicts": self.core.conflicts().len(),
-            "offline": self.core.is_offline(),
-            "stale": self.core.stale(),
-        })
+    pub fn status(&mut self) -> Result<Json, HostError> {
+        let s = self.replica.status()?;
+        Ok(json!({
+            "peerId": s.peer_id,
+            "versionVector": s.version_vector,
+            "storedEvents": s.stored_events,
+            "schemaVersion": s.schema_version,
+            "nodes": s.nodes,
+            "edges": s.edges,
+            "conflicts": s.conflicts,
+            "offline": self.replica.is_offline(),
+        }))
     }
 
     pub fn conflicts(&self) -> Json {
-        serde_json::to_value(self.core.conflicts()).unwrap_or(Json::Null)
+        serde_json::to_value(self.replica.conflicts()).unwrap_or(Json::Null)
     }
 
-    pub fn queue_status(&self) -> Json {
-        json!({
-            "offline": self.core.is_offline(),
-            "queued": self.core.queued(),
-            "capacity": self.core.queue_capacity(),
-        })
+    pub fn queue_status(&self) -> Result<Json, HostError> {
+        let q = self.replica.queue_status()?;
+        Ok(json!({
+            "offline": q.offline,
+            "queued": q.size,
+            "estimatedSizeBytes": q.estimated_size_bytes,
+            "capacity": q.capacity,
+        }))
     }
 
     /// Goes offline; returns the mark the host must store (`None`: already offline).
-    pub fn go_offline(&mut self) -> Option<u64> {
-        self.core.go_offline()
+    pub fn go_offline(&mut self) -> Result<Option<u64>, HostError> {
+        if self.replica.is_offline() {
+            return Ok(None);
+        }
+        self.replica.go_offline()?;
+        let mark = self.replica.event_store().meta(OFFLINE_MARK_KEY)?;
+        Ok(mark.and_then(|m| m.parse().ok()))
     }
 
-    /// Goes online; the host clears the stored mark.
-    pub fn go_online(&mut self) {
-        self.core.set_offline_mark(None);
+    /// Goes online (the queue is not coalesced on JS replicas); the host clears the mark.
+    pub fn go_online(&mut self) -> Result<(), HostError> {
+        Ok(self.replica.go_online_keeping_queue()?)
+    }
+
+    // ------------------------------------------------------------------ live sync
+
+    /// Starts a client session (a new connection): the frames to send first.
+    pub fn sync_start(
+        &mut self,
+        token: Option<String>,
+        now_ms: u64,
+    ) -> Result<SyncStep, HostError> {
+        self.ready(now_ms)?;
+        let config = SessionConfig {
+            auth_token: token,
+            // No snapshot: a JS replica cannot install one yet; a hub that has compacted
+            // past it says so.
+            capabilities: vec![CAP_ZSTD.to_string()],
+            ..SessionConfig::default()
+        };
+        let mut session = Session::client(config);
+        let outs = session.start(&self.replica);
+        self.sync = Some(Sync {
+            session,
+            decoder: FrameDecoder::new(HANDSHAKE_MAX_FRAME),
+            encoder: Encoder::default(),
+        });
+        self.step(outs)
+    }
+
+    /// Bytes received on the connection (may be empty, to continue after `more`): handles
+    /// complete messages until one changes the replica (its plan must be committed before
+    /// anything else happens) or none is left.
+    pub fn sync_receive(&mut self, bytes: &[u8], now_ms: u64) -> Result<SyncStep, HostError> {
+        self.ready(now_ms)?;
+        let Some(sync) = self.sync.as_mut() else {
+            return Err(HostError("no sync session is running".into()));
+        };
+        sync.decoder.push(bytes);
+        let mut outs = Vec::new();
+        let mut more = false;
+        loop {
+            if sync.session.is_established() {
+                sync.decoder.set_max_frame(DEFAULT_MAX_FRAME);
+            }
+            let msg = match sync.decoder.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    outs.extend(sync.session.protocol_error(e.to_string()));
+                    break;
+                }
+            };
+            outs.extend(sync.session.receive(msg, &mut self.replica));
+            if sync.session.is_closed() {
+                break;
+            }
+            if self.replica.event_store().count()? > self.committed
+                || !self.replica.graph().batches.is_empty()
+            {
+                more = true;
+                break;
+            }
+        }
+        let mut step = self.step(outs)?;
+        step.more = more && !step.close;
+        Ok(step)
+    }
+
+    /// After local writes: the frames that stream them to the hub.
+    pub fn sync_local_changed(&mut self, now_ms: u64) -> Result<SyncStep, HostError> {
+        self.ready(now_ms)?;
+        let outs = match self.sync.as_mut() {
+            Some(s) => s.session.local_changed(&self.replica),
+            None => Vec::new(),
+        };
+        self.step(outs)
+    }
+
+    /// The connection ended: drops the session.
+    pub fn sync_end(&mut self) {
+        self.sync = None;
+    }
+
+    fn step(&mut self, outs: Vec<Output>) -> Result<SyncStep, HostError> {
+        let mut step = SyncStep {
+            plan: self.take_plan(Ok::<(), String>(()))?,
+            ..SyncStep::default()
+        };
+        let Some(sync) = self.sync.as_mut() else {
+            return Ok(step);
+        };
+        let mut queue = outs;
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for out in queue {
+                match out {
+                    Output::Send(msg) => {
+                        sync.encoder.compress = sync.session.compression();
+                        match sync.encoder.encode(&msg) {
+                            Ok((frame, _)) => step.frames.push(frame),
+                            Err(e) => next.extend(sync.session.protocol_error(e.to_string())),
+                        }
+                    }
+                    Output::Event(ev) => step.events.push(ev),
+                    Output::Close => step.close = true,
+                    Output::Pong(_) => {}
+                }
+            }
+            queue = next;
+        }
+        step.close |= sync.session.is_closed();
+        step.synced = sync.session.is_synced();
+        if step.close {
+            self.sync = None;
+        }
+        Ok(step)
     }
 }
 
@@ -319,11 +589,103 @@ fn statement_json(s: &Statement) -> Json {
 
 /// An event as the log stores it: MessagePack (the wire's encoding), in base64.
 pub fn encode_body(e: &Event) -> String {
-    let raw = rmp_serde::to_vec(e).expect("events always serialize");
-    base64::engine::general_purpose::STANDARD.encode(raw)
+    base64::engine::general_purpose::STANDARD.encode(e.encode())
 }
 
 pub fn decode_body(body: &str) -> Result<Event, HostError> {
     let raw = base64::engine::general_purpose::STANDARD.decode(body)?;
-    Ok(rmp_serde::from_slice(&raw)?)
+    Ok(Event::decode(&raw)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, age INT64, PRIMARY KEY(name))"}"#;
+
+    /// The log bodies a plan appends, in order.
+    fn logged(plan: &HostPlan) -> Vec<String> {
+        plan.data
+            .iter()
+            .filter(|s| s["cypher"].as_str().unwrap().contains(LOG_TABLE))
+            .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
+            .map(|r| r["b"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_write_plans_log_rows_graph_statements_and_watermark_in_order() {
+        let mut h = Host::open("a", &[], None, None).unwrap();
+        let plan = h
+            .write(
+                &format!(
+                    "{SCHEMA}\n{}",
+                    r#"{"op":"add_node","table":"User","props":{"name":"x","age":3}}"#
+                ),
+                1_000,
+            )
+            .unwrap();
+        assert!(
+            plan.ddl.iter().any(|d| d.contains("`User`")),
+            "{:?}",
+            plan.ddl
+        );
+        assert_eq!(logged(&plan).len(), 2);
+        let last = plan.data.last().unwrap()["cypher"].as_str().unwrap();
+        assert!(last.contains(META_TABLE), "the watermark goes last: {last}");
+        assert_eq!(plan.tables, vec!["User".to_string()]);
+        assert_eq!(plan.outcome["ids"], json!(["a:1", "a:2"]));
+        // Until confirmed, nothing else.
+        assert!(h
+            .write(SCHEMA, 1_000)
+            .unwrap_err()
+            .0
+            .contains("already staged"));
+        h.confirm().unwrap();
+        // Reopened from the logged bodies: the same state, and counters go on.
+        let mut again = Host::open("a", &logged(&plan), None, None).unwrap();
+        assert_eq!(
+            again.replica().version_vector(),
+            h.replica().version_vector()
+        );
+        let next = again
+            .write(
+                r#"{"op":"update","table":"User","key":"x","prop":"age","value":4}"#,
+                2_000,
+            )
+            .unwrap();
+        assert_eq!(next.outcome["ids"], json!(["a:3"]));
+        assert_eq!(logged(&next).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_write_plans_nothing_and_an_aborted_plan_kills_the_core() {
+        let mut h = Host::open("a", &[], None, None).unwrap();
+        let plan = h.write(SCHEMA, 1_000).unwrap();
+        h.confirm().unwrap();
+        let bad = h
+            .write(r#"{"op":"add_node","table":"Nope","props":{}}"#, 1_000)
+            .unwrap_err();
+        assert!(bad.0.contains("unknown table \"Nope\""), "{}", bad.0);
+        assert!(!h.is_dead());
+        let staged = h
+            .write(
+                r#"{"op":"add_node","table":"User","props":{"name":"y"}}"#,
+                1_000,
+            )
+            .unwrap();
+        assert_eq!(logged(&staged).len(), 1);
+        h.abort("disk full");
+        assert!(h.is_dead());
+        assert!(h.write(SCHEMA, 1_000).unwrap_err().0.contains("reopened"));
+        // The log holds the schema only.
+        let h = Host::open("a", &logged(&plan), None, None).unwrap();
+        assert_eq!(h.replica().version_vector().total(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_log_entry_is_named() {
+        let err = Host::open("a", &["not base64!".into()], None, None).unwrap_err();
+        assert!(err.0.contains("entry 0"), "{}", err.0);
+    }
 }

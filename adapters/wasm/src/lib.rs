@@ -78,15 +78,15 @@ impl Core {
         Ok(Core { host })
     }
 
-    /// Stages local ops (JSON lines, the format of `kuzu-sync write`); returns the plan as
-    /// JSON: `{ddl, data: [{cypher, params}], tables}`.
+    /// Writes local ops (JSON lines, the format of `kuzu-sync write`); returns the plan to
+    /// commit as JSON: `{ddl, data: [{cypher, params}], tables}` (empty: nothing to do).
     pub fn write(&mut self, op_lines: &str, now_ms: f64) -> Result<String, JsError> {
         let now = whole("now", now_ms.floor())?;
         let plan = self.host.write(op_lines, now).map_err(js_err)?;
         Ok(to_json(&plan))
     }
 
-    /// Stages a bundle's events; returns the plan as `write` does.
+    /// Imports a bundle's events; returns the plan as `write` does.
     #[wasm_bindgen(js_name = importBundle)]
     pub fn import_bundle(&mut self, bytes: &[u8], now_ms: f64) -> Result<String, JsError> {
         let now = whole("now", now_ms.floor())?;
@@ -94,24 +94,20 @@ impl Core {
         Ok(to_json(&plan))
     }
 
-    /// The staged change is committed: returns its outcome as JSON.
-    pub fn confirm(&mut self) -> Result<String, JsError> {
-        let out = self.host.confirm().map_err(js_err)?;
-        Ok(to_json(&out))
+    /// The plan given last is committed.
+    pub fn confirm(&mut self) -> Result<(), JsError> {
+        self.host.confirm().map_err(js_err)
     }
 
-    /// The staged change could not be committed: the core refuses work until reopened.
+    /// The plan given last could not be committed: this core refuses all work; open a new
+    /// one from the log.
     pub fn abort(&mut self, reason: &str) {
         self.host.abort(reason);
     }
 
-    /// A bundle of the logged events not in `since` (a JSON version vector, or undefined).
+    /// A bundle of the events not in `since` (a JSON version vector, or undefined).
     #[wasm_bindgen(js_name = exportBundle)]
-    pub fn export_bundle(
-        &self,
-        log: Vec<String>,
-        since: Option<String>,
-    ) -> Result<Vec<u8>, JsError> {
+    pub fn export_bundle(&self, since: Option<String>) -> Result<Vec<u8>, JsError> {
         let since = since
             .map(|s| {
                 serde_json::from_str::<kuzu_sync_engine::VersionVector>(&s).map_err(|e| {
@@ -119,13 +115,47 @@ impl Core {
                 })
             })
             .transpose()?;
+        self.host.export_bundle(since.as_ref()).map_err(js_err)
+    }
+
+    /// Starts a sync session on a new connection: a step (see `SyncStep`).
+    #[wasm_bindgen(js_name = syncStart)]
+    pub fn sync_start(&mut self, token: Option<String>, now_ms: f64) -> Result<SyncStep, JsError> {
+        let now = whole("now", now_ms.floor())?;
         self.host
-            .export_bundle(&log, since.as_ref())
+            .sync_start(token, now)
+            .map(SyncStep::from)
             .map_err(js_err)
     }
 
-    pub fn status(&self) -> String {
-        to_json(&self.host.status())
+    /// Bytes received on the connection (empty to continue after `more`).
+    #[wasm_bindgen(js_name = syncReceive)]
+    pub fn sync_receive(&mut self, bytes: &[u8], now_ms: f64) -> Result<SyncStep, JsError> {
+        let now = whole("now", now_ms.floor())?;
+        self.host
+            .sync_receive(bytes, now)
+            .map(SyncStep::from)
+            .map_err(js_err)
+    }
+
+    /// After local writes: what streams them to the hub.
+    #[wasm_bindgen(js_name = syncLocalChanged)]
+    pub fn sync_local_changed(&mut self, now_ms: f64) -> Result<SyncStep, JsError> {
+        let now = whole("now", now_ms.floor())?;
+        self.host
+            .sync_local_changed(now)
+            .map(SyncStep::from)
+            .map_err(js_err)
+    }
+
+    /// The connection ended.
+    #[wasm_bindgen(js_name = syncEnd)]
+    pub fn sync_end(&mut self) {
+        self.host.sync_end()
+    }
+
+    pub fn status(&mut self) -> Result<String, JsError> {
+        Ok(to_json(&self.host.status().map_err(js_err)?))
     }
 
     pub fn conflicts(&self) -> String {
@@ -133,24 +163,96 @@ impl Core {
     }
 
     #[wasm_bindgen(js_name = queueStatus)]
-    pub fn queue_status(&self) -> String {
-        to_json(&self.host.queue_status())
+    pub fn queue_status(&self) -> Result<String, JsError> {
+        Ok(to_json(&self.host.queue_status().map_err(js_err)?))
     }
 
     /// Goes offline: the mark to store, or undefined if already offline.
     #[wasm_bindgen(js_name = goOffline)]
-    pub fn go_offline(&mut self) -> Option<f64> {
-        self.host.go_offline().map(|m| m as f64)
+    pub fn go_offline(&mut self) -> Result<Option<f64>, JsError> {
+        Ok(self.host.go_offline().map_err(js_err)?.map(|m| m as f64))
     }
 
     #[wasm_bindgen(js_name = goOnline)]
-    pub fn go_online(&mut self) {
-        self.host.go_online()
+    pub fn go_online(&mut self) -> Result<(), JsError> {
+        self.host.go_online().map_err(js_err)
+    }
+
+    /// Whether this core refuses all work (a plan was aborted): open a new one from the log.
+    #[wasm_bindgen(js_name = isDead)]
+    pub fn is_dead(&self) -> bool {
+        self.host.is_dead()
     }
 
     /// The version vector as JSON.
     #[wasm_bindgen(js_name = versionVector)]
     pub fn version_vector(&self) -> String {
-        to_json(self.host.core().version_vector())
+        to_json(self.host.replica().version_vector())
+    }
+}
+
+/// One step of a sync session, in the order to carry it out: commit `plan` (JSON; empty:
+/// nothing) and confirm, send each of `frames`, report `events` (JSON array), then close
+/// the connection if `close`. `more`: received messages wait (call `syncReceive` with no
+/// bytes). `synced`: everything both sides held at the handshake is exchanged.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct SyncStep {
+    plan: String,
+    frames: Vec<Vec<u8>>,
+    events: String,
+    close: bool,
+    synced: bool,
+    more: bool,
+}
+
+impl From<host::SyncStep> for SyncStep {
+    fn from(s: host::SyncStep) -> Self {
+        SyncStep {
+            plan: to_json(&s.plan),
+            events: to_json(&s.events),
+            frames: s.frames,
+            close: s.close,
+            synced: s.synced,
+            more: s.more,
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl SyncStep {
+    #[wasm_bindgen(getter)]
+    pub fn plan(&self) -> String {
+        self.plan.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn events(&self) -> String {
+        self.events.clone()
+    }
+
+    /// How many frames to send; each with `frame(i)`.
+    #[wasm_bindgen(getter, js_name = frameCount)]
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn frame(&self, i: usize) -> Vec<u8> {
+        self.frames.get(i).cloned().unwrap_or_default()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn close(&self) -> bool {
+        self.close
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn more(&self) -> bool {
+        self.more
     }
 }

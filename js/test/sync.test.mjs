@@ -1,0 +1,167 @@
+// Live sync with a real hub (`kuzu-sync serve` on loopback): a JS replica on native kuzu,
+// one on kuzu-wasm and a native CLI replica converge; live changes stream both ways; a
+// dropped hub is reconnected to; a wrong token is refused.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { Replica } from "../index.js";
+import { nativeDb, wasmDb, tempDir, cli, cliWrite, cliRows, ALL_TYPES_QUERY, SCHEMA, PEOPLE } from "./helpers.mjs";
+
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `kuzu-sync serve DIR` and waits until it accepts connections. */
+async function startHub(dir, port, extra = []) {
+  const hub = spawn(process.env.KUZU_SYNC_BIN, ["serve", dir, "--listen", `127.0.0.1:${port}`, ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  hub.stdout.on("data", (d) => (log += d));
+  hub.stderr.on("data", (d) => (log += d));
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on("error", () => resolve(false));
+    });
+    if (ok) return { hub, log: () => log };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  hub.kill("SIGKILL");
+  throw new Error(`the hub did not start: ${log}`);
+}
+
+async function stopHub(h) {
+  const done = new Promise((r) => h.hub.on("exit", r));
+  h.hub.kill("SIGTERM");
+  await done;
+}
+
+function until(what, check, ms = 20_000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = async () => {
+      try {
+        if (await check()) return resolve();
+      } catch {
+        // not yet
+      }
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, 50);
+    };
+    tick();
+  });
+}
+
+test("JS replicas on kuzu and kuzu-wasm and a CLI replica converge through a hub", { timeout: 120_000 }, async () => {
+  const hubDir = path.join(tempDir("hub"), "hub");
+  cli("init", hubDir, "--peer-id", "hub");
+  const port = await freePort();
+  const url = `ws://127.0.0.1:${port}/sync`;
+  const hub = await startHub(hubDir, port);
+  try {
+    const n = nativeDb();
+    const w = await wasmDb();
+    const a = await Replica.open({ kuzu: n.conn, peerId: "node-1" });
+    const b = await Replica.open({ kuzu: w.conn, peerId: "wasm-1" });
+    const seen = [];
+    for (const type of ["connect", "eose", "disconnect"]) a.addEventListener(type, () => seen.push(type));
+
+    // One-shot: a's writes go up; b gets them.
+    await a.write([...SCHEMA, ...PEOPLE]);
+    const res = await a.sync(url);
+    assert.equal(res.peer, "hub");
+    await b.sync(url);
+    assert.deepEqual(await w.rows(ALL_TYPES_QUERY), await n.rows(ALL_TYPES_QUERY));
+    assert.ok(seen.includes("connect") && seen.includes("eose"), seen.join(","));
+
+    // Live: both watch; writes on either side and on a CLI replica reach everyone.
+    await a.sync(url, { watch: true });
+    await b.sync(url, { watch: true });
+    const changes = [];
+    b.addEventListener("change", (e) => changes.push(e.detail.tables));
+    await a.write([{ op: "update", table: "Person", key: "Carol", prop: "score", value: 3.5 }]);
+    await b.write([{ op: "add_node", table: "Person", props: { name: "Wes", big: 7n } }]);
+    const c = path.join(tempDir("cli"), "c");
+    cli("init", c, "--peer-id", "cli-1");
+    cli("sync", c, "--remote", url);
+    cliWrite(c, [{ op: "add_edge", table: "Knows", from: "Carol", to: "Wes", props: { since: 1 } }]);
+    cli("sync", c, "--remote", url);
+    await until("a and b to hold the CLI's edge and each other's writes", async () => {
+      const edges = await n.rows("MATCH (:Person)-[k:Knows]->(:Person) RETURN count(*) AS c");
+      const edgesW = await w.rows("MATCH (:Person)-[k:Knows]->(:Person) RETURN count(*) AS c");
+      return (
+        Number(edges[0].c) === 2 &&
+        Number(edgesW[0].c) === 2 &&
+        JSON.stringify(await n.rows(ALL_TYPES_QUERY)) === JSON.stringify(await w.rows(ALL_TYPES_QUERY)) &&
+        (await n.rows(ALL_TYPES_QUERY)).length === 4
+      );
+    });
+    cli("sync", c, "--remote", url);
+    assert.deepEqual(await n.rows(ALL_TYPES_QUERY), cliRows(c, ALL_TYPES_QUERY));
+    assert.ok(changes.some((t) => t.includes("Person")), JSON.stringify(changes));
+    assert.deepEqual((await a.status()).versionVector, (await b.status()).versionVector);
+
+    // The hub goes away and comes back: a reconnects by itself and catches up.
+    await stopHub(hub);
+    const hub2 = await startHub(hubDir, port);
+    try {
+      cliWrite(c, [{ op: "update", table: "Person", key: "Wes", prop: "score", value: 9.25 }]);
+      cli("sync", c, "--remote", url);
+      await until("a to reconnect and get the CLI's update", async () => {
+        const r = await n.rows("MATCH (p:Person) WHERE p.name = 'Wes' RETURN CAST(p.score AS STRING) AS s");
+        return r[0].s === "9.250000";
+      });
+    } finally {
+      a.stopSync();
+      b.stopSync();
+      await a.close();
+      await b.close();
+      await n.close();
+      await w.close();
+      await stopHub(hub2);
+    }
+  } catch (e) {
+    hub.hub.kill("SIGKILL");
+    throw new Error(`${e.message}\nhub log:\n${hub.log()}`);
+  }
+});
+
+test("a hub that refuses the token rejects the sync with its reason", { timeout: 60_000 }, async () => {
+  const hubDir = path.join(tempDir("hub-auth"), "hub");
+  cli("init", hubDir, "--peer-id", "hub");
+  const tokenFile = path.join(path.dirname(hubDir), "token");
+  fs.writeFileSync(tokenFile, "right-token\n");
+  const port = await freePort();
+  const hub = await startHub(hubDir, port, ["--auth-token-file", tokenFile]);
+  const n = nativeDb();
+  const a = await Replica.open({ kuzu: n.conn, peerId: "node-1" });
+  try {
+    await assert.rejects(a.sync(`ws://127.0.0.1:${port}/sync`, { token: "wrong" }), /auth/);
+    await assert.rejects(a.sync("http://127.0.0.1:1/sync"), /ws:\/\/ or wss:\/\//);
+    await a.write(SCHEMA);
+    await a.sync(`ws://127.0.0.1:${port}/sync`, { token: "right-token" });
+    // Another replica gets a's events through the hub.
+    const m = nativeDb();
+    const b = await Replica.open({ kuzu: m.conn, peerId: "node-2" });
+    await b.sync(`ws://127.0.0.1:${port}/sync`, { token: "right-token" });
+    assert.deepEqual((await b.status()).versionVector, { "node-1": 2 });
+    await b.close();
+    await m.close();
+  } finally {
+    await a.close();
+    await n.close();
+    await stopHub(hub);
+  }
+});
