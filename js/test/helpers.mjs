@@ -2,7 +2,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execFileSync } from "node:child_process";
+import net from "node:net";
+import { execFileSync, spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import kuzu from "kuzu";
 
@@ -130,3 +131,58 @@ export const PEOPLE = [
     props: { since: 2020 },
   },
 ];
+
+export async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `kuzu-sync serve DIR` and waits until it accepts connections. */
+export async function startHub(dir, port, extra = []) {
+  const hub = spawn(process.env.KUZU_SYNC_BIN, ["serve", dir, "--listen", `127.0.0.1:${port}`, ...extra], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  hub.stdout.on("data", (d) => (log += d));
+  hub.stderr.on("data", (d) => (log += d));
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise((resolve) => {
+      const c = net.connect(port, "127.0.0.1", () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on("error", () => resolve(false));
+    });
+    if (ok) return { hub, log: () => log };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  hub.kill("SIGKILL");
+  throw new Error(`the hub did not start: ${log}`);
+}
+
+export async function stopHub(h) {
+  const done = new Promise((r) => h.hub.on("exit", r));
+  h.hub.kill("SIGTERM");
+  await done;
+}
+
+export function until(what, check, ms = 20_000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = async () => {
+      try {
+        if (await check()) return resolve();
+      } catch {
+        // not yet
+      }
+      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, 50);
+    };
+    tick();
+  });
+}
+

@@ -4,65 +4,23 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import { spawn } from "node:child_process";
 import { Replica } from "../index.js";
-import { nativeDb, wasmDb, tempDir, cli, cliWrite, cliRows, ALL_TYPES_QUERY, SCHEMA, PEOPLE } from "./helpers.mjs";
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `kuzu-sync serve DIR` and waits until it accepts connections. */
-async function startHub(dir, port, extra = []) {
-  const hub = spawn(process.env.KUZU_SYNC_BIN, ["serve", dir, "--listen", `127.0.0.1:${port}`, ...extra], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let log = "";
-  hub.stdout.on("data", (d) => (log += d));
-  hub.stderr.on("data", (d) => (log += d));
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise((resolve) => {
-      const c = net.connect(port, "127.0.0.1", () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on("error", () => resolve(false));
-    });
-    if (ok) return { hub, log: () => log };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  hub.kill("SIGKILL");
-  throw new Error(`the hub did not start: ${log}`);
-}
-
-async function stopHub(h) {
-  const done = new Promise((r) => h.hub.on("exit", r));
-  h.hub.kill("SIGTERM");
-  await done;
-}
-
-function until(what, check, ms = 20_000) {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const tick = async () => {
-      try {
-        if (await check()) return resolve();
-      } catch {
-        // not yet
-      }
-      if (Date.now() - started > ms) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 50);
-    };
-    tick();
-  });
-}
+import {
+  nativeDb,
+  wasmDb,
+  tempDir,
+  cli,
+  cliWrite,
+  cliRows,
+  freePort,
+  startHub,
+  stopHub,
+  until,
+  ALL_TYPES_QUERY,
+  SCHEMA,
+  PEOPLE,
+} from "./helpers.mjs";
 
 test("JS replicas on kuzu and kuzu-wasm and a CLI replica converge through a hub", { timeout: 120_000 }, async () => {
   const hubDir = path.join(tempDir("hub"), "hub");
