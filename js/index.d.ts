@@ -107,7 +107,10 @@ export class Replica extends EventTarget {
   queueStatus(): Promise<QueueStatus>;
   goOffline(): Promise<void>;
   goOnline(): Promise<void>;
-  /** Syncs with a hub over `ws://` or `wss://`; resolves once both sides are caught up. */
+  /**
+   * Syncs with a hub over `ws://`, `wss://`, `http://` or `https://` (push/pull); resolves
+   * once both sides are caught up.
+   */
   sync(url: string, options?: SyncOptions): Promise<SyncResult>;
   stopSync(): void;
   close(): Promise<void>;

@@ -156,6 +156,82 @@ async function webSocketClass() {
 const MAX_BACKOFF_MS = 30_000;
 
 /**
+ * The hub's HTTP push/pull transport (PROTOCOL.md; `protocol/src/http.rs`) behind the
+ * WebSocket interface the sync code uses (`onopen`, `onmessage`, `onclose`, `send`,
+ * `close`): pushes go out in order, numbered; one poll is held open at a time. Any
+ * failure ends the session (a `watch` sync then reconnects with a new one).
+ */
+class HttpLink {
+  constructor(url) {
+    this.url = url;
+    this.id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+    this.seq = 0;
+    this.poll = 0;
+    this.ended = false;
+    this.pushes = Promise.resolve();
+    this.abort = new AbortController();
+    setTimeout(() => {
+      if (this.ended) return;
+      this.onopen?.();
+      this.#pollLoop();
+    }, 0);
+  }
+
+  async #post(headers, body) {
+    const res = await fetch(this.url, {
+      method: "POST",
+      headers: { "x-kuzu-sync-session": this.id, ...headers },
+      body,
+      signal: this.abort.signal,
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (!res.ok) {
+      throw new Error(`${this.url} answered ${res.status}: ${new TextDecoder().decode(bytes).slice(0, 200)}`);
+    }
+    return bytes;
+  }
+
+  send(bytes) {
+    const seq = ++this.seq;
+    this.pushes = this.pushes
+      .then(() => (this.ended ? undefined : this.#post({ "x-kuzu-sync-seq": String(seq) }, bytes)))
+      .catch((e) => this.#end(e.message));
+  }
+
+  async #pollLoop() {
+    try {
+      while (!this.ended) {
+        const poll = ++this.poll;
+        const body = await this.#post({ "x-kuzu-sync-poll": String(poll), "x-kuzu-sync-wait-ms": "25000" });
+        if (body.length > 0 && !this.ended) this.onmessage?.({ data: body });
+      }
+    } catch (e) {
+      this.#end(e.message);
+    }
+  }
+
+  close() {
+    if (this.ended) return;
+    const seq = ++this.seq;
+    // Tell the hub (best effort), after the pushes before it.
+    this.pushes.then(() =>
+      fetch(this.url, {
+        method: "POST",
+        headers: { "x-kuzu-sync-session": this.id, "x-kuzu-sync-seq": String(seq), "x-kuzu-sync-close": "1" },
+      }).catch(() => {}),
+    );
+    this.#end("closed");
+  }
+
+  #end(reason) {
+    if (this.ended) return;
+    this.ended = true;
+    this.abort.abort();
+    this.onclose?.({ reason });
+  }
+}
+
+/**
  * A replica of the graph in the application's own Kuzu database. An `EventTarget`:
  * `change` (detail: {tables}), `conflict` (detail: {count} after a write or import, or
  * {conflict} from a sync), and from `sync`: `connect`, `sync`, `eose`, `outdated`,
@@ -385,16 +461,17 @@ export class Replica extends EventTarget {
   // -------------------------------------------------------------- live sync
 
   /**
-   * Syncs with a hub (`kuzu-sync serve`) over WebSocket (`ws://` or `wss://`). Resolves
+   * Syncs with a hub (`kuzu-sync serve`) over WebSocket (`ws://`, `wss://`) or HTTP
+   * push/pull (`http://`, `https://`: for networks that pass only HTTP). Resolves
    * once both sides hold what the other held at the handshake, with `{peer}`. Without
    * `watch` the connection then closes; with it, it stays open (live changes both ways)
    * and reconnects after a failure with exponential backoff (jittered, at most 30 s)
    * until `stopSync()` or `close()`. `token`: the hub's auth token.
    */
   sync(url, options = {}) {
-    if (typeof url !== "string" || !/^wss?:\/\/[^\s]+$/.test(url)) {
+    if (typeof url !== "string" || !/^(wss?|https?):\/\/[^\s]+$/.test(url)) {
       return Promise.reject(
-        new Error(`sync needs a ws:// or wss:// URL, got ${JSON.stringify(url)} (HTTP push/pull is not built for JS yet)`),
+        new Error(`sync needs a ws://, wss://, http:// or https:// URL, got ${JSON.stringify(url)}`),
       );
     }
     const { watch = false, token } = options ?? {};
@@ -430,16 +507,21 @@ export class Replica extends EventTarget {
   }
 
   async #connect(link) {
-    let WS;
-    try {
-      WS = await webSocketClass();
-    } catch (e) {
-      this.#settle(link, new Error(`no WebSocket here (install the ws package in Node 20): ${e.message}`));
-      return;
+    let socket;
+    if (/^https?:/.test(link.url)) {
+      socket = new HttpLink(link.url);
+    } else {
+      let WS;
+      try {
+        WS = await webSocketClass();
+      } catch (e) {
+        this.#settle(link, new Error(`no WebSocket here (install the ws package in Node 20): ${e.message}`));
+        return;
+      }
+      if (link.stopped) return;
+      socket = new WS(link.url);
+      socket.binaryType = "arraybuffer";
     }
-    if (link.stopped) return;
-    const socket = new WS(link.url);
-    socket.binaryType = "arraybuffer";
     link.socket = socket;
     link.open = false;
     socket.onopen = () => {

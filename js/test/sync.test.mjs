@@ -107,7 +107,7 @@ test("a hub that refuses the token rejects the sync with its reason", { timeout:
   const a = await Replica.open({ kuzu: n.conn, peerId: "node-1" });
   try {
     await assert.rejects(a.sync(`ws://127.0.0.1:${port}/sync`, { token: "wrong" }), /auth/);
-    await assert.rejects(a.sync("http://127.0.0.1:1/sync"), /ws:\/\/ or wss:\/\//);
+    await assert.rejects(a.sync("ftp://127.0.0.1:1/sync"), /sync needs a ws:\/\/, wss:\/\/, http:\/\/ or https:\/\/ URL, got "ftp/);
     await a.write(SCHEMA);
     await a.sync(`ws://127.0.0.1:${port}/sync`, { token: "right-token" });
     // Another replica gets a's events through the hub.
@@ -120,6 +120,46 @@ test("a hub that refuses the token rejects the sync with its reason", { timeout:
   } finally {
     await a.close();
     await n.close();
+    await stopHub(hub);
+  }
+});
+
+test("sync over HTTP push/pull, one-shot and live", { timeout: 120_000 }, async () => {
+  const hubDir = path.join(tempDir("hub-http"), "hub");
+  cli("init", hubDir, "--peer-id", "hub");
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/sync`;
+  const hub = await startHub(hubDir, port);
+  const n = nativeDb();
+  const w = await wasmDb();
+  const a = await Replica.open({ kuzu: n.conn, peerId: "node-1" });
+  const b = await Replica.open({ kuzu: w.conn, peerId: "wasm-1" });
+  try {
+    await a.write([...SCHEMA, ...PEOPLE]);
+    assert.equal((await a.sync(url)).peer, "hub");
+    await b.sync(url, { watch: true });
+    assert.deepEqual(await w.rows(ALL_TYPES_QUERY), await n.rows(ALL_TYPES_QUERY));
+    // Live: a one-shot push from a reaches b through its held poll, and b's write goes up.
+    await a.write([{ op: "update", table: "Person", key: "Bob", prop: "score", value: 4.75 }]);
+    await a.sync(url);
+    await until("b to get a's update over its poll", async () => {
+      const r = await w.rows("MATCH (p:Person) WHERE p.name = 'Bob' RETURN CAST(p.score AS STRING) AS s");
+      return r[0].s === "4.750000";
+    });
+    await b.write([{ op: "add_node", table: "Person", props: { name: "Hal" } }]);
+    await until("a to get b's write through the hub", async () => {
+      await a.sync(url);
+      return (await n.rows("MATCH (p:Person) WHERE p.name = 'Hal' RETURN p.name")).length === 1;
+    });
+    assert.deepEqual(await w.rows(ALL_TYPES_QUERY), await n.rows(ALL_TYPES_QUERY));
+  } catch (e) {
+    throw new Error(`${e.message}\nhub log:\n${hub.log()}`);
+  } finally {
+    b.stopSync();
+    await a.close();
+    await b.close();
+    await n.close();
+    await w.close();
     await stopHub(hub);
   }
 });
