@@ -483,7 +483,7 @@ export class Replica extends EventTarget {
     return new Promise((resolve, reject) => {
       const link = { url, token, watch: Boolean(watch), resolve, reject, settled: false, attempts: 0 };
       this.#link = link;
-      this.#connect(link);
+      this.#start(link);
     });
   }
 
@@ -504,6 +504,14 @@ export class Replica extends EventTarget {
   #dropLink() {
     const link = this.#link;
     if (link && link.socket) link.socket.close();
+  }
+
+  /** Connects; a failure to even start (say, a malformed URL) ends the sync. */
+  #start(link) {
+    this.#connect(link).catch((e) => {
+      if (this.#link === link) this.#link = null;
+      this.#settle(link, asError(e));
+    });
   }
 
   async #connect(link) {
@@ -552,7 +560,7 @@ export class Replica extends EventTarget {
       // Reconnect with exponential backoff, jittered.
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** link.attempts) * (0.5 + Math.random() / 2);
       link.attempts++;
-      link.timer = setTimeout(() => this.#connect(link), delay);
+      link.timer = setTimeout(() => this.#start(link), delay);
     };
   }
 
@@ -574,7 +582,7 @@ export class Replica extends EventTarget {
     try {
       await this.#commit(JSON.parse(step.plan));
       for (let i = 0; i < step.frameCount; i++) {
-        if (link.socket && link.open) link.socket.send(step.frame(i));
+        if (canSend(link)) link.socket.send(step.frame(i));
       }
       for (const ev of JSON.parse(step.events)) {
         if (ev.event === "change") continue; // #commit emitted it, with the tables
@@ -612,6 +620,13 @@ export class Replica extends EventTarget {
       this.#core.free();
     });
   }
+}
+
+/** Whether the link's socket takes frames (a WebSocket that is OPEN, or a live HttpLink). */
+function canSend(link) {
+  const s = link.socket;
+  if (!s || !link.open) return false;
+  return s.readyState === undefined ? !s.ended : s.readyState === 1;
 }
 
 async function readMeta(host, key) {
