@@ -154,6 +154,38 @@ async function webSocketClass() {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+// What the hub sends at most, and so what a client takes at most, before anything is
+// decoded (the frame decoder in WASM bounds frames on top of this):
+// one WebSocket message (`WS_CHUNK`, protocol/src/link.rs: frames are cut into such
+// messages), and one HTTP answer (`MAX_BODY`, protocol/src/http.rs).
+const WS_MAX_MESSAGE = 64 << 10;
+const HTTP_MAX_BODY = 1 << 20;
+
+/** Reads a response body, refusing it past `max` bytes before buffering more. */
+async function readBounded(res, max, what) {
+  const declared = Number(res.headers.get("content-length") ?? "0");
+  if (declared > max) throw new Error(`${what}: a body of ${declared} bytes, over the limit of ${max}`);
+  const reader = res.body.getReader();
+  const parts = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel();
+      throw new Error(`${what}: a body over the limit of ${max} bytes`);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 /**
  * The hub's HTTP push/pull transport (PROTOCOL.md; `protocol/src/http.rs`) behind the
@@ -184,7 +216,7 @@ class HttpLink {
       body,
       signal: this.abort.signal,
     });
-    const bytes = new Uint8Array(await res.arrayBuffer());
+    const bytes = res.body ? await readBounded(res, HTTP_MAX_BODY, this.url) : new Uint8Array(0);
     if (!res.ok) {
       throw new Error(`${this.url} answered ${res.status}: ${new TextDecoder().decode(bytes).slice(0, 200)}`);
     }
@@ -527,11 +559,13 @@ export class Replica extends EventTarget {
         return;
       }
       if (link.stopped) return;
-      socket = new WS(link.url);
+      // The `ws` package takes a bound; a browser's WebSocket has none to set.
+      socket = WS === globalThis.WebSocket ? new WS(link.url) : new WS(link.url, { maxPayload: WS_MAX_MESSAGE });
       socket.binaryType = "arraybuffer";
     }
     link.socket = socket;
     link.open = false;
+    link.transportError = undefined;
     socket.onopen = () => {
       link.open = true;
       this.#serial(async () => this.#carry(link, this.#core.syncStart(link.token, Date.now()))).catch((e) =>
@@ -546,14 +580,20 @@ export class Replica extends EventTarget {
         while (more) more = await this.#carry(link, this.#core.syncReceive(new Uint8Array(0), Date.now()));
       }).catch((e) => this.#fail(link, e));
     };
-    socket.onerror = () => {};
+    // The transport's own error (the `ws` package names it, say "Max payload size
+    // exceeded"; a browser says nothing), kept for the close that follows.
+    socket.onerror = (ev) => {
+      if (ev && ev.message) link.transportError = String(ev.message);
+    };
     socket.onclose = (ev) => {
       link.open = false;
       if (!this.#closed) this.#core.syncEnd();
       this.#emit("disconnect", { reason: ev && ev.reason ? String(ev.reason) : "the connection closed" });
       if (link.stopped || this.#closed) return;
       if (!link.watch || link.refused) {
-        this.#settle(link, new Error(link.refused ?? link.error ?? "the connection closed before the sync completed"));
+        const reason = (ev && ev.reason) || link.transportError;
+        const why = reason ? `: ${reason}` : "";
+        this.#settle(link, new Error(link.refused ?? link.error ?? `the connection closed before the sync completed${why}`));
         if (this.#link === link) this.#link = null;
         return;
       }

@@ -8,19 +8,21 @@
 //! in one Kuzu transaction, asynchronously), then calls [`Core::confirm`]. Until then the
 //! core refuses another change. If the host cannot store it, the in-memory state is ahead of
 //! the stores: the core stays *stale* and refuses work until the host rebuilds it from its
-//! log ([`Core::replay`] for a host whose log and graph commit together, `Replica::recover`
-//! natively, which also catches the graph up).
+//! stores (`Replica::recover`, which also catches the graph up).
+//!
+//! The [`crate::Replica`] is the one host of this core: natively over SQLite and Kuzu, and
+//! in the JS host (`adapters/wasm`) over an in-memory copy of the log and a graph store
+//! that records batches for JS to run (ARCHITECTURE.md, "JavaScript and WASM").
 //!
 //! A refusal before anything was applied in memory leaves the core as it was (not stale):
 //! bad input is cheap.
 
 use crate::change::ApplyBatch;
-use crate::clock::{EventId, PeerId, VersionVector, WallClock};
+use crate::clock::{EventId, PeerId, WallClock};
 use crate::conflict::Conflict;
 use crate::error::EngineError;
 use crate::event::{Event, Op};
 use crate::replica::{causal_order, ReplicaError};
-use crate::snapshot::Snapshot;
 use crate::state::Engine;
 
 /// Own events a replica keeps queued offline unless told otherwise.
@@ -88,95 +90,8 @@ impl Core {
         }
     }
 
-    /// A core rebuilt from a log whose effects the graph already holds: the stored snapshot
-    /// (if any), then the logged events, replayed in the order given where that order is
-    /// causal. Nothing is produced for the graph. The offline mark and queue capacity are
-    /// the host's to restore.
-    pub fn replay(
-        peer: PeerId,
-        snapshot: Option<&Snapshot>,
-        events: Vec<Event>,
-    ) -> Result<Self, ReplicaError> {
-        let mut core = Core::new(peer.clone());
-        if let Some(snap) = snapshot {
-            let (engine, conflicts) = snap.engine(peer)?;
-            core.engine = engine;
-            core.conflicts = conflicts;
-        }
-        core.engine.set_tracking(false);
-        let order = causal_order(events, core.engine.version_vector())?;
-        for e in &order {
-            core.engine.apply(e)?;
-        }
-        core.engine.set_tracking(true);
-        let (_, conflicts) = core.engine.take_batch();
-        core.conflicts.extend(conflicts);
-        Ok(core)
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn peer(&self) -> &PeerId {
-        self.engine.peer()
-    }
-
-    pub fn version_vector(&self) -> &VersionVector {
-        self.engine.version_vector()
-    }
-
-    pub fn conflicts(&self) -> &[Conflict] {
-        &self.conflicts
-    }
-
-    /// Why the core refuses changes until it is rebuilt, if it does.
-    pub fn stale(&self) -> Option<&str> {
-        self.stale.as_deref()
-    }
-
-    /// Marks the in-memory state as untrustworthy (a panic while it was changed, a store
-    /// that failed): changes are refused until the host rebuilds the core.
-    pub fn mark_stale(&mut self, reason: impl Into<String>) {
-        self.stale = Some(reason.into());
-    }
-
-    pub fn is_offline(&self) -> bool {
-        self.offline_mark.is_some()
-    }
-
-    /// The offline mark to store if the replica goes offline now (None if it already is).
-    pub fn go_offline(&mut self) -> Option<u64> {
-        if self.offline_mark.is_some() {
-            return None;
-        }
-        let mark = self.own_counter();
-        self.offline_mark = Some(mark);
-        Some(mark)
-    }
-
-    /// Restores the offline mark a host stored (None: online).
-    pub fn set_offline_mark(&mut self, mark: Option<u64>) {
-        self.offline_mark = mark;
-    }
-
-    pub fn queue_capacity(&self) -> usize {
-        self.queue_capacity
-    }
-
-    pub fn set_queue_capacity(&mut self, capacity: usize) {
-        self.queue_capacity = capacity;
-    }
-
-    pub fn own_counter(&self) -> u64 {
+    fn own_counter(&self) -> u64 {
         self.engine.version_vector().get(self.engine.peer())
-    }
-
-    /// Own events written since going offline.
-    pub fn queued(&self) -> usize {
-        self.offline_mark
-            .map(|m| (self.own_counter() - m) as usize)
-            .unwrap_or(0)
     }
 
     fn refuse_if_stale(&self) -> Result<(), ReplicaError> {
@@ -348,7 +263,7 @@ mod tests {
 
     fn stage(core: &mut Core, lines: &[&str]) -> Result<Staged, ReplicaError> {
         let text = lines.join("\n");
-        let ops = parse_op_lines(&text, core.engine().schema())?
+        let ops = parse_op_lines(&text, core.engine.schema())?
             .into_iter()
             .map(|(_, op)| op)
             .collect();
@@ -375,9 +290,9 @@ mod tests {
         core.confirm(staged);
         let err = stage(&mut core, &[BAD]).unwrap_err();
         assert!(err.to_string().contains("Nope"), "{err}");
-        assert!(core.stale().is_none());
+        assert!(core.stale.is_none());
         // A second op refused after the first was applied in memory.
-        let mut ops: Vec<Op> = parse_op_lines(X, core.engine().schema())
+        let mut ops: Vec<Op> = parse_op_lines(X, core.engine.schema())
             .unwrap()
             .into_iter()
             .map(|(_, op)| op)
@@ -390,7 +305,7 @@ mod tests {
             .stage_write(ops, &FixedClock(1_000), &mut |_, _| {})
             .unwrap_err();
         assert!(err.to_string().contains("Nope"), "{err}");
-        assert!(core.stale().is_some());
+        assert!(core.stale.is_some());
         assert!(matches!(
             stage(&mut core, &[X]).unwrap_err(),
             ReplicaError::Unrecovered { .. }
@@ -398,18 +313,16 @@ mod tests {
     }
 
     #[test]
-    fn replay_rebuilds_the_state_a_log_holds() {
+    fn an_import_of_a_log_rebuilds_its_state_and_a_second_is_all_duplicates() {
         let mut a = Core::new(PeerId::new("a").unwrap());
         let staged = stage(&mut a, &[TABLE, X]).unwrap();
         let log = staged.events.clone();
         a.confirm(staged);
-        let b = Core::replay(PeerId::new("a").unwrap(), None, log.clone()).unwrap();
-        assert_eq!(b.engine().dump(), a.engine().dump());
-        assert_eq!(b.version_vector(), a.version_vector());
         let mut c = Core::new(PeerId::new("c").unwrap());
         let staged = c.stage_import(log.clone(), 1_000, &mut |_, _| {}).unwrap();
         assert_eq!((staged.applied, staged.duplicates), (2, 0));
         c.confirm(staged);
+        assert_eq!(c.engine.dump(), a.engine.dump());
         let staged = c.stage_import(log, 1_000, &mut |_, _| {}).unwrap();
         assert_eq!((staged.applied, staged.duplicates), (0, 2));
         assert!(staged.batch.changes.is_empty());

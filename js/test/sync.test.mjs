@@ -163,3 +163,31 @@ test("sync over HTTP push/pull, one-shot and live", { timeout: 120_000 }, async 
     await stopHub(hub);
   }
 });
+
+test("a hostile hub's oversized answers are refused before they are buffered", { timeout: 60_000 }, async () => {
+  const http = await import("node:http");
+  const { WebSocketServer } = await import("ws");
+  // HTTP: every answer is 2 MiB (the hub's bodies are at most 1 MiB).
+  const big = Buffer.alloc(2 << 20, 7);
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(200).end(big));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  // WebSocket: one 1 MiB message (the hub cuts frames into 64 KiB messages).
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((r) => wss.on("listening", r));
+  wss.on("connection", (ws) => ws.send(Buffer.alloc(1 << 20, 7)));
+  const n = nativeDb();
+  const a = await Replica.open({ kuzu: n.conn, peerId: "node-1" });
+  try {
+    await assert.rejects(a.sync(`http://127.0.0.1:${server.address().port}/sync`), /over the limit of 1048576/);
+    await assert.rejects(a.sync(`ws://127.0.0.1:${wss.address().port}/sync`), /Max payload size exceeded/);
+    assert.deepEqual((await a.status()).versionVector, {});
+  } finally {
+    await a.close();
+    await n.close();
+    server.close();
+    wss.close();
+  }
+});

@@ -82,12 +82,6 @@ pub struct HostPlan {
     pub outcome: Json,
 }
 
-impl HostPlan {
-    pub fn is_empty(&self) -> bool {
-        self.ddl.is_empty() && self.data.is_empty()
-    }
-}
-
 /// A graph store that keeps what it is asked to apply, for the host to run.
 #[derive(Debug, Default)]
 pub struct Recorder {
