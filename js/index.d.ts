@@ -46,6 +46,11 @@ export interface ImportResult {
   applied: number;
   duplicates: number;
   conflicts: number;
+  /**
+   * Events the bundle's snapshot stands for, if it started from one that this replica
+   * installed (its state replaced, every table rebuilt); 0 otherwise.
+   */
+  snapshotEvents: number;
 }
 
 export interface Status {

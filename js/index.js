@@ -12,6 +12,7 @@ import init, {
   Core,
   setupStatements,
   readLogQuery,
+  readSnapshotQuery,
   readMetaQuery,
   writeMetaStatement,
 } from "./wasm/kuzu_sync_wasm.js";
@@ -328,19 +329,40 @@ export class Replica extends EventTarget {
     return this.#peer;
   }
 
+  /**
+   * Opens a new core from the log, the snapshot and the marks in the database. If a graph
+   * rebuild was interrupted (a snapshot was stored, its rows not yet), finishes it first;
+   * if that fails, the core refuses work and the next call tries again.
+   */
   async #reopen() {
     const rows = await this.#host.run(readLogQuery());
     const log = rows.map((r) => String(Object.values(r)[0]));
+    const parts = await this.#host.run(readSnapshotQuery());
+    const snapshot = parts.length > 0 ? parts.map((r) => String(Object.values(r)[0])).join("") : undefined;
+    const rebuilding = (await readMeta(this.#host, "graph_rebuild")) === "1";
     const mark = await readMeta(this.#host, "offline_mark");
     const capacity = await readMeta(this.#host, "queue_capacity");
     const core = Core.open(
       this.#peer,
       log,
+      snapshot,
+      rebuilding,
       mark === undefined || mark === "" ? undefined : Number(mark),
       capacity === undefined ? undefined : Number(capacity),
     );
     if (this.#core) this.#core.free();
     this.#core = core;
+    const plan = JSON.parse(core.recoveryPlan());
+    try {
+      await this.#run(plan);
+    } catch (e) {
+      core.abort(String(e && e.message));
+      throw asError(e);
+    }
+    if (plan.data.length > 0) {
+      core.confirm();
+      if (this.#afterCommit) await this.#afterCommit();
+    }
   }
 
   /** Runs `f` after every earlier call: one writer at a time, as Kuzu requires. */
@@ -363,20 +385,36 @@ export class Replica extends EventTarget {
     }
   }
 
+  /** Statements in one transaction. */
+  async #transaction(statements) {
+    if (statements.length === 0) return;
+    await this.#host.run("BEGIN TRANSACTION");
+    try {
+      for (const s of statements) await this.#host.exec(s.cypher, s.params);
+      await this.#host.run("COMMIT");
+    } catch (e) {
+      // Kuzu rolls a failed transaction back itself; this is for the other failures.
+      await this.#host.run("ROLLBACK").catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * Runs a plan: the log rewrite of a snapshot install (with the graph-rebuild mark) in
+   * its own transaction, then the DDL, then the rows, the log's new rows and the
+   * watermark in one transaction.
+   */
+  async #run(plan) {
+    await this.#transaction(plan.before);
+    for (const s of plan.ddl) await this.#host.run(s);
+    await this.#transaction(plan.data);
+  }
+
   /** Commits a plan (nothing if it is empty) and confirms it to the core. */
   async #commit(plan) {
-    if (plan.ddl.length === 0 && plan.data.length === 0) return;
+    if (plan.before.length === 0 && plan.ddl.length === 0 && plan.data.length === 0) return;
     try {
-      for (const s of plan.ddl) await this.#host.run(s);
-      await this.#host.run("BEGIN TRANSACTION");
-      try {
-        for (const s of plan.data) await this.#host.exec(s.cypher, s.params);
-        await this.#host.run("COMMIT");
-      } catch (e) {
-        // Kuzu rolls a failed transaction back itself; this is for the other failures.
-        await this.#host.run("ROLLBACK").catch(() => {});
-        throw e;
-      }
+      await this.#run(plan);
     } catch (e) {
       this.#core.abort(String(e && e.message));
       this.#dropLink();

@@ -33,7 +33,7 @@ const QUEUE_CAPACITY_KEY: &str = "offline_queue_capacity";
 /// "1" between a rewrite of the queue in the log and the move of the graph's watermark.
 const REWRITE_PENDING_KEY: &str = "offline_queue_rewritten";
 /// "1" between storing an installed snapshot and rebuilding the graph from it.
-const GRAPH_REBUILD_KEY: &str = "graph_rebuild";
+pub const GRAPH_REBUILD_KEY: &str = "graph_rebuild";
 /// What each known peer holds, as far as this replica knows: JSON `{peer: vector}`.
 const KNOWN_PEERS_KEY: &str = "known_peers";
 

@@ -12,6 +12,14 @@
 //! It commits it and confirms; if it cannot, it drops this core and opens a new one from
 //! the log in Kuzu. So the log and the graph commit together, and opening replays the log
 //! and applies nothing.
+//!
+//! A snapshot (from a bundle or a hub whose log is compacted) is kept beside the log, in
+//! `_ks_snapshot`, as the CLI's bundle format in base64 parts. Installing one rewrites the
+//! log and rebuilds every table, which takes DDL, which Kuzu cannot run inside the
+//! transaction: so, as on native replicas, the plan first commits the snapshot, the
+//! rewritten log and a "graph rebuild" mark (`before`), then the DDL, then the rows with
+//! the mark cleared. A host that finds the mark when it opens rebuilds the graph first
+//! ([`Host::recovery_plan`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,10 +28,11 @@ use base64::Engine as _;
 use kuzu_sync_engine::change::GraphChange;
 use kuzu_sync_engine::cypher::{self, Param, Statement, META_TABLE, UNWIND_CHUNK};
 use kuzu_sync_engine::json::parse_op_lines;
-use kuzu_sync_engine::sync::{Lifecycle, Output, Session, SessionConfig, CAP_ZSTD};
+use kuzu_sync_engine::replica::GRAPH_REBUILD_KEY;
+use kuzu_sync_engine::sync::{Lifecycle, Output, Session, SessionConfig, CAP_SNAPSHOT, CAP_ZSTD};
 use kuzu_sync_engine::{
     ApplyBatch, Event, EventStore, GraphDump, GraphStore, MemoryEventStore, PeerId, Replica,
-    Schema, StoreError, VersionVector, WallClock,
+    Schema, Snapshot, StoreError, VersionVector, WallClock,
 };
 use kuzu_sync_protocol::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
 use kuzu_sync_protocol::{Bundle, BundleV1};
@@ -33,6 +42,12 @@ use serde_json::{json, Value as Json};
 /// The node table that holds the log.
 pub const LOG_TABLE: &str = "_ks_log";
 
+/// The node table that holds the snapshot the log is compacted into, if any.
+pub const SNAPSHOT_TABLE: &str = "_ks_snapshot";
+
+/// Base64 characters per `_ks_snapshot` row.
+const SNAPSHOT_PART: usize = 128 << 10;
+
 /// The statements a host runs once when it opens a database (auto-committed, idempotent).
 pub fn setup_statements() -> Vec<String> {
     vec![
@@ -40,7 +55,15 @@ pub fn setup_statements() -> Vec<String> {
         format!(
             "CREATE NODE TABLE IF NOT EXISTS {LOG_TABLE}(seq INT64, body STRING, PRIMARY KEY (seq))"
         ),
+        format!(
+            "CREATE NODE TABLE IF NOT EXISTS {SNAPSHOT_TABLE}(part INT64, body STRING, PRIMARY KEY (part))"
+        ),
     ]
+}
+
+/// The query that reads the stored snapshot's parts in order (no row: none).
+pub fn read_snapshot_query() -> String {
+    format!("MATCH (s:{SNAPSHOT_TABLE}) RETURN s.body ORDER BY s.part")
 }
 
 /// The query that reads the log in order: one string column, the body.
@@ -71,7 +94,10 @@ impl<E: std::fmt::Display> From<E> for HostError {
 /// What the host runs for one change.
 #[derive(Debug, Default, Serialize)]
 pub struct HostPlan {
-    /// Run first, each on its own (Kuzu does not mix DDL and data in a transaction).
+    /// Run first, in a transaction of their own, when the log is rewritten (a snapshot was
+    /// installed): the new log and snapshot, and the graph-rebuild mark.
+    pub before: Vec<Json>,
+    /// Then each on its own (Kuzu does not mix DDL and data in a transaction).
     pub ddl: Vec<String>,
     /// Then in one transaction: the log rows, the graph's statements, the watermark.
     pub data: Vec<Json>,
@@ -147,14 +173,28 @@ pub struct SyncStep {
     pub more: bool,
 }
 
+/// What a plan brings to the host's durable stores once committed.
+#[derive(Debug)]
+struct Staged {
+    /// The log's length.
+    events: u64,
+    /// The stored snapshot's vector.
+    floor: VersionVector,
+}
+
 /// The engine as the JS host drives it.
 pub struct Host {
-    replica: Replica<MemoryEventStore, Recorder>,
+    replica: HostReplica,
     clock: HostClock,
     /// Events in the host's durable log (`_ks_log` rows).
     committed: u64,
-    /// A plan handed to the host and not yet confirmed: the log length it brings.
-    staged: Option<u64>,
+    /// The vector of the snapshot in the host's durable store (empty: none).
+    floor: VersionVector,
+    /// The host's durable graph-rebuild mark is set: the next plan rebuilds the graph and
+    /// clears it.
+    rebuilding: bool,
+    /// A plan handed to the host and not yet confirmed.
+    staged: Option<Staged>,
     /// Why this core must not be used any more (a plan the host could not commit).
     dead: Option<String>,
     sync: Option<Sync>,
@@ -170,31 +210,39 @@ impl std::fmt::Debug for Host {
 }
 
 impl Host {
-    /// Opens from the logged bodies, in log order, with the stored offline mark and queue
-    /// capacity.
-    pub fn open(
-        peer: &str,
-        log: &[String],
-        offline_mark: Option<u64>,
-        queue_capacity: Option<usize>,
-    ) -> Result<Host, HostError> {
+    /// Opens from the logged bodies, in log order, the stored snapshot (its parts joined)
+    /// and graph-rebuild mark, and the stored offline mark and queue capacity. If the mark
+    /// is set, [`Host::recovery_plan`] must be committed before anything else.
+    pub fn open(peer: &str, log: &[String], stored: Stored) -> Result<Host, HostError> {
         let peer = PeerId::new(peer)?;
         let mut events = Vec::with_capacity(log.len());
+        let mut store = MemoryEventStore::new();
         let mut vv = VersionVector::new();
+        let mut floor = VersionVector::new();
+        if let Some(text) = stored.snapshot.as_deref().filter(|t| !t.is_empty()) {
+            let snap = decode_snapshot(text)
+                .map_err(|e| HostError(format!("the stored snapshot is corrupt: {}", e.0)))?;
+            floor = snap.version_vector.clone();
+            vv.merge(&floor);
+            store.compact(&snap, &[])?;
+        }
         for (i, body) in log.iter().enumerate() {
             let e = decode_body(body)
                 .map_err(|e| HostError(format!("the log's entry {i} is corrupt: {}", e.0)))?;
             vv.observe(&e.id);
             events.push(e);
         }
-        let mut store = MemoryEventStore::new();
         store.append(&events)?;
         store.set_meta(PEER_ID_KEY, peer.as_str())?;
-        if let Some(m) = offline_mark {
+        if let Some(m) = stored.offline_mark {
             store.set_meta(OFFLINE_MARK_KEY, &m.to_string())?;
         }
-        if let Some(c) = queue_capacity {
+        if let Some(c) = stored.queue_capacity {
             store.set_meta(QUEUE_CAPACITY_KEY, &c.to_string())?;
+        }
+        if stored.rebuilding {
+            // The graph's rows are not a state of this history: the replica rebuilds it.
+            store.set_meta(GRAPH_REBUILD_KEY, "1")?;
         }
         let clock = HostClock::default();
         // The graph holds what the log holds: opening replays and applies nothing.
@@ -209,15 +257,37 @@ impl Host {
                 replica.peer()
             )));
         }
-        replica.graph().batches.clear();
+        if !stored.rebuilding {
+            replica.graph().batches.clear();
+        }
+        let committed = replica.event_store().count()?;
+        if committed != log.len() as u64 {
+            // Rows would be numbered over existing ones: refuse rather than corrupt.
+            return Err(HostError(format!(
+                "the log holds {} entries, of which {committed} are distinct events its \
+                 snapshot does not cover",
+                log.len()
+            )));
+        }
         Ok(Host {
             replica,
             clock,
-            committed: log.len() as u64,
+            committed,
+            floor,
+            rebuilding: stored.rebuilding,
             staged: None,
             dead: None,
             sync: None,
         })
+    }
+
+    /// After [`Host::open`] found the graph-rebuild mark: the plan that rebuilds the graph
+    /// and clears the mark (empty otherwise). Commit and confirm it before anything else.
+    pub fn recovery_plan(&mut self) -> Result<HostPlan, HostError> {
+        if !self.rebuilding || self.staged.is_some() {
+            return Ok(HostPlan::default());
+        }
+        self.take_plan(Ok::<(), String>(()))
     }
 
     /// Whether this core refuses all work (a plan was aborted): open a new one.
@@ -269,25 +339,28 @@ impl Host {
     pub fn import_bundle(&mut self, bytes: &[u8], now_ms: u64) -> Result<HostPlan, HostError> {
         self.ready(now_ms)?;
         let bundle = kuzu_sync_protocol::decode(bytes)?;
+        // Its snapshot first, if it holds events this replica lacks (as the CLI does).
+        let mut snapshot_events = 0;
         if let Some(snap) = bundle.snapshot() {
             if !self
                 .replica
                 .version_vector()
                 .dominates(&snap.version_vector)
             {
-                return Err(HostError(format!(
-                    "this bundle starts from a snapshot of {} compacted events, which a \
-                     JS replica cannot install yet; export it from the source with a \
-                     version vector this replica already holds",
-                    snap.event_count
-                )));
+                if let Err(e) = self.replica.install_snapshot(snap) {
+                    return Err(self.take_plan(Err(e)).unwrap_err());
+                }
+                snapshot_events = snap.event_count;
             }
         }
         let done = self.replica.import(bundle.into_events());
         let outcome = match &done {
-            Ok(o) => {
-                json!({ "applied": o.applied, "duplicates": o.duplicates, "conflicts": o.conflicts })
-            }
+            Ok(o) => json!({
+                "applied": o.applied,
+                "duplicates": o.duplicates,
+                "conflicts": o.conflicts,
+                "snapshotEvents": snapshot_events,
+            }),
             Err(_) => Json::Null,
         };
         let mut plan = self.take_plan(done.map(|_| ()))?;
@@ -304,7 +377,7 @@ impl Host {
     ) -> Result<HostPlan, HostError> {
         if let Err(e) = done {
             self.replica.graph().batches.clear();
-            if self.replica.event_store().count()? > self.committed {
+            if self.stores_changed()? {
                 self.abort(&e.to_string());
             }
             return Err(HostError(e.to_string()));
@@ -312,11 +385,24 @@ impl Host {
         self.pending_plan().inspect_err(|e| self.abort(&e.0))
     }
 
+    /// Whether the in-memory log differs from the host's durable one.
+    fn stores_changed(&mut self) -> Result<bool, HostError> {
+        log_changed(&mut self.replica, self.committed, &self.floor)
+    }
+
+    fn stored_floor(&mut self) -> Result<VersionVector, HostError> {
+        stored_floor(&mut self.replica)
+    }
+
     fn pending_plan(&mut self) -> Result<HostPlan, HostError> {
+        let floor = self.stored_floor()?;
+        // A snapshot was installed: the log is rewritten whole, beside the snapshot.
+        let rewrite = floor != self.floor;
+        let from = if rewrite { 0 } else { self.committed };
         let mut new_events = Vec::new();
         self.replica.event_store().scan_page(
             &VersionVector::new(),
-            self.committed,
+            from,
             usize::MAX,
             &mut |e| {
                 new_events.push(e);
@@ -325,32 +411,43 @@ impl Host {
         )?;
         let batches = std::mem::take(&mut self.replica.graph().batches);
         let mut plan = HostPlan::default();
-        if new_events.is_empty() && batches.iter().all(|(b, _)| b.changes.is_empty()) {
+        let graph_changes = batches.iter().any(|(b, _)| !b.changes.is_empty());
+        if !rewrite && new_events.is_empty() && !graph_changes && !self.rebuilding {
             return Ok(plan);
         }
-        self.staged = Some(self.committed + new_events.len() as u64);
-        let mut seq = self.committed;
-        for chunk in new_events.chunks(UNWIND_CHUNK) {
-            let rows: Vec<Json> = chunk
-                .iter()
-                .map(|e| {
-                    let row = json!({ "s": seq.to_string(), "b": encode_body(e) });
-                    seq += 1;
-                    row
-                })
-                .collect();
-            plan.data.push(json!({
-                "cypher": format!(
-                    "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
-                ),
-                "params": { "rows": rows },
-            }));
+        self.staged = Some(Staged {
+            events: from + new_events.len() as u64,
+            floor: floor.clone(),
+        });
+        let log_rows = log_statements(from, &new_events);
+        if rewrite {
+            let snap = self
+                .replica
+                .event_store()
+                .snapshot()?
+                .expect("a changed floor is a stored snapshot");
+            plan.before
+                .push(plain(format!("MATCH (l:{LOG_TABLE}) DELETE l")));
+            plan.before.extend(log_rows);
+            plan.before
+                .push(plain(format!("MATCH (s:{SNAPSHOT_TABLE}) DELETE s")));
+            plan.before
+                .extend(snapshot_statements(self.replica.peer(), &snap));
+            if graph_changes {
+                plan.before.push(meta_statement(GRAPH_REBUILD_KEY, "1"));
+                self.rebuilding = true;
+            }
+        } else {
+            plan.data.extend(log_rows);
         }
         for (batch, schema) in &batches {
             let graph = cypher::plan(batch, schema)?;
             plan.ddl.extend(graph.ddl);
             plan.data.extend(graph.data.iter().map(statement_json));
             plan.tables.extend(batch.changes.iter().map(table_of));
+        }
+        if self.rebuilding {
+            plan.data.push(meta_statement(GRAPH_REBUILD_KEY, "0"));
         }
         plan.tables.sort();
         plan.tables.dedup();
@@ -363,7 +460,9 @@ impl Host {
             .staged
             .take()
             .ok_or_else(|| HostError("no change is staged".into()))?;
-        self.committed = end;
+        self.committed = end.events;
+        self.floor = end.floor;
+        self.rebuilding = false;
         Ok(())
     }
 
@@ -375,16 +474,26 @@ impl Host {
         self.dead = Some(format!("the host could not store a change: {reason}"));
     }
 
-    /// A bundle of the events not in `since` (all of them if `None`).
+    /// A bundle of the events not in `since` (all of them if `None`), starting from the
+    /// stored snapshot if `since` lacks events it stands for (as the CLI's `export`).
     pub fn export_bundle(&self, since: Option<&VersionVector>) -> Result<Vec<u8>, HostError> {
         let since = since.cloned().unwrap_or_default();
-        let events = self.replica.events_since(&since)?;
+        let snapshot = if since.dominates(self.replica.floor()) {
+            None
+        } else {
+            Some(self.replica.snapshot_for(&VersionVector::new())?)
+        };
+        let mut after = since.clone();
+        if let Some(s) = &snapshot {
+            after.merge(&s.version_vector);
+        }
+        let events = self.replica.events_since(&after)?;
         Ok(kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
             source_peer: self.replica.peer().to_string(),
             since,
             until: self.replica.version_vector().clone(),
             events,
-            snapshot: None,
+            snapshot,
         })))
     }
 
@@ -442,9 +551,7 @@ impl Host {
         self.ready(now_ms)?;
         let config = SessionConfig {
             auth_token: token,
-            // No snapshot: a JS replica cannot install one yet; a hub that has compacted
-            // past it says so.
-            capabilities: vec![CAP_ZSTD.to_string()],
+            capabilities: vec![CAP_ZSTD.to_string(), CAP_SNAPSHOT.to_string()],
             ..SessionConfig::default()
         };
         let mut session = Session::client(config);
@@ -484,7 +591,7 @@ impl Host {
             if sync.session.is_closed() {
                 break;
             }
-            if self.replica.event_store().count()? > self.committed
+            if log_changed(&mut self.replica, self.committed, &self.floor)?
                 || !self.replica.graph().batches.is_empty()
             {
                 more = true;
@@ -581,6 +688,108 @@ fn statement_json(s: &Statement) -> Json {
     json!({ "cypher": s.cypher, "params": params })
 }
 
+type HostReplica = Replica<MemoryEventStore, Recorder>;
+
+/// Whether the replica's in-memory log differs from a durable one of `committed` events
+/// and a snapshot at `floor`.
+fn log_changed(
+    replica: &mut HostReplica,
+    committed: u64,
+    floor: &VersionVector,
+) -> Result<bool, HostError> {
+    Ok(replica.event_store().count()? != committed || &stored_floor(replica)? != floor)
+}
+
+/// The vector of the snapshot in the replica's in-memory log (empty: none).
+fn stored_floor(replica: &mut HostReplica) -> Result<VersionVector, HostError> {
+    Ok(replica
+        .event_store()
+        .snapshot()?
+        .map(|s| s.version_vector)
+        .unwrap_or_default())
+}
+
+/// A statement without parameters, as a plan holds it.
+fn plain(cypher: String) -> Json {
+    json!({ "cypher": cypher, "params": {} })
+}
+
+fn meta_statement(key: &str, value: &str) -> Json {
+    json!({ "cypher": write_meta_statement(), "params": { "k": key, "v": value } })
+}
+
+/// The statements that append `events` to the log, numbered from `seq`.
+fn log_statements(mut seq: u64, events: &[Event]) -> Vec<Json> {
+    events
+        .chunks(UNWIND_CHUNK)
+        .map(|chunk| {
+            let rows: Vec<Json> = chunk
+                .iter()
+                .map(|e| {
+                    let row = json!({ "s": seq.to_string(), "b": encode_body(e) });
+                    seq += 1;
+                    row
+                })
+                .collect();
+            json!({
+                "cypher": format!(
+                    "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
+                ),
+                "params": { "rows": rows },
+            })
+        })
+        .collect()
+}
+
+/// The statements that store `snap`: as a bundle (checked and compressed like a file the
+/// CLI writes), in base64 parts.
+fn snapshot_statements(peer: &PeerId, snap: &Snapshot) -> Vec<Json> {
+    let bytes = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
+        source_peer: peer.to_string(),
+        since: VersionVector::new(),
+        until: snap.version_vector.clone(),
+        events: Vec::new(),
+        snapshot: Some(snap.clone()),
+    }));
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    text.as_bytes()
+        .chunks(SNAPSHOT_PART)
+        .enumerate()
+        .map(|(i, part)| {
+            json!({
+                "cypher": format!(
+                    "CREATE (:{SNAPSHOT_TABLE} {{part: CAST($p AS INT64), body: $b}})"
+                ),
+                "params": {
+                    "p": i.to_string(),
+                    "b": std::str::from_utf8(part).expect("base64 is ASCII"),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The stored snapshot, from its parts joined.
+fn decode_snapshot(text: &str) -> Result<Snapshot, HostError> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(text)?;
+    let bundle = kuzu_sync_protocol::decode(&raw)?;
+    bundle
+        .snapshot()
+        .cloned()
+        .ok_or_else(|| HostError("it holds no snapshot".into()))
+}
+
+/// What the host read from its durable store besides the log.
+#[derive(Debug, Default, Clone)]
+pub struct Stored {
+    /// The `_ks_snapshot` parts, joined (empty or `None`: no snapshot).
+    pub snapshot: Option<String>,
+    /// The graph-rebuild mark is set.
+    pub rebuilding: bool,
+    pub offline_mark: Option<u64>,
+    pub queue_capacity: Option<usize>,
+}
+
 /// An event as the log stores it: MessagePack (the wire's encoding), in base64.
 pub fn encode_body(e: &Event) -> String {
     base64::engine::general_purpose::STANDARD.encode(e.encode())
@@ -609,7 +818,7 @@ mod tests {
 
     #[test]
     fn a_write_plans_log_rows_graph_statements_and_watermark_in_order() {
-        let mut h = Host::open("a", &[], None, None).unwrap();
+        let mut h = Host::open("a", &[], Stored::default()).unwrap();
         let plan = h
             .write(
                 &format!(
@@ -637,7 +846,7 @@ mod tests {
             .contains("already staged"));
         h.confirm().unwrap();
         // Reopened from the logged bodies: the same state, and counters go on.
-        let mut again = Host::open("a", &logged(&plan), None, None).unwrap();
+        let mut again = Host::open("a", &logged(&plan), Stored::default()).unwrap();
         assert_eq!(
             again.replica().version_vector(),
             h.replica().version_vector()
@@ -654,7 +863,7 @@ mod tests {
 
     #[test]
     fn a_refused_write_plans_nothing_and_an_aborted_plan_kills_the_core() {
-        let mut h = Host::open("a", &[], None, None).unwrap();
+        let mut h = Host::open("a", &[], Stored::default()).unwrap();
         let plan = h.write(SCHEMA, 1_000).unwrap();
         h.confirm().unwrap();
         let bad = h
@@ -673,13 +882,181 @@ mod tests {
         assert!(h.is_dead());
         assert!(h.write(SCHEMA, 1_000).unwrap_err().0.contains("reopened"));
         // The log holds the schema only.
-        let h = Host::open("a", &logged(&plan), None, None).unwrap();
+        let h = Host::open("a", &logged(&plan), Stored::default()).unwrap();
         assert_eq!(h.replica().version_vector().total(), 1);
+    }
+
+    /// The statements of `part` whose Cypher contains `what`.
+    fn statements<'a>(part: &'a [Json], what: &str) -> Vec<&'a Json> {
+        part.iter()
+            .filter(|s| s["cypher"].as_str().unwrap().contains(what))
+            .collect()
+    }
+
+    /// What a host reads back after committing `plan` onto an empty database.
+    fn stored_after(plan: &HostPlan) -> (Vec<String>, Stored) {
+        let log = plan
+            .before
+            .iter()
+            .chain(&plan.data)
+            .filter(|s| s["cypher"].as_str().unwrap().contains("CREATE (:_ks_log"))
+            .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
+            .map(|r| r["b"].as_str().unwrap().to_string())
+            .collect();
+        let snapshot: String = statements(&plan.before, "CREATE (:_ks_snapshot")
+            .iter()
+            .map(|s| s["params"]["b"].as_str().unwrap())
+            .collect();
+        (
+            log,
+            Stored {
+                snapshot: Some(snapshot),
+                ..Stored::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_bundle_from_a_snapshot_is_installed_and_survives_a_reopen_and_an_interrupted_rebuild() {
+        use kuzu_sync_engine::memory::MemoryGraphStore;
+        // A native replica with 3 events compacted into a snapshot and 1 after it.
+        let mut log = MemoryEventStore::new();
+        log.set_meta("peer_id", "src").unwrap();
+        let mut src = Replica::open(
+            log,
+            MemoryGraphStore::new(),
+            Box::new(kuzu_sync_engine::FixedClock(1_000)),
+        )
+        .unwrap();
+        let ops = |lines: &str| {
+            parse_op_lines(lines, &Schema::default())
+                .unwrap()
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect::<Vec<_>>()
+        };
+        src.write(ops(SCHEMA)).unwrap();
+        let user = |n: &str| {
+            format!(r#"{{"op":"add_node","table":"User","props":{{"name":"{n}","age":1}}}}"#)
+        };
+        let schema = src.engine().schema().clone();
+        for n in ["x", "y"] {
+            src.write(
+                parse_op_lines(&user(n), &schema)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, op)| op)
+                    .collect(),
+            )
+            .unwrap();
+        }
+        src.compact_to(&src.version_vector().clone()).unwrap();
+        src.write(
+            parse_op_lines(&user("z"), &schema)
+                .unwrap()
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect(),
+        )
+        .unwrap();
+        let snap = src.snapshot_for(&VersionVector::new()).unwrap();
+        let bundle = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
+            source_peer: "src".into(),
+            since: VersionVector::new(),
+            until: src.version_vector().clone(),
+            events: src.events_since(&snap.version_vector).unwrap(),
+            snapshot: Some(snap),
+        }));
+
+        // A JS replica with one event of its own installs it.
+        let mut h = Host::open("a", &[], Stored::default()).unwrap();
+        let own = h.write(SCHEMA, 1_000).unwrap();
+        h.confirm().unwrap();
+        let plan = h.import_bundle(&bundle, 2_000).unwrap();
+        assert_eq!(plan.outcome["snapshotEvents"], json!(3));
+        assert_eq!(plan.outcome["applied"], json!(1));
+        // First the rewritten log (the own event and the one after the snapshot), the
+        // snapshot and the mark; then the tables rebuilt; then the rows and the mark cleared.
+        assert_eq!(statements(&plan.before, "DELETE l").len(), 1);
+        assert_eq!(statements(&plan.before, "DELETE s").len(), 1);
+        assert!(!statements(&plan.before, "CREATE (:_ks_snapshot").is_empty());
+        let (log, stored) = stored_after(&plan);
+        assert_eq!(log.len(), 2, "the own event and z");
+        let marks: Vec<_> = statements(&plan.before, META_TABLE)
+            .into_iter()
+            .chain(statements(&plan.data, "MERGE (m:"))
+            .filter(|s| s["params"]["k"] == json!(GRAPH_REBUILD_KEY))
+            .map(|s| s["params"]["v"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(marks, ["1", "0"]);
+        assert!(
+            plan.ddl.iter().any(|d| d.starts_with("DROP TABLE")),
+            "{:?}",
+            plan.ddl
+        );
+        assert!(
+            plan.ddl.iter().any(|d| d.contains("CREATE NODE TABLE")),
+            "{:?}",
+            plan.ddl
+        );
+        h.confirm().unwrap();
+        let vv = h.replica().version_vector().clone();
+        assert_eq!(vv.total(), 5);
+        assert_eq!(h.status().unwrap()["nodes"], json!(3));
+        // Own writes go on after the rewritten log, numbered after it.
+        let next = h.write(&user("w"), 3_000).unwrap();
+        let seqs: Vec<_> = statements(&next.data, "CREATE (:_ks_log")
+            .iter()
+            .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
+            .map(|r| r["s"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(seqs, ["2"]);
+        h.confirm().unwrap();
+        assert!(own.before.is_empty());
+
+        // Reopened from what was stored: the same state, nothing to apply.
+        let mut again = Host::open("a", &log, stored.clone()).unwrap();
+        assert_eq!(again.replica().version_vector(), &vv);
+        assert!(again.recovery_plan().unwrap().data.is_empty());
+        // Reopened with the mark still set (the rebuild did not commit): the rebuild
+        // comes first, every row of the state, then the mark cleared.
+        let interrupted = Stored {
+            rebuilding: true,
+            ..stored.clone()
+        };
+        let mut rebuilt = Host::open("a", &log, interrupted).unwrap();
+        let recovery = rebuilt.recovery_plan().unwrap();
+        assert!(recovery.ddl.iter().any(|d| d.starts_with("DROP TABLE")));
+        assert_eq!(
+            statements(&recovery.data, "MERGE (m:").last().unwrap()["params"],
+            json!({"k": GRAPH_REBUILD_KEY, "v": "0"})
+        );
+        assert!(rebuilt
+            .write(SCHEMA, 4_000)
+            .unwrap_err()
+            .0
+            .contains("staged"));
+        rebuilt.confirm().unwrap();
+        assert!(rebuilt.recovery_plan().unwrap().data.is_empty());
+        // And it exports a bundle a fresh replica can start from.
+        let out = again.export_bundle(None).unwrap();
+        let mut fresh = Host::open("b", &[], Stored::default()).unwrap();
+        let p = fresh.import_bundle(&out, 5_000).unwrap();
+        assert_eq!(p.outcome["snapshotEvents"], json!(3));
+        fresh.confirm().unwrap();
+        assert_eq!(fresh.replica().version_vector(), &vv);
+        // A corrupt stored snapshot is named.
+        let bad = Stored {
+            snapshot: Some("AAAA".into()),
+            ..Stored::default()
+        };
+        let err = Host::open("a", &log, bad).unwrap_err();
+        assert!(err.0.contains("stored snapshot is corrupt"), "{}", err.0);
     }
 
     #[test]
     fn a_corrupt_log_entry_is_named() {
-        let err = Host::open("a", &["not base64!".into()], None, None).unwrap_err();
+        let err = Host::open("a", &["not base64!".into()], Stored::default()).unwrap_err();
         assert!(err.0.contains("entry 0"), "{}", err.0);
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod host;
 
-use host::{Host, HostError};
+use host::{Host, HostError, Stored};
 use wasm_bindgen::prelude::*;
 
 fn js_err(e: HostError) -> JsError {
@@ -41,6 +41,12 @@ pub fn read_log_query() -> String {
     host::read_log_query()
 }
 
+/// The query reading the stored snapshot's parts in order.
+#[wasm_bindgen(js_name = readSnapshotQuery)]
+pub fn read_snapshot_query() -> String {
+    host::read_snapshot_query()
+}
+
 /// The query reading one meta value (`$k`).
 #[wasm_bindgen(js_name = readMetaQuery)]
 pub fn read_meta_query() -> String {
@@ -62,20 +68,37 @@ pub struct Core {
 
 #[wasm_bindgen]
 impl Core {
-    /// Opens from the logged bodies (in log order), the stored offline mark (or
-    /// undefined) and queue capacity (or undefined).
+    /// Opens from the logged bodies (in log order), the stored snapshot's parts joined (or
+    /// undefined), whether the graph-rebuild mark is set, the stored offline mark (or
+    /// undefined) and queue capacity (or undefined). Then commit `recoveryPlan()`.
     pub fn open(
         peer: &str,
         log: Vec<String>,
+        snapshot: Option<String>,
+        rebuilding: bool,
         offline_mark: Option<f64>,
         queue_capacity: Option<f64>,
     ) -> Result<Core, JsError> {
-        let mark = offline_mark.map(|m| whole("offline mark", m)).transpose()?;
-        let cap = queue_capacity
+        let offline_mark = offline_mark.map(|m| whole("offline mark", m)).transpose()?;
+        let queue_capacity = queue_capacity
             .map(|c| whole("queue capacity", c).map(|c| c as usize))
             .transpose()?;
-        let host = Host::open(peer, &log, mark, cap).map_err(js_err)?;
+        let stored = Stored {
+            snapshot,
+            rebuilding,
+            offline_mark,
+            queue_capacity,
+        };
+        let host = Host::open(peer, &log, stored).map_err(js_err)?;
         Ok(Core { host })
+    }
+
+    /// After `open`: the plan that finishes an interrupted graph rebuild (empty if none),
+    /// to commit and confirm before anything else.
+    #[wasm_bindgen(js_name = recoveryPlan)]
+    pub fn recovery_plan(&mut self) -> Result<String, JsError> {
+        let plan = self.host.recovery_plan().map_err(js_err)?;
+        Ok(to_json(&plan))
     }
 
     /// Writes local ops (JSON lines, the format of `kuzu-sync write`); returns the plan to
