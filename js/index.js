@@ -613,6 +613,11 @@ export class Replica extends EventTarget {
     socket.onmessage = (ev) => {
       const bytes = new Uint8Array(ev.data);
       this.#serial(async () => {
+        // Messages that were on their way when this connection's session ended (a
+        // one-shot sync closes once synced; the hub's seal may still come) or from a
+        // socket a reconnect replaced: nobody is listening; the next session starts
+        // from vectors again.
+        if (link.socket !== socket || !link.open || link.stopped) return;
         let step = this.#core.syncReceive(bytes, Date.now());
         let more = await this.#carry(link, step);
         while (more) more = await this.#carry(link, this.#core.syncReceive(new Uint8Array(0), Date.now()));
@@ -680,7 +685,10 @@ export class Replica extends EventTarget {
           link.socket.close();
         }
       }
-      if (step.close && link.socket) link.socket.close();
+      if (step.close && link.socket) {
+        link.open = false;
+        link.socket.close();
+      }
       return step.more;
     } finally {
       step.free();
