@@ -178,6 +178,8 @@ pub struct SyncStep {
 struct Staged {
     /// The log's length.
     events: u64,
+    /// The in-memory log's position after its last event.
+    position: u64,
     /// The stored snapshot's vector.
     floor: VersionVector,
 }
@@ -186,8 +188,11 @@ struct Staged {
 pub struct Host {
     replica: HostReplica,
     clock: HostClock,
-    /// Events in the host's durable log (`_ks_log` rows).
+    /// Events in the host's durable log (`_ks_log` rows, numbered from 0).
     committed: u64,
+    /// The in-memory log's position after the last event of the durable one. Positions
+    /// only grow: after a snapshot install they no longer count events.
+    committed_position: u64,
     /// The vector of the snapshot in the host's durable store (empty: none).
     floor: VersionVector,
     /// The host's durable graph-rebuild mark is set: the next plan rebuilds the graph and
@@ -273,6 +278,8 @@ impl Host {
             replica,
             clock,
             committed,
+            // A new in-memory log numbers its events from 0.
+            committed_position: committed,
             floor,
             rebuilding: stored.rebuilding,
             staged: None,
@@ -398,11 +405,15 @@ impl Host {
         let floor = self.stored_floor()?;
         // A snapshot was installed: the log is rewritten whole, beside the snapshot.
         let rewrite = floor != self.floor;
-        let from = if rewrite { 0 } else { self.committed };
+        let (from, position) = if rewrite {
+            (0, 0)
+        } else {
+            (self.committed, self.committed_position)
+        };
         let mut new_events = Vec::new();
-        self.replica.event_store().scan_page(
+        let (next_position, _) = self.replica.event_store().scan_page(
             &VersionVector::new(),
-            from,
+            position,
             usize::MAX,
             &mut |e| {
                 new_events.push(e);
@@ -417,6 +428,7 @@ impl Host {
         }
         self.staged = Some(Staged {
             events: from + new_events.len() as u64,
+            position: next_position,
             floor: floor.clone(),
         });
         let log_rows = log_statements(from, &new_events);
@@ -461,6 +473,7 @@ impl Host {
             .take()
             .ok_or_else(|| HostError("no change is staged".into()))?;
         self.committed = end.events;
+        self.committed_position = end.position;
         self.floor = end.floor;
         self.rebuilding = false;
         Ok(())
@@ -1052,6 +1065,67 @@ mod tests {
         };
         let err = Host::open("a", &log, bad).unwrap_err();
         assert!(err.0.contains("stored snapshot is corrupt"), "{}", err.0);
+    }
+
+    #[test]
+    fn after_a_snapshot_covers_own_events_new_ones_are_logged_once_and_numbered_on() {
+        use kuzu_sync_engine::memory::MemoryGraphStore;
+        // The JS replica's own 3 events go to a native replica, which compacts them into
+        // a snapshot and writes one more.
+        let user = |n: &str| {
+            format!(r#"{{"op":"add_node","table":"User","props":{{"name":"{n}","age":1}}}}"#)
+        };
+        let mut h = Host::open("a", &[], Stored::default()).unwrap();
+        h.write(&format!("{SCHEMA}\n{}\n{}", user("x"), user("y")), 1_000)
+            .unwrap();
+        h.confirm().unwrap();
+        let mine = kuzu_sync_protocol::decode(&h.export_bundle(None).unwrap()).unwrap();
+        let mut log = MemoryEventStore::new();
+        log.set_meta("peer_id", "src").unwrap();
+        let mut src = Replica::open(
+            log,
+            MemoryGraphStore::new(),
+            Box::new(kuzu_sync_engine::FixedClock(1_000)),
+        )
+        .unwrap();
+        src.import(mine.into_events()).unwrap();
+        let schema = src.engine().schema().clone();
+        for n in ["q", "z"] {
+            let ops = parse_op_lines(&user(n), &schema).unwrap();
+            src.write(ops.into_iter().map(|(_, op)| op).collect())
+                .unwrap();
+            if n == "q" {
+                // The snapshot holds q, which a lacks, so a installs it.
+                src.compact_to(&src.version_vector().clone()).unwrap();
+            }
+        }
+        let snap = src.snapshot_for(&VersionVector::new()).unwrap();
+        let bundle = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
+            source_peer: "src".into(),
+            since: VersionVector::new(),
+            until: src.version_vector().clone(),
+            events: src.events_since(&snap.version_vector).unwrap(),
+            snapshot: Some(snap),
+        }));
+        let plan = h.import_bundle(&bundle, 2_000).unwrap();
+        assert_eq!(plan.outcome["snapshotEvents"], json!(4));
+        h.confirm().unwrap();
+        let (log, _) = stored_after(&plan);
+        assert_eq!(
+            log.len(),
+            1,
+            "the snapshot covers a's own 3 events; z stays"
+        );
+        // The next write is logged once, numbered after the rewritten log.
+        let next = h.write(&user("w"), 3_000).unwrap();
+        let seqs: Vec<_> = statements(&next.data, "CREATE (:_ks_log")
+            .iter()
+            .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
+            .map(|r| r["s"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(seqs, ["1"]);
+        h.confirm().unwrap();
+        assert_eq!(h.replica().version_vector().total(), 6);
     }
 
     #[test]
