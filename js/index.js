@@ -59,11 +59,16 @@ function nativeHost(conn) {
     async run(cypher) {
       return finish(await conn.query(cypher));
     },
-    async exec(cypher, params) {
-      const ps = await conn.prepare(cypher);
-      if (!ps.isSuccess()) throw new Error(ps.getErrorMessage());
+    async exec(cypher, params, cache) {
+      let ps = cache?.get(cypher);
+      if (ps === undefined) {
+        ps = await conn.prepare(cypher);
+        if (!ps.isSuccess()) throw new Error(ps.getErrorMessage());
+        cache?.set(cypher, ps);
+      }
       return finish(await conn.execute(ps, params));
     },
+    async release(_cache) {},
   };
 }
 
@@ -82,14 +87,30 @@ function wasmHost(conn) {
     async run(cypher) {
       return finish(await conn.query(cypher));
     },
-    async exec(cypher, params) {
-      const ps = await conn.prepare(cypher);
-      try {
-        if (!(await ps.isSuccess())) throw new Error(await ps.getErrorMessage());
-        return await finish(await conn.execute(ps, params));
-      } finally {
-        if (typeof ps.close === "function") await ps.close();
+    async exec(cypher, params, cache) {
+      let ps = cache?.get(cypher);
+      if (ps === undefined) {
+        ps = await conn.prepare(cypher);
+        if (!(await ps.isSuccess())) {
+          const message = await ps.getErrorMessage();
+          if (typeof ps.close === "function") await ps.close();
+          throw new Error(message);
+        }
+        if (!cache) {
+          try {
+            return await finish(await conn.execute(ps, params));
+          } finally {
+            if (typeof ps.close === "function") await ps.close();
+          }
+        }
+        cache.set(cypher, ps);
       }
+      return finish(await conn.execute(ps, params));
+    },
+    /** Closes the statements a transaction prepared (kuzu-wasm frees them by hand). */
+    async release(cache) {
+      for (const ps of cache.values()) if (typeof ps.close === "function") await ps.close();
+      cache.clear();
     },
   };
 }
@@ -388,14 +409,18 @@ export class Replica extends EventTarget {
   /** Statements in one transaction. */
   async #transaction(statements) {
     if (statements.length === 0) return;
+    // Statements of one shape (an edge each, say) are parsed and planned once.
+    const prepared = new Map();
     await this.#host.run("BEGIN TRANSACTION");
     try {
-      for (const s of statements) await this.#host.exec(s.cypher, s.params);
+      for (const s of statements) await this.#host.exec(s.cypher, s.params, prepared);
       await this.#host.run("COMMIT");
     } catch (e) {
       // Kuzu rolls a failed transaction back itself; this is for the other failures.
       await this.#host.run("ROLLBACK").catch(() => {});
       throw e;
+    } finally {
+      await this.#host.release(prepared);
     }
   }
 
