@@ -299,6 +299,8 @@ export class Replica extends EventTarget {
   #closed = false;
   #afterCommit;
   #link = null;
+  /** The socket whose session the core runs (a closing older one must not end it). */
+  #sessionSocket = null;
 
   constructor(host, peer, afterCommit) {
     super();
@@ -631,9 +633,10 @@ export class Replica extends EventTarget {
     link.transportError = undefined;
     socket.onopen = () => {
       link.open = true;
-      this.#serial(async () => this.#carry(link, this.#core.syncStart(link.token, Date.now()))).catch((e) =>
-        this.#fail(link, e),
-      );
+      this.#serial(async () => {
+        this.#sessionSocket = socket;
+        return this.#carry(link, this.#core.syncStart(link.token, Date.now()));
+      }).catch((e) => this.#fail(link, e));
     };
     socket.onmessage = (ev) => {
       const bytes = new Uint8Array(ev.data);
@@ -642,7 +645,7 @@ export class Replica extends EventTarget {
         // one-shot sync closes once synced; the hub's seal may still come) or from a
         // socket a reconnect replaced: nobody is listening; the next session starts
         // from vectors again.
-        if (link.socket !== socket || !link.open || link.stopped) return;
+        if (link.socket !== socket || this.#sessionSocket !== socket || !link.open || link.stopped) return;
         let step = this.#core.syncReceive(bytes, Date.now());
         let more = await this.#carry(link, step);
         while (more) more = await this.#carry(link, this.#core.syncReceive(new Uint8Array(0), Date.now()));
@@ -655,7 +658,12 @@ export class Replica extends EventTarget {
     };
     socket.onclose = (ev) => {
       link.open = false;
-      if (!this.#closed) this.#core.syncEnd();
+      // A one-shot sync's socket may finish closing after the next sync started its
+      // session: only the socket that owns the session ends it.
+      if (!this.#closed && this.#sessionSocket === socket) {
+        this.#core.syncEnd();
+        this.#sessionSocket = null;
+      }
       this.#emit("disconnect", { reason: ev && ev.reason ? String(ev.reason) : "the connection closed" });
       if (link.stopped || this.#closed) return;
       if (!link.watch || link.refused) {

@@ -59,6 +59,20 @@ pub fn write_meta_statement() -> String {
     host::write_meta_statement()
 }
 
+/// The WASM core's linear memory, in bytes: it never shrinks, so this is its high-water
+/// mark (0 outside WASM).
+#[wasm_bindgen(js_name = memoryBytes)]
+pub fn memory_bytes() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (core::arch::wasm32::memory_size(0) * 65536) as f64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0.0
+    }
+}
+
 /// One replica's core.
 #[wasm_bindgen]
 #[derive(Debug)]
