@@ -120,3 +120,9 @@ export class Replica extends EventTarget {
   stopSync(): void;
   close(): Promise<void>;
 }
+
+/**
+ * The WASM core's memory in bytes, shared by every replica of this module: its high-water
+ * mark (WASM memory never shrinks). 0 before the first `Replica.open`.
+ */
+export function wasmMemoryBytes(): Promise<number>;

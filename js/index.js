@@ -15,6 +15,7 @@ import init, {
   readSnapshotQuery,
   readMetaQuery,
   writeMetaStatement,
+  memoryBytes,
 } from "./wasm/kuzu_sync_wasm.js";
 
 const WASM_FILE = "./wasm/kuzu_sync_wasm_bg.wasm";
@@ -36,6 +37,16 @@ function loadCore() {
     })();
   }
   return loading;
+}
+
+/**
+ * The WASM core's memory in bytes, shared by every replica of this module: its high-water
+ * mark (WASM memory never shrinks). 0 before the first `Replica.open`.
+ */
+export async function wasmMemoryBytes() {
+  if (loading === null) return 0;
+  await loading;
+  return memoryBytes();
 }
 
 // ---------------------------------------------------------------- the two Kuzu hosts

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { Replica } from "../index.js";
+import { Replica, wasmMemoryBytes } from "../index.js";
 import {
   nativeDb,
   tempDir,
@@ -105,6 +105,19 @@ test("a commit that fails halfway leaves neither rows nor log entries", async ()
   const out = await replica.write(PEOPLE);
   assert.deepEqual(out.ids[0], "a:3");
   assert.equal((await app.rows("MATCH (p:Person) RETURN p.name")).length, 3);
+  await replica.close();
+  await app.close();
+});
+
+test("the WASM core reports its memory", async () => {
+  const app = nativeDb();
+  const replica = await Replica.open({ kuzu: app.conn, peerId: "m" });
+  const before = await wasmMemoryBytes();
+  assert.ok(before >= 1 << 16 && before % (1 << 16) === 0, `${before}: whole 64 KiB pages`);
+  const ops = [SCHEMA[0]];
+  for (let i = 0; i < 3000; i++) ops.push({ op: "add_node", table: "Person", props: { name: `p${i}`, tags: ["x".repeat(200)] } });
+  await replica.write(ops);
+  assert.ok((await wasmMemoryBytes()) >= before);
   await replica.close();
   await app.close();
 });
