@@ -929,18 +929,36 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_bundle_from_a_snapshot_is_installed_and_survives_a_reopen_and_an_interrupted_rebuild() {
-        use kuzu_sync_engine::memory::MemoryGraphStore;
-        // A native replica with 3 events compacted into a snapshot and 1 after it.
+    type NativeReplica = Replica<MemoryEventStore, kuzu_sync_engine::memory::MemoryGraphStore>;
+
+    /// A native replica "src" on in-memory stores.
+    fn native_source() -> NativeReplica {
         let mut log = MemoryEventStore::new();
         log.set_meta("peer_id", "src").unwrap();
-        let mut src = Replica::open(
+        Replica::open(
             log,
-            MemoryGraphStore::new(),
+            kuzu_sync_engine::memory::MemoryGraphStore::new(),
             Box::new(kuzu_sync_engine::FixedClock(1_000)),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// `src`'s bundle from its stored snapshot and the events after it (as `export`).
+    fn snapshot_bundle(src: &NativeReplica) -> Vec<u8> {
+        let snap = src.snapshot_for(&VersionVector::new()).unwrap();
+        kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
+            source_peer: "src".into(),
+            since: VersionVector::new(),
+            until: src.version_vector().clone(),
+            events: src.events_since(&snap.version_vector).unwrap(),
+            snapshot: Some(snap),
+        }))
+    }
+
+    #[test]
+    fn a_bundle_from_a_snapshot_is_installed_and_survives_a_reopen_and_an_interrupted_rebuild() {
+        // A native replica with 3 events compacted into a snapshot and 1 after it.
+        let mut src = native_source();
         let ops = |lines: &str| {
             parse_op_lines(lines, &Schema::default())
                 .unwrap()
@@ -972,14 +990,7 @@ mod tests {
                 .collect(),
         )
         .unwrap();
-        let snap = src.snapshot_for(&VersionVector::new()).unwrap();
-        let bundle = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
-            source_peer: "src".into(),
-            since: VersionVector::new(),
-            until: src.version_vector().clone(),
-            events: src.events_since(&snap.version_vector).unwrap(),
-            snapshot: Some(snap),
-        }));
+        let bundle = snapshot_bundle(&src);
 
         // A JS replica with one event of its own installs it.
         let mut h = Host::open("a", &[], Stored::default()).unwrap();
@@ -1069,7 +1080,6 @@ mod tests {
 
     #[test]
     fn after_a_snapshot_covers_own_events_new_ones_are_logged_once_and_numbered_on() {
-        use kuzu_sync_engine::memory::MemoryGraphStore;
         // The JS replica's own 3 events go to a native replica, which compacts them into
         // a snapshot and writes one more.
         let user = |n: &str| {
@@ -1080,14 +1090,7 @@ mod tests {
             .unwrap();
         h.confirm().unwrap();
         let mine = kuzu_sync_protocol::decode(&h.export_bundle(None).unwrap()).unwrap();
-        let mut log = MemoryEventStore::new();
-        log.set_meta("peer_id", "src").unwrap();
-        let mut src = Replica::open(
-            log,
-            MemoryGraphStore::new(),
-            Box::new(kuzu_sync_engine::FixedClock(1_000)),
-        )
-        .unwrap();
+        let mut src = native_source();
         src.import(mine.into_events()).unwrap();
         let schema = src.engine().schema().clone();
         for n in ["q", "z"] {
@@ -1099,14 +1102,7 @@ mod tests {
                 src.compact_to(&src.version_vector().clone()).unwrap();
             }
         }
-        let snap = src.snapshot_for(&VersionVector::new()).unwrap();
-        let bundle = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
-            source_peer: "src".into(),
-            since: VersionVector::new(),
-            until: src.version_vector().clone(),
-            events: src.events_since(&snap.version_vector).unwrap(),
-            snapshot: Some(snap),
-        }));
+        let bundle = snapshot_bundle(&src);
         let plan = h.import_bundle(&bundle, 2_000).unwrap();
         assert_eq!(plan.outcome["snapshotEvents"], json!(4));
         h.confirm().unwrap();
