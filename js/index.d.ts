@@ -126,3 +126,9 @@ export class Replica extends EventTarget {
  * mark (WASM memory never shrinks). 0 before the first `Replica.open`.
  */
 export function wasmMemoryBytes(): Promise<number>;
+
+/**
+ * The WASM core's live heap in bytes, shared by every replica of this module: what its
+ * allocations hold now (below `wasmMemoryBytes()`). 0 before the first `Replica.open`.
+ */
+export function wasmHeapBytes(): Promise<number>;

@@ -10,26 +10,39 @@
 import init, {
   initSync,
   Core,
+  CoreLoader,
   setupStatements,
-  readLogQuery,
+  logExtentQuery,
+  readLogPageQuery,
+  logPage,
   readSnapshotQuery,
   readMetaQuery,
   writeMetaStatement,
   memoryBytes,
+  heapBytes,
 } from "./wasm/kuzu_sync_wasm.js";
 
-const WASM_FILE = "./wasm/kuzu_sync_wasm_bg.wasm";
 const PEER_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 let loading = null;
+
+/**
+ * Imports a module only Node has (`node:fs`, `ws`). The name is not a literal, so bundlers
+ * leave the import to run time instead of pulling the module into a browser build.
+ */
+function nodeImport(name) {
+  return import(/* webpackIgnore: true */ /* @vite-ignore */ name);
+}
 
 /** Loads the WASM core once (Node: from the package's file; browsers: fetched). */
 function loadCore() {
   if (loading === null) {
     loading = (async () => {
-      const url = new URL(WASM_FILE, import.meta.url);
+      // A literal `new URL(…, import.meta.url)`: bundlers (Vite, webpack 5, Parcel) find it
+      // and emit the .wasm beside the bundle.
+      const url = new URL("./wasm/kuzu_sync_wasm_bg.wasm", import.meta.url);
       if (typeof process !== "undefined" && process.versions && process.versions.node) {
-        const fs = await import(/* webpackIgnore: true */ "node:fs/promises");
+        const fs = await nodeImport("node:fs/promises");
         initSync({ module: await fs.readFile(url) });
       } else {
         await init({ module_or_path: url });
@@ -47,6 +60,16 @@ export async function wasmMemoryBytes() {
   if (loading === null) return 0;
   await loading;
   return memoryBytes();
+}
+
+/**
+ * The WASM core's live heap in bytes, shared by every replica of this module: what its
+ * allocations hold now (below `wasmMemoryBytes()`). 0 before the first `Replica.open`.
+ */
+export async function wasmHeapBytes() {
+  if (loading === null) return 0;
+  await loading;
+  return heapBytes();
 }
 
 // ---------------------------------------------------------------- the two Kuzu hosts
@@ -182,7 +205,7 @@ class ReplicaEvent extends Event {
 /** The WebSocket class: the platform's, or the `ws` package in Node 20 (which has none). */
 async function webSocketClass() {
   if (typeof globalThis.WebSocket === "function") return globalThis.WebSocket;
-  const ws = await import(/* webpackIgnore: true */ "ws");
+  const ws = await nodeImport("ws");
   return ws.WebSocket ?? ws.default;
 }
 
@@ -369,21 +392,33 @@ export class Replica extends EventTarget {
    * if that fails, the core refuses work and the next call tries again.
    */
   async #reopen() {
-    const rows = await this.#host.run(readLogQuery());
-    const log = rows.map((r) => String(Object.values(r)[0]));
     const parts = await this.#host.run(readSnapshotQuery());
     const snapshot = parts.length > 0 ? parts.map((r) => String(Object.values(r)[0])).join("") : undefined;
     const rebuilding = (await readMeta(this.#host, "graph_rebuild")) === "1";
     const mark = await readMeta(this.#host, "offline_mark");
     const capacity = await readMeta(this.#host, "queue_capacity");
-    const core = Core.open(
+    const loader = new CoreLoader(
       this.#peer,
-      log,
       snapshot,
       rebuilding,
       mark === undefined || mark === "" ? undefined : Number(mark),
       capacity === undefined ? undefined : Number(capacity),
     );
+    try {
+      // The log in pages: neither side ever holds all of it as text.
+      const [extent] = await this.#host.run(logExtentQuery());
+      const top = extent ? Object.values(extent)[1] : null;
+      const end = top === null || top === undefined ? 0 : Number(top) + 1;
+      const page = logPage();
+      for (let from = 0; from < end; from += page) {
+        const rows = await this.#host.run(readLogPageQuery(from, Math.min(from + page, end)));
+        loader.push(rows.map((r) => String(Object.values(r)[0])));
+      }
+    } catch (e) {
+      loader.free();
+      throw asError(e);
+    }
+    const core = loader.finish();
     if (this.#core) this.#core.free();
     this.#core = core;
     const plan = JSON.parse(core.recoveryPlan());

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod memory;
 pub mod memory_log;
 pub mod merkle;
+pub mod packed_log;
 pub mod ports;
 pub mod queue;
 pub mod replica;
@@ -38,6 +39,7 @@ pub use conflict::{Conflict, ConflictKind};
 pub use error::EngineError;
 pub use event::{EdgeRef, Entity, Event, NodeRef, Op};
 pub use memory_log::MemoryEventStore;
+pub use packed_log::PackedEventStore;
 pub use ports::{EventStore, GraphDump, GraphStore, StoreError};
 pub use replica::{Replica, ReplicaError, ReplicaStatus};
 pub use schema::{

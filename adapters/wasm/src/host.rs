@@ -4,8 +4,8 @@
 //! The host keeps the log in the application's Kuzu database, beside the graph: a node
 //! table `_ks_log(seq INT64, body STRING)`, each body a MessagePack event in base64 (Kuzu
 //! strings are the one value type both JS hosts pass exactly). Inside, the engine runs the
-//! same [`Replica`] as native replicas, over two in-memory stores: a copy of that log
-//! ([`MemoryEventStore`]) and a graph store that records what it is asked to apply
+//! same [`Replica`] as native replicas, over two in-memory stores: a copy of that log, kept
+//! encoded ([`PackedEventStore`]), and a graph store that records what it is asked to apply
 //! ([`Recorder`]). After each change (a write, an import, a message of a sync session) the
 //! host takes what the stores received as a [`HostPlan`]: DDL (auto-committed, idempotent)
 //! and one transaction holding the new log rows, the graph statements and the watermark.
@@ -21,6 +21,7 @@
 //! the mark cleared. A host that finds the mark when it opens rebuilds the graph first
 //! ([`Host::recovery_plan`]).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -28,10 +29,11 @@ use base64::Engine as _;
 use kuzu_sync_engine::change::GraphChange;
 use kuzu_sync_engine::cypher::{self, Param, Statement, META_TABLE, UNWIND_CHUNK};
 use kuzu_sync_engine::json::parse_op_lines;
+use kuzu_sync_engine::packed_log::BlockCodec;
 use kuzu_sync_engine::replica::GRAPH_REBUILD_KEY;
 use kuzu_sync_engine::sync::{Lifecycle, Output, Session, SessionConfig, CAP_SNAPSHOT, CAP_ZSTD};
 use kuzu_sync_engine::{
-    ApplyBatch, Event, EventStore, GraphDump, GraphStore, MemoryEventStore, PeerId, Replica,
+    ApplyBatch, Event, EventStore, GraphDump, GraphStore, PackedEventStore, PeerId, Replica,
     Schema, Snapshot, StoreError, VersionVector, WallClock,
 };
 use kuzu_sync_protocol::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
@@ -66,9 +68,21 @@ pub fn read_snapshot_query() -> String {
     format!("MATCH (s:{SNAPSHOT_TABLE}) RETURN s.body ORDER BY s.part")
 }
 
-/// The query that reads the log in order: one string column, the body.
-pub fn read_log_query() -> String {
-    format!("MATCH (l:{LOG_TABLE}) RETURN l.body ORDER BY l.seq")
+/// Log rows a host reads per page when it opens (see [`Loader`]).
+pub const LOG_PAGE: u64 = 2_000;
+
+/// The query that reads the log's extent: one row, the number of rows and the highest
+/// `seq` (null when empty), both as strings.
+pub fn log_extent_query() -> String {
+    format!("MATCH (l:{LOG_TABLE}) RETURN CAST(count(*) AS STRING), CAST(max(l.seq) AS STRING)")
+}
+
+/// The query that reads the log's rows with `from <= seq < to`, in order: one string
+/// column, the body.
+pub fn read_log_page_query(from: u64, to: u64) -> String {
+    format!(
+        "MATCH (l:{LOG_TABLE}) WHERE l.seq >= {from} AND l.seq < {to} RETURN l.body ORDER BY l.seq"
+    )
 }
 
 /// The query that reads a meta value (`$k`): one string column, or no row.
@@ -214,30 +228,67 @@ impl std::fmt::Debug for Host {
     }
 }
 
-impl Host {
-    /// Opens from the logged bodies, in log order, the stored snapshot (its parts joined)
-    /// and graph-rebuild mark, and the stored offline mark and queue capacity. If the mark
-    /// is set, [`Host::recovery_plan`] must be committed before anything else.
-    pub fn open(peer: &str, log: &[String], stored: Stored) -> Result<Host, HostError> {
+/// Opens a [`Host`] from its durable log given in pages, so that the whole log is never
+/// held decoded (or as base64) at once: `new`, `push` each page in log order, `finish`.
+#[derive(Debug)]
+pub struct Loader {
+    peer: PeerId,
+    store: PackedEventStore<ZstdBlocks>,
+    stored: Stored,
+    /// The log's rows pushed so far.
+    rows: u64,
+    /// The events stored and the snapshot's vector: the graph's watermark.
+    vv: VersionVector,
+    floor: VersionVector,
+}
+
+impl Loader {
+    /// Starts from the stored snapshot and marks (see [`Stored`]).
+    pub fn new(peer: &str, mut stored: Stored) -> Result<Loader, HostError> {
         let peer = PeerId::new(peer)?;
-        let mut events = Vec::with_capacity(log.len());
-        let mut store = MemoryEventStore::new();
-        let mut vv = VersionVector::new();
+        let mut store = PackedEventStore::with_codec(ZstdBlocks);
         let mut floor = VersionVector::new();
-        if let Some(text) = stored.snapshot.as_deref().filter(|t| !t.is_empty()) {
-            let snap = decode_snapshot(text)
+        if let Some(text) = stored.snapshot.take().filter(|t| !t.is_empty()) {
+            let snap = decode_snapshot(&text)
                 .map_err(|e| HostError(format!("the stored snapshot is corrupt: {}", e.0)))?;
             floor = snap.version_vector.clone();
-            vv.merge(&floor);
             store.compact(&snap, &[])?;
         }
-        for (i, body) in log.iter().enumerate() {
-            let e = decode_body(body)
-                .map_err(|e| HostError(format!("the log's entry {i} is corrupt: {}", e.0)))?;
-            vv.observe(&e.id);
+        Ok(Loader {
+            peer,
+            store,
+            stored,
+            rows: 0,
+            vv: floor.clone(),
+            floor,
+        })
+    }
+
+    /// The next logged bodies, in log order.
+    pub fn push(&mut self, bodies: &[String]) -> Result<(), HostError> {
+        let mut events = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let e = decode_body(body).map_err(|e| {
+                HostError(format!("the log's entry {} is corrupt: {}", self.rows, e.0))
+            })?;
+            self.vv.observe(&e.id);
             events.push(e);
+            self.rows += 1;
         }
-        store.append(&events)?;
+        self.store.append(&events)?;
+        Ok(())
+    }
+
+    /// The host, over everything pushed.
+    pub fn finish(self) -> Result<Host, HostError> {
+        let Loader {
+            peer,
+            mut store,
+            stored,
+            rows,
+            vv,
+            floor,
+        } = self;
         store.set_meta(PEER_ID_KEY, peer.as_str())?;
         if let Some(m) = stored.offline_mark {
             store.set_meta(OFFLINE_MARK_KEY, &m.to_string())?;
@@ -266,12 +317,11 @@ impl Host {
             replica.graph().batches.clear();
         }
         let committed = replica.event_store().count()?;
-        if committed != log.len() as u64 {
+        if committed != rows {
             // Rows would be numbered over existing ones: refuse rather than corrupt.
             return Err(HostError(format!(
-                "the log holds {} entries, of which {committed} are distinct events its \
-                 snapshot does not cover",
-                log.len()
+                "the log holds {rows} entries, of which {committed} are distinct events its \
+                 snapshot does not cover"
             )));
         }
         Ok(Host {
@@ -286,6 +336,18 @@ impl Host {
             dead: None,
             sync: None,
         })
+    }
+}
+
+impl Host {
+    /// Opens from the logged bodies, in log order, the stored snapshot (its parts joined)
+    /// and graph-rebuild mark, and the stored offline mark and queue capacity. If the mark
+    /// is set, [`Host::recovery_plan`] must be committed before anything else. (A host
+    /// with a long log gives it in pages, through a [`Loader`].)
+    pub fn open(peer: &str, log: &[String], stored: Stored) -> Result<Host, HostError> {
+        let mut loader = Loader::new(peer, stored)?;
+        loader.push(log)?;
+        loader.finish()
     }
 
     /// After [`Host::open`] found the graph-rebuild mark: the plan that rebuilds the graph
@@ -302,7 +364,7 @@ impl Host {
         self.dead.is_some()
     }
 
-    pub fn replica(&self) -> &Replica<MemoryEventStore, Recorder> {
+    pub fn replica(&self) -> &HostReplica {
         &self.replica
     }
 
@@ -410,28 +472,23 @@ impl Host {
         } else {
             (self.committed, self.committed_position)
         };
-        let mut new_events = Vec::new();
-        let (next_position, _) = self.replica.event_store().scan_page(
-            &VersionVector::new(),
-            position,
-            usize::MAX,
-            &mut |e| {
-                new_events.push(e);
-                Ok(())
-            },
-        )?;
+        // The new events' encodings, logged as they are stored.
+        let mut new_bodies = Vec::new();
+        let next_position = self.replica.event_store().scan_encoded(position, |e| {
+            new_bodies.push(base64::engine::general_purpose::STANDARD.encode(e));
+        })?;
         let batches = std::mem::take(&mut self.replica.graph().batches);
         let mut plan = HostPlan::default();
         let graph_changes = batches.iter().any(|(b, _)| !b.changes.is_empty());
-        if !rewrite && new_events.is_empty() && !graph_changes && !self.rebuilding {
+        if !rewrite && new_bodies.is_empty() && !graph_changes && !self.rebuilding {
             return Ok(plan);
         }
         self.staged = Some(Staged {
-            events: from + new_events.len() as u64,
+            events: from + new_bodies.len() as u64,
             position: next_position,
             floor: floor.clone(),
         });
-        let log_rows = log_statements(from, &new_events);
+        let log_rows = log_statements(from, new_bodies);
         if rewrite {
             let snap = self
                 .replica
@@ -701,7 +758,24 @@ fn statement_json(s: &Statement) -> Json {
     json!({ "cypher": s.cypher, "params": params })
 }
 
-type HostReplica = Replica<MemoryEventStore, Recorder>;
+pub type HostReplica = Replica<PackedEventStore<ZstdBlocks>, Recorder>;
+
+/// The in-memory log's sealed blocks, compressed with zstd (the pure-Rust one in WASM):
+/// MessagePack events of one schema repeat their table and property names.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ZstdBlocks;
+
+impl BlockCodec for ZstdBlocks {
+    fn pack(&self, raw: &[u8]) -> Vec<u8> {
+        kuzu_sync_protocol::codec::compress(raw, 1)
+    }
+
+    fn unpack<'a>(&self, packed: &'a [u8], raw_len: usize) -> Result<Cow<'a, [u8]>, String> {
+        kuzu_sync_protocol::codec::inflate(packed, raw_len)
+            .map(Cow::Owned)
+            .map_err(|e| e.to_string())
+    }
+}
 
 /// Whether the replica's in-memory log differs from a durable one of `committed` events
 /// and a snapshot at `floor`.
@@ -715,11 +789,7 @@ fn log_changed(
 
 /// The vector of the snapshot in the replica's in-memory log (empty: none).
 fn stored_floor(replica: &mut HostReplica) -> Result<VersionVector, HostError> {
-    Ok(replica
-        .event_store()
-        .snapshot()?
-        .map(|s| s.version_vector)
-        .unwrap_or_default())
+    Ok(replica.event_store().floor())
 }
 
 /// A statement without parameters, as a plan holds it.
@@ -732,26 +802,27 @@ fn meta_statement(key: &str, value: &str) -> Json {
 }
 
 /// The statements that append `events` to the log, numbered from `seq`.
-fn log_statements(mut seq: u64, events: &[Event]) -> Vec<Json> {
-    events
-        .chunks(UNWIND_CHUNK)
-        .map(|chunk| {
-            let rows: Vec<Json> = chunk
-                .iter()
-                .map(|e| {
-                    let row = json!({ "s": seq.to_string(), "b": encode_body(e) });
-                    seq += 1;
-                    row
-                })
-                .collect();
-            json!({
-                "cypher": format!(
-                    "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
-                ),
-                "params": { "rows": rows },
+fn log_statements(mut seq: u64, bodies: Vec<String>) -> Vec<Json> {
+    let mut statements = Vec::new();
+    let mut bodies = bodies.into_iter().peekable();
+    while bodies.peek().is_some() {
+        let rows: Vec<Json> = bodies
+            .by_ref()
+            .take(UNWIND_CHUNK)
+            .map(|b| {
+                let row = json!({ "s": seq.to_string(), "b": b });
+                seq += 1;
+                row
             })
-        })
-        .collect()
+            .collect();
+        statements.push(json!({
+            "cypher": format!(
+                "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
+            ),
+            "params": { "rows": rows },
+        }));
+    }
+    statements
 }
 
 /// The statements that store `snap`: as a bundle (checked and compressed like a file the
@@ -929,11 +1000,12 @@ mod tests {
         )
     }
 
-    type NativeReplica = Replica<MemoryEventStore, kuzu_sync_engine::memory::MemoryGraphStore>;
+    type NativeReplica =
+        Replica<kuzu_sync_engine::MemoryEventStore, kuzu_sync_engine::memory::MemoryGraphStore>;
 
     /// A native replica "src" on in-memory stores.
     fn native_source() -> NativeReplica {
-        let mut log = MemoryEventStore::new();
+        let mut log = kuzu_sync_engine::MemoryEventStore::new();
         log.set_meta("peer_id", "src").unwrap();
         Replica::open(
             log,
@@ -1128,5 +1200,44 @@ mod tests {
     fn a_corrupt_log_entry_is_named() {
         let err = Host::open("a", &["not base64!".into()], Stored::default()).unwrap_err();
         assert!(err.0.contains("entry 0"), "{}", err.0);
+    }
+
+    #[test]
+    fn a_log_loaded_in_pages_opens_the_same_core_and_names_a_bad_row_by_its_place() {
+        let mut h = Host::open("a", &[], Stored::default()).unwrap();
+        let mut lines = vec![SCHEMA.to_string()];
+        lines.extend((0..25).map(|i| {
+            format!(r#"{{"op":"add_node","table":"User","props":{{"name":"u{i}","age":{i}}}}}"#)
+        }));
+        let plan = h.write(&lines.join("\n"), 1_000).unwrap();
+        h.confirm().unwrap();
+        let log = logged(&plan);
+        assert_eq!(log.len(), 26);
+        let mut loader = Loader::new("a", Stored::default()).unwrap();
+        for page in log.chunks(7) {
+            loader.push(page).unwrap();
+        }
+        let paged = loader.finish().unwrap();
+        assert_eq!(
+            paged.replica().version_vector(),
+            h.replica().version_vector()
+        );
+        assert_eq!(paged.replica().engine().dump(), h.replica().engine().dump());
+        assert_eq!(paged.replica().engine().visible_counts(), (25, 0));
+        assert_eq!(paged.replica().event_store().count().unwrap(), 26);
+        // A corrupt body in the third page is named by its row in the whole log.
+        let mut bad = log.clone();
+        bad[15] = "AAAA".into();
+        let mut loader = Loader::new("a", Stored::default()).unwrap();
+        let err = bad
+            .chunks(7)
+            .try_for_each(|page| loader.push(page))
+            .unwrap_err();
+        assert!(err.0.contains("entry 15"), "{}", err.0);
+        // The same event twice is refused: its rows would be numbered over each other.
+        let mut twice = log.clone();
+        twice.push(log[3].clone());
+        let err = Host::open("a", &twice, Stored::default()).unwrap_err();
+        assert!(err.0.contains("27 entries, of which 26"), "{}", err.0);
     }
 }

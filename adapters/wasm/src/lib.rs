@@ -7,7 +7,7 @@
 
 pub mod host;
 
-use host::{Host, HostError, Stored};
+use host::{Host, HostError, Loader, Stored};
 use wasm_bindgen::prelude::*;
 
 fn js_err(e: HostError) -> JsError {
@@ -35,10 +35,26 @@ pub fn setup_statements() -> String {
     to_json(&host::setup_statements())
 }
 
-/// The query reading the log's bodies in order.
-#[wasm_bindgen(js_name = readLogQuery)]
-pub fn read_log_query() -> String {
-    host::read_log_query()
+/// The query reading the log's extent: one row, its row count and highest `seq` (null
+/// when empty), as strings.
+#[wasm_bindgen(js_name = logExtentQuery)]
+pub fn log_extent_query() -> String {
+    host::log_extent_query()
+}
+
+/// The query reading the log's bodies with `from <= seq < to`, in order.
+#[wasm_bindgen(js_name = readLogPageQuery)]
+pub fn read_log_page_query(from: f64, to: f64) -> Result<String, JsError> {
+    Ok(host::read_log_page_query(
+        whole("from", from)?,
+        whole("to", to)?,
+    ))
+}
+
+/// Log rows to read per page when opening.
+#[wasm_bindgen(js_name = logPage)]
+pub fn log_page() -> f64 {
+    host::LOG_PAGE as f64
 }
 
 /// The query reading the stored snapshot's parts in order.
@@ -59,6 +75,25 @@ pub fn write_meta_statement() -> String {
     host::write_meta_statement()
 }
 
+/// The allocator, counting the bytes allocated and not freed (`heapBytes`).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// The WASM core's live heap, in bytes: what its allocations hold now (0 outside WASM).
+/// `memoryBytes` is its high-water mark plus the allocator's free space.
+#[wasm_bindgen(js_name = heapBytes)]
+pub fn heap_bytes() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        ALLOC.allocated() as f64
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0.0
+    }
+}
+
 /// The WASM core's linear memory, in bytes: it never shrinks, so this is its high-water
 /// mark (0 outside WASM).
 #[wasm_bindgen(js_name = memoryBytes)]
@@ -73,6 +108,51 @@ pub fn memory_bytes() -> f64 {
     }
 }
 
+/// Opens a `Core` from a log given in pages, so that the core never holds the whole log
+/// as text: `new CoreLoader(...)` with what `Core.open` takes besides the log, `push` each
+/// page of bodies in log order, then `finish()` (which consumes the loader).
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct CoreLoader {
+    loader: Loader,
+}
+
+#[wasm_bindgen]
+impl CoreLoader {
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        peer: &str,
+        snapshot: Option<String>,
+        rebuilding: bool,
+        offline_mark: Option<f64>,
+        queue_capacity: Option<f64>,
+    ) -> Result<CoreLoader, JsError> {
+        let offline_mark = offline_mark.map(|m| whole("offline mark", m)).transpose()?;
+        let queue_capacity = queue_capacity
+            .map(|c| whole("queue capacity", c).map(|c| c as usize))
+            .transpose()?;
+        let stored = Stored {
+            snapshot,
+            rebuilding,
+            offline_mark,
+            queue_capacity,
+        };
+        let loader = Loader::new(peer, stored).map_err(js_err)?;
+        Ok(CoreLoader { loader })
+    }
+
+    /// The next page of logged bodies, in log order.
+    pub fn push(&mut self, bodies: Vec<String>) -> Result<(), JsError> {
+        self.loader.push(&bodies).map_err(js_err)
+    }
+
+    /// The core, over every page pushed.
+    pub fn finish(self) -> Result<Core, JsError> {
+        let host = self.loader.finish().map_err(js_err)?;
+        Ok(Core { host })
+    }
+}
+
 /// One replica's core.
 #[wasm_bindgen]
 #[derive(Debug)]
@@ -84,7 +164,8 @@ pub struct Core {
 impl Core {
     /// Opens from the logged bodies (in log order), the stored snapshot's parts joined (or
     /// undefined), whether the graph-rebuild mark is set, the stored offline mark (or
-    /// undefined) and queue capacity (or undefined). Then commit `recoveryPlan()`.
+    /// undefined) and queue capacity (or undefined). Then commit `recoveryPlan()`. A long
+    /// log is better given in pages, through a `CoreLoader`.
     pub fn open(
         peer: &str,
         log: Vec<String>,
@@ -93,18 +174,9 @@ impl Core {
         offline_mark: Option<f64>,
         queue_capacity: Option<f64>,
     ) -> Result<Core, JsError> {
-        let offline_mark = offline_mark.map(|m| whole("offline mark", m)).transpose()?;
-        let queue_capacity = queue_capacity
-            .map(|c| whole("queue capacity", c).map(|c| c as usize))
-            .transpose()?;
-        let stored = Stored {
-            snapshot,
-            rebuilding,
-            offline_mark,
-            queue_capacity,
-        };
-        let host = Host::open(peer, &log, stored).map_err(js_err)?;
-        Ok(Core { host })
+        let mut loader = CoreLoader::new(peer, snapshot, rebuilding, offline_mark, queue_capacity)?;
+        loader.push(log)?;
+        loader.finish()
     }
 
     /// After `open`: the plan that finishes an interrupted graph rebuild (empty if none),
