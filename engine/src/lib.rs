@@ -31,6 +31,7 @@ pub mod snapshot;
 pub mod state;
 pub mod sync;
 pub mod text;
+pub mod tx;
 pub mod value;
 
 pub use change::{ApplyBatch, GraphChange};

@@ -1,0 +1,782 @@
+//! Coordinated transactions: two-phase commit with presumed abort, as pure state machines
+//! (sans-IO, like [`crate::sync::Session`]). ARCHITECTURE.md, "Coordinated transactions",
+//! holds the semantics and the invariants.
+//!
+//! A [`Coordinator`] and each [`Participant`] take messages and clock ticks and return
+//! [`Action`]s for their host to carry out in order: write a record durably (before any
+//! later action), send a message. A participant's commit is the record
+//! [`PartRecord::Committed`], which the host writes in one log transaction together with
+//! the events the ops become. What the ops lock and whether they keep the constraints is
+//! the host's knowledge, asked through [`TxRules`]; the state machines only hold the
+//! locks, the records and the protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A transaction: its coordinator, the coordinator's epoch (one more at each start) and
+/// a number within the epoch.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TxId {
+    pub coordinator: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.coordinator, self.epoch, self.seq)
+    }
+}
+
+/// Why a participant votes abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// Another prepared transaction holds a lock the ops need.
+    Locked,
+    /// The ops would break a constraint, given the state and the prepared ops.
+    Constraint,
+    /// The ops are not valid here (unknown table, wrong type, …).
+    Invalid,
+    /// The PREPARED record could not be written.
+    Storage,
+    /// The transaction is past its deadline, or already aborted here.
+    Late,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Locked => "locked",
+            Reason::Constraint => "constraint",
+            Reason::Invalid => "invalid",
+            Reason::Storage => "storage",
+            Reason::Late => "late",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Vote {
+    Yes,
+    No { reason: Reason, detail: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    Commit,
+    Abort,
+}
+
+/// A lock key, derived by the host from the ops (`node:User/alice`, `one:Owns/u1`,
+/// `unique:User.name=alice`, …). Two transactions conflict when they share one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Lock(pub String);
+
+/// What the coordinator and the participants send each other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TxMsg<O> {
+    /// Coordinator → participant: prepare these ops, vote by `deadline` (ms).
+    Prepare {
+        tx: TxId,
+        participants: Vec<String>,
+        ops: Vec<O>,
+        deadline: u64,
+    },
+    /// Participant → coordinator.
+    Vote { tx: TxId, vote: Vote },
+    /// The decision: from the coordinator, or from a participant that knows it.
+    Decide { tx: TxId, decision: Decision },
+    /// Participant → coordinator: the decision is applied here.
+    Ack { tx: TxId },
+    /// A participant in doubt asks (the coordinator, or another participant).
+    Ask { tx: TxId },
+}
+
+impl<O> TxMsg<O> {
+    pub fn tx(&self) -> &TxId {
+        match self {
+            TxMsg::Prepare { tx, .. }
+            | TxMsg::Vote { tx, .. }
+            | TxMsg::Decide { tx, .. }
+            | TxMsg::Ack { tx }
+            | TxMsg::Ask { tx } => tx,
+        }
+    }
+}
+
+/// What a state machine asks its host to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action<O, R> {
+    /// Write this record durably before carrying out any later action.
+    Persist(R),
+    Send {
+        to: String,
+        msg: TxMsg<O>,
+    },
+}
+
+/// The coordinator's durable records. Presumed abort: no record is written for an abort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordRecord {
+    /// The coordinator started with this epoch.
+    Epoch(u64),
+    /// The decision to commit, forced before any commit is sent.
+    Commit { tx: TxId, participants: Vec<String> },
+    /// Every participant acknowledged the commit: the transaction can be forgotten.
+    End { tx: TxId },
+}
+
+/// A participant's durable records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PartRecord<O> {
+    /// Written before voting yes.
+    Prepared {
+        tx: TxId,
+        participants: Vec<String>,
+        ops: Vec<O>,
+        locks: Vec<Lock>,
+        deadline: u64,
+    },
+    /// The ops are committed: the host writes this record in the same log transaction as
+    /// the events the ops become.
+    Committed { tx: TxId, ops: Vec<O> },
+    /// A tombstone: a later prepare of this transaction is refused.
+    Aborted { tx: TxId },
+}
+
+/// What only the host knows: the locks the ops take, and whether they keep the
+/// constraints.
+pub trait TxRules<O> {
+    /// The locks the ops need, or why they are invalid.
+    fn locks(&self, ops: &[O]) -> Result<Vec<Lock>, String>;
+    /// Whether the ops keep every constraint on the current state with `prepared` (the
+    /// ops of the transactions prepared here and not decided yet) also applied.
+    fn check(&self, ops: &[O], prepared: &[&[O]]) -> Result<(), String>;
+}
+
+/// How often a participant in doubt asks again, and a coordinator re-sends a commit (ms).
+pub const RETRY_MS: u64 = 200;
+
+/// A participant's view of one transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PartState<O> {
+    /// Voted yes; holds its locks until the decision.
+    Prepared {
+        participants: Vec<String>,
+        ops: Vec<O>,
+        locks: Vec<Lock>,
+        deadline: u64,
+        /// When to ask about the decision next, and how many times it has asked.
+        next_ask: u64,
+        asked: u32,
+    },
+    Committed,
+    Aborted,
+}
+
+type PartAction<O> = Action<O, PartRecord<O>>;
+
+/// A participant: a replica that takes part in transactions.
+#[derive(Debug)]
+pub struct Participant<O> {
+    name: String,
+    txs: BTreeMap<TxId, PartState<O>>,
+    locks: BTreeMap<Lock, TxId>,
+}
+
+impl<O: Clone> Participant<O> {
+    /// A participant from its durable records, in the order they were written: prepared
+    /// transactions hold their locks again and are in doubt.
+    pub fn recover(
+        name: impl Into<String>,
+        records: impl IntoIterator<Item = PartRecord<O>>,
+        now: u64,
+    ) -> Self {
+        let mut p = Participant {
+            name: name.into(),
+            txs: BTreeMap::new(),
+            locks: BTreeMap::new(),
+        };
+        for record in records {
+            match record {
+                PartRecord::Prepared {
+                    tx,
+                    participants,
+                    ops,
+                    locks,
+                    deadline,
+                } => {
+                    for l in &locks {
+                        p.locks.insert(l.clone(), tx.clone());
+                    }
+                    p.txs.insert(
+                        tx,
+                        PartState::Prepared {
+                            participants,
+                            ops,
+                            locks,
+                            deadline,
+                            next_ask: deadline.max(now),
+                            asked: 0,
+                        },
+                    );
+                }
+                PartRecord::Committed { tx, .. } => p.finish(tx, PartState::Committed),
+                PartRecord::Aborted { tx } => p.finish(tx, PartState::Aborted),
+            }
+        }
+        p
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn state(&self, tx: &TxId) -> Option<&PartState<O>> {
+        self.txs.get(tx)
+    }
+
+    /// The transactions prepared here and not decided: in doubt once past their deadline.
+    pub fn prepared(&self) -> impl Iterator<Item = (&TxId, &PartState<O>)> {
+        self.txs
+            .iter()
+            .filter(|(_, s)| matches!(s, PartState::Prepared { .. }))
+    }
+
+    /// The locks held, and by which transaction.
+    pub fn locks(&self) -> &BTreeMap<Lock, TxId> {
+        &self.locks
+    }
+
+    /// Whether a local write outside any transaction that takes `locks` may go ahead:
+    /// refused with the transaction holding one of them.
+    pub fn guard(&self, locks: &[Lock]) -> Result<(), &TxId> {
+        match locks.iter().find_map(|l| self.locks.get(l)) {
+            Some(tx) => Err(tx),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, tx: TxId, state: PartState<O>) {
+        if let Some(PartState::Prepared { locks, .. }) = self.txs.get(&tx) {
+            for l in locks {
+                if self.locks.get(l) == Some(&tx) {
+                    self.locks.remove(l);
+                }
+            }
+        }
+        self.txs.insert(tx, state);
+    }
+
+    fn refuse(&mut self, tx: TxId, to: &str, reason: Reason, detail: String) -> Vec<PartAction<O>> {
+        let mut out = Vec::new();
+        if !matches!(self.txs.get(&tx), Some(PartState::Aborted)) {
+            out.push(Action::Persist(PartRecord::Aborted { tx: tx.clone() }));
+            self.finish(tx.clone(), PartState::Aborted);
+        }
+        out.push(Action::Send {
+            to: to.to_owned(),
+            msg: TxMsg::Vote {
+                tx,
+                vote: Vote::No { reason, detail },
+            },
+        });
+        out
+    }
+
+    /// Handles a message from `from`.
+    pub fn handle(
+        &mut self,
+        rules: &dyn TxRules<O>,
+        from: &str,
+        msg: TxMsg<O>,
+        now: u64,
+    ) -> Vec<PartAction<O>> {
+        match msg {
+            TxMsg::Prepare {
+                tx,
+                participants,
+                ops,
+                deadline,
+            } => self.prepare(rules, from, tx, participants, ops, deadline, now),
+            TxMsg::Decide { tx, decision } => self.decide(tx, decision),
+            TxMsg::Ask { tx } => self.answer(from, tx),
+            // Not for participants: ignored.
+            TxMsg::Vote { .. } | TxMsg::Ack { .. } => Vec::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &mut self,
+        rules: &dyn TxRules<O>,
+        from: &str,
+        tx: TxId,
+        participants: Vec<String>,
+        ops: Vec<O>,
+        deadline: u64,
+        now: u64,
+    ) -> Vec<PartAction<O>> {
+        match self.txs.get(&tx) {
+            Some(PartState::Prepared { .. }) => {
+                // A duplicate: the same vote again.
+                return vec![Action::Send {
+                    to: from.to_owned(),
+                    msg: TxMsg::Vote {
+                        tx,
+                        vote: Vote::Yes,
+                    },
+                }];
+            }
+            Some(PartState::Committed) => return Vec::new(),
+            Some(PartState::Aborted) => {
+                return self.refuse(tx, from, Reason::Late, "already aborted here".into())
+            }
+            None => {}
+        }
+        if now > deadline {
+            return self.refuse(
+                tx,
+                from,
+                Reason::Late,
+                format!("deadline {deadline} passed at {now}"),
+            );
+        }
+        let locks = match rules.locks(&ops) {
+            Ok(l) => l,
+            Err(e) => return self.refuse(tx, from, Reason::Invalid, e),
+        };
+        if let Some((lock, holder)) = locks.iter().find_map(|l| self.locks.get(l).map(|h| (l, h))) {
+            let detail = format!("{} is held by {holder}", lock.0);
+            return self.refuse(tx, from, Reason::Locked, detail);
+        }
+        let prepared: Vec<&[O]> = self
+            .prepared()
+            .map(|(_, s)| match s {
+                PartState::Prepared { ops, .. } => ops.as_slice(),
+                _ => unreachable!("filtered"),
+            })
+            .collect();
+        if let Err(e) = rules.check(&ops, &prepared) {
+            return self.refuse(tx, from, Reason::Constraint, e);
+        }
+        for l in &locks {
+            self.locks.insert(l.clone(), tx.clone());
+        }
+        self.txs.insert(
+            tx.clone(),
+            PartState::Prepared {
+                participants: participants.clone(),
+                ops: ops.clone(),
+                locks: locks.clone(),
+                deadline,
+                next_ask: deadline,
+                asked: 0,
+            },
+        );
+        vec![
+            Action::Persist(PartRecord::Prepared {
+                tx: tx.clone(),
+                participants,
+                ops,
+                locks,
+                deadline,
+            }),
+            Action::Send {
+                to: from.to_owned(),
+                msg: TxMsg::Vote {
+                    tx,
+                    vote: Vote::Yes,
+                },
+            },
+        ]
+    }
+
+    /// The host could not write the PREPARED record of `tx`: it votes abort instead.
+    /// Drops the actions that followed that record (the yes vote); carry these out
+    /// instead.
+    pub fn prepare_failed(
+        &mut self,
+        tx: &TxId,
+        coordinator: &str,
+        error: &str,
+    ) -> Vec<PartAction<O>> {
+        self.refuse(tx.clone(), coordinator, Reason::Storage, error.to_owned())
+    }
+
+    fn decide(&mut self, tx: TxId, decision: Decision) -> Vec<PartAction<O>> {
+        let ack = |tx: TxId| Action::Send {
+            to: tx.coordinator.clone(),
+            msg: TxMsg::Ack { tx },
+        };
+        match (self.txs.get(&tx), decision) {
+            (Some(PartState::Prepared { ops, .. }), Decision::Commit) => {
+                let ops = ops.clone();
+                self.finish(tx.clone(), PartState::Committed);
+                vec![
+                    Action::Persist(PartRecord::Committed {
+                        tx: tx.clone(),
+                        ops,
+                    }),
+                    ack(tx),
+                ]
+            }
+            (Some(PartState::Prepared { .. }) | None, Decision::Abort) => {
+                // Before the prepare too: the tombstone refuses it when it comes.
+                self.finish(tx.clone(), PartState::Aborted);
+                vec![
+                    Action::Persist(PartRecord::Aborted { tx: tx.clone() }),
+                    ack(tx),
+                ]
+            }
+            (Some(PartState::Committed), Decision::Commit)
+            | (Some(PartState::Aborted), Decision::Abort) => vec![ack(tx)],
+            // A commit of a transaction never prepared here, or a decision contradicting
+            // the one taken: a protocol error from the sender. Nothing changes.
+            (None, Decision::Commit)
+            | (Some(PartState::Aborted), Decision::Commit)
+            | (Some(PartState::Committed), Decision::Abort) => Vec::new(),
+        }
+    }
+
+    /// Another participant in doubt asks about `tx`.
+    fn answer(&mut self, from: &str, tx: TxId) -> Vec<PartAction<O>> {
+        let decision = match self.txs.get(&tx) {
+            Some(PartState::Committed) => Decision::Commit,
+            Some(PartState::Aborted) => Decision::Abort,
+            // In doubt too: nothing to say.
+            Some(PartState::Prepared { .. }) => return Vec::new(),
+            None => {
+                // Never voted yes: abort it here, so the coordinator cannot commit it.
+                self.finish(tx.clone(), PartState::Aborted);
+                return vec![
+                    Action::Persist(PartRecord::Aborted { tx: tx.clone() }),
+                    Action::Send {
+                        to: from.to_owned(),
+                        msg: TxMsg::Decide {
+                            tx,
+                            decision: Decision::Abort,
+                        },
+                    },
+                ];
+            }
+        };
+        vec![Action::Send {
+            to: from.to_owned(),
+            msg: TxMsg::Decide { tx, decision },
+        }]
+    }
+
+    /// Time passes: transactions in doubt (past their deadline, undecided) ask the
+    /// coordinator, and from the second time on the other participants too.
+    pub fn tick(&mut self, now: u64) -> Vec<PartAction<O>> {
+        let mut out = Vec::new();
+        for (tx, state) in &mut self.txs {
+            let PartState::Prepared {
+                participants,
+                next_ask,
+                asked,
+                ..
+            } = state
+            else {
+                continue;
+            };
+            if now < *next_ask {
+                continue;
+            }
+            *next_ask = now + RETRY_MS;
+            *asked += 1;
+            out.push(Action::Send {
+                to: tx.coordinator.clone(),
+                msg: TxMsg::Ask { tx: tx.clone() },
+            });
+            if *asked > 1 {
+                for p in participants.iter().filter(|p| **p != self.name) {
+                    out.push(Action::Send {
+                        to: p.clone(),
+                        msg: TxMsg::Ask { tx: tx.clone() },
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The coordinator's view of one transaction it has not forgotten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CoordState {
+    /// Collecting votes.
+    Voting {
+        participants: Vec<String>,
+        yes: BTreeSet<String>,
+        deadline: u64,
+    },
+    /// Commit logged; waiting for acknowledgements.
+    Committing {
+        participants: Vec<String>,
+        pending: BTreeSet<String>,
+        resend_at: u64,
+    },
+}
+
+type CoordAction<O> = Action<O, CoordRecord>;
+
+/// The coordinator of transactions.
+#[derive(Debug)]
+pub struct Coordinator {
+    name: String,
+    epoch: u64,
+    next_seq: u64,
+    txs: BTreeMap<TxId, CoordState>,
+    /// Decisions taken since this start, for the caller (not durable: aborts are
+    /// presumed).
+    decided: BTreeMap<TxId, Decision>,
+}
+
+impl Coordinator {
+    /// A coordinator from its durable records: a new epoch, and every commit without an
+    /// end record sent again. Everything else is forgotten: aborted, presumed.
+    pub fn recover<O>(
+        name: impl Into<String>,
+        records: impl IntoIterator<Item = CoordRecord>,
+        now: u64,
+    ) -> (Self, Vec<CoordAction<O>>) {
+        let mut epoch = 0;
+        let mut open: BTreeMap<TxId, Vec<String>> = BTreeMap::new();
+        for r in records {
+            match r {
+                CoordRecord::Epoch(e) => epoch = epoch.max(e),
+                CoordRecord::Commit { tx, participants } => {
+                    open.insert(tx, participants);
+                }
+                CoordRecord::End { tx } => {
+                    open.remove(&tx);
+                }
+            }
+        }
+        let mut c = Coordinator {
+            name: name.into(),
+            epoch: epoch + 1,
+            next_seq: 1,
+            txs: BTreeMap::new(),
+            decided: BTreeMap::new(),
+        };
+        let mut out = vec![Action::Persist(CoordRecord::Epoch(c.epoch))];
+        for (tx, participants) in open {
+            out.extend(commit_messages(&tx, &participants));
+            c.decided.insert(tx.clone(), Decision::Commit);
+            c.txs.insert(
+                tx,
+                CoordState::Committing {
+                    pending: participants.iter().cloned().collect(),
+                    participants,
+                    resend_at: now + RETRY_MS,
+                },
+            );
+        }
+        (c, out)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The decision on `tx`, if taken since this start.
+    pub fn decision(&self, tx: &TxId) -> Option<Decision> {
+        self.decided.get(tx).copied()
+    }
+
+    /// Whether `tx` is still open (votes or acknowledgements outstanding).
+    pub fn is_open(&self, tx: &TxId) -> bool {
+        self.txs.contains_key(tx)
+    }
+
+    /// Starts a transaction: each participant with its ops, votes due by `deadline`.
+    pub fn begin<O: Clone>(
+        &mut self,
+        work: Vec<(String, Vec<O>)>,
+        deadline: u64,
+    ) -> (TxId, Vec<CoordAction<O>>) {
+        let tx = TxId {
+            coordinator: self.name.clone(),
+            epoch: self.epoch,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let participants: Vec<String> = work.iter().map(|(p, _)| p.clone()).collect();
+        let out = work
+            .into_iter()
+            .map(|(p, ops)| Action::Send {
+                to: p,
+                msg: TxMsg::Prepare {
+                    tx: tx.clone(),
+                    participants: participants.clone(),
+                    ops,
+                    deadline,
+                },
+            })
+            .collect();
+        self.txs.insert(
+            tx.clone(),
+            CoordState::Voting {
+                participants,
+                yes: BTreeSet::new(),
+                deadline,
+            },
+        );
+        (tx, out)
+    }
+
+    fn abort<O>(&mut self, tx: &TxId) -> Vec<CoordAction<O>> {
+        let Some(CoordState::Voting { participants, .. }) = self.txs.remove(tx) else {
+            return Vec::new();
+        };
+        self.decided.insert(tx.clone(), Decision::Abort);
+        participants
+            .into_iter()
+            .map(|p| Action::Send {
+                to: p,
+                msg: TxMsg::Decide {
+                    tx: tx.clone(),
+                    decision: Decision::Abort,
+                },
+            })
+            .collect()
+    }
+
+    /// Handles a message from participant `from`.
+    pub fn handle<O: Clone>(&mut self, from: &str, msg: TxMsg<O>, now: u64) -> Vec<CoordAction<O>> {
+        match msg {
+            TxMsg::Vote { tx, vote } => self.vote(from, tx, vote, now),
+            TxMsg::Ack { tx } => {
+                let Some(CoordState::Committing { pending, .. }) = self.txs.get_mut(&tx) else {
+                    return Vec::new();
+                };
+                pending.remove(from);
+                if pending.is_empty() {
+                    self.txs.remove(&tx);
+                    return vec![Action::Persist(CoordRecord::End { tx })];
+                }
+                Vec::new()
+            }
+            TxMsg::Ask { tx } => self.answer(from, tx),
+            TxMsg::Prepare { .. } | TxMsg::Decide { .. } => Vec::new(),
+        }
+    }
+
+    fn answer<O>(&self, from: &str, tx: TxId) -> Vec<CoordAction<O>> {
+        let decision = match self.txs.get(&tx) {
+            Some(CoordState::Committing { .. }) => Decision::Commit,
+            // Still collecting: the deadline will decide.
+            Some(CoordState::Voting { .. }) => return Vec::new(),
+            // Forgotten: either ended (committed, and every participant acknowledged, so
+            // nobody asks) or never committed: presumed abort.
+            None if self.decided.get(&tx) == Some(&Decision::Commit) => Decision::Commit,
+            None => Decision::Abort,
+        };
+        vec![Action::Send {
+            to: from.to_owned(),
+            msg: TxMsg::Decide { tx, decision },
+        }]
+    }
+
+    fn vote<O: Clone>(
+        &mut self,
+        from: &str,
+        tx: TxId,
+        vote: Vote,
+        now: u64,
+    ) -> Vec<CoordAction<O>> {
+        match self.txs.get_mut(&tx) {
+            Some(CoordState::Voting {
+                participants, yes, ..
+            }) => {
+                if !participants.iter().any(|p| p == from) {
+                    return Vec::new();
+                }
+                if let Vote::No { .. } = vote {
+                    return self.abort(&tx);
+                }
+                yes.insert(from.to_owned());
+                if yes.len() < participants.len() {
+                    return Vec::new();
+                }
+                let participants = participants.clone();
+                let mut out = vec![Action::Persist(CoordRecord::Commit {
+                    tx: tx.clone(),
+                    participants: participants.clone(),
+                })];
+                out.extend(commit_messages(&tx, &participants));
+                self.decided.insert(tx.clone(), Decision::Commit);
+                self.txs.insert(
+                    tx,
+                    CoordState::Committing {
+                        pending: participants.iter().cloned().collect(),
+                        participants,
+                        resend_at: now + RETRY_MS,
+                    },
+                );
+                out
+            }
+            Some(CoordState::Committing { .. }) => {
+                // A duplicate vote after the decision: the decision again.
+                vec![Action::Send {
+                    to: from.to_owned(),
+                    msg: TxMsg::Decide {
+                        tx,
+                        decision: Decision::Commit,
+                    },
+                }]
+            }
+            // An unknown or older-epoch transaction: presumed abort, so a participant that
+            // voted yes does not wait.
+            None => self.answer(from, tx),
+        }
+    }
+
+    /// Time passes: votes not in by the deadline abort; commits not acknowledged are sent
+    /// again.
+    pub fn tick<O: Clone>(&mut self, now: u64) -> Vec<CoordAction<O>> {
+        let late: Vec<TxId> = self
+            .txs
+            .iter()
+            .filter(|(_, s)| matches!(s, CoordState::Voting { deadline, .. } if now > *deadline))
+            .map(|(tx, _)| tx.clone())
+            .collect();
+        let mut out = Vec::new();
+        for tx in late {
+            out.extend(self.abort(&tx));
+        }
+        for (tx, state) in &mut self.txs {
+            if let CoordState::Committing {
+                pending, resend_at, ..
+            } = state
+            {
+                if now >= *resend_at {
+                    *resend_at = now + RETRY_MS;
+                    let pending: Vec<String> = pending.iter().cloned().collect();
+                    out.extend(commit_messages(tx, &pending));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn commit_messages<O>(tx: &TxId, to: &[String]) -> Vec<CoordAction<O>> {
+    to.iter()
+        .map(|p| Action::Send {
+            to: p.clone(),
+            msg: TxMsg::Decide {
+                tx: tx.clone(),
+                decision: Decision::Commit,
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
