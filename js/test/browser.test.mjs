@@ -5,31 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import puppeteer from "puppeteer-core";
-import { tempDir, cli, cliWrite, cliRows, freePort, startHub, stopHub } from "./helpers.mjs";
+import { tempDir, cli, cliWrite, cliRows, freePort, startHub, stopHub, CHROMIUM, serveStatic } from "./helpers.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm" };
-
-/** Serves js/ (with its node_modules) read-only. */
-function serve(port) {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, "http://x");
-    const file = path.normalize(path.join(ROOT, decodeURIComponent(url.pathname)));
-    if (!file.startsWith(ROOT) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
-    fs.createReadStream(file).pipe(res);
-  });
-  return new Promise((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
-}
-
 async function openPage(context, base, peer, log) {
   const page = await context.newPage();
   page.on("console", (m) => log.push(`${peer} console: ${m.text()}`));
@@ -49,7 +30,7 @@ test("two browser pages and a CLI replica converge through a hub; a reload keeps
   const hubUrl = `ws://127.0.0.1:${hubPort}/sync`;
   const hub = await startHub(hubDir, hubPort);
   const webPort = await freePort();
-  const server = await serve(webPort);
+  const server = await serveStatic(ROOT, webPort);
   const base = `http://127.0.0.1:${webPort}`;
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,

@@ -7,16 +7,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import puppeteer from "puppeteer-core";
 import { build } from "vite";
-import { tempDir, freePort } from "./helpers.mjs";
+import { tempDir, freePort, CHROMIUM, serveStatic } from "./helpers.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
 
 /** An application directory with kuzu-sync installed from its packed tarball. */
 function application() {
@@ -34,20 +31,6 @@ function application() {
     fs.copyFileSync(path.join(ROOT, "examples", "bundler", f), path.join(dir, f));
   }
   return dir;
-}
-
-function serve(dir, port) {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, "http://x");
-    const file = path.normalize(path.join(dir, decodeURIComponent(url.pathname)));
-    if (!file.startsWith(dir) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
-    fs.createReadStream(file).pipe(res);
-  });
-  return new Promise((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
 }
 
 /** Every file under `dir`, relative. */
@@ -77,7 +60,7 @@ test("an application bundled with Vite runs kuzu-sync in the browser", { timeout
   }
 
   const port = await freePort();
-  const server = await serve(dist, port);
+  const server = await serveStatic(dist, port);
   const browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,

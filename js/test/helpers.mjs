@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import net from "node:net";
+import http from "node:http";
 import { execFileSync, spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import kuzu from "kuzu";
@@ -186,3 +187,22 @@ export function until(what, check, ms = 20_000) {
   });
 }
 
+/** Debian's Chromium, or CHROMIUM_BIN. */
+export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm" };
+
+/** Serves the files under `root` read-only over HTTP on 127.0.0.1:`port`. */
+export function serveStatic(root, port) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    const file = path.normalize(path.join(root, decodeURIComponent(url.pathname)));
+    if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(port, "127.0.0.1", () => resolve(server)));
+}
