@@ -12,6 +12,9 @@ use std::time::Duration;
 use kuzu_sync_engine::{Event, EventId, EventStore, PeerId, Snapshot, StoreError, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+mod tx_log;
+pub use tx_log::SqliteTxLog;
+
 /// The schema version this code writes, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 2;
 
