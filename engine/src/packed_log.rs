@@ -5,7 +5,7 @@
 //! Events are appended to an open block; once it holds [`BLOCK_BYTES`] it is sealed,
 //! through a [`BlockCodec`] (the JS host compresses sealed blocks with zstd; [`Plain`]
 //! keeps them as they are). Blocks never grow past their size, so a long log costs no
-//! doubling slack and no reallocation peak. Per event the store holds its encoding and 48
+//! doubling slack and no reallocation peak. Per event the store holds its encoding and 36
 //! bytes of bookkeeping: where it is, its scan position, its id, and an entry in a
 //! per-peer index sorted by counter. Reading an event inflates its block (a scan, once
 //! per block) and decodes it; events `since` contains are skipped by their id alone.
@@ -83,7 +83,9 @@ pub struct PackedEventStore<C: BlockCodec = Plain> {
     peers: Vec<PeerId>,
     peer_index: HashMap<PeerId, u32>,
     /// Per peer (same index as `peers`): (counter, index into `entries`), sorted by counter.
-    by_counter: Vec<Vec<(u64, u32)>>,
+    /// Indexes into `entries`, sorted by the entries' counters (4 bytes an event: the
+    /// counter is read from the entry).
+    by_counter: Vec<Vec<u32>>,
     meta: BTreeMap<String, String>,
     snapshot: Option<Snapshot>,
 }
@@ -220,10 +222,11 @@ impl<C: BlockCodec> PackedEventStore<C> {
             return Ok(None);
         };
         let list = &self.by_counter[peer as usize];
-        let Ok(k) = list.binary_search_by_key(&id.counter, |&(c, _)| c) else {
+        let entries = &self.entries;
+        let Ok(k) = list.binary_search_by_key(&id.counter, |&i| entries[i as usize].counter) else {
             return Ok(None);
         };
-        let i = list[k].1 as usize;
+        let i = list[k] as usize;
         let block = self.block(self.entries[i].block)?;
         Ok(Some(&block[self.span(i, &block)] == encoding))
     }
@@ -258,9 +261,10 @@ impl<C: BlockCodec> PackedEventStore<C> {
             self.seal();
         }
         let list = &mut self.by_counter[peer as usize];
+        let entries = &self.entries;
         // A peer's events usually come in counter order: then this is a push.
-        let at = list.partition_point(|&(c, _)| c < id.counter);
-        list.insert(at, (id.counter, index));
+        let at = list.partition_point(|&i| entries[i as usize].counter < id.counter);
+        list.insert(at, index);
     }
 
     fn seal(&mut self) {
