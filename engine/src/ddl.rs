@@ -107,14 +107,14 @@ pub fn render_add_column(table: &str, column: &Column) -> String {
 }
 
 /// The user-level DDL of a schema op, which [`parse_ddl`] reads back to the same op (rel
-/// tables without the hidden edge-key column). `None` for [`SchemaOp::SetPolicy`], which has
-/// no DDL form.
+/// tables without the hidden edge-key column). `None` for [`SchemaOp::SetPolicy`] and
+/// [`SchemaOp::SetConstraint`], which have no DDL form.
 pub fn render_schema_op(op: &SchemaOp) -> Option<String> {
     match op {
         SchemaOp::CreateNodeTable(n) => Some(render_create(&TableDef::Node(n.clone()), false)),
         SchemaOp::CreateRelTable(r) => Some(render_create(&TableDef::Rel(r.clone()), false)),
         SchemaOp::AddColumn { table, column } => Some(render_add_column(table, column)),
-        SchemaOp::SetPolicy { .. } => None,
+        SchemaOp::SetPolicy { .. } | SchemaOp::SetConstraint { .. } => None,
     }
 }
 

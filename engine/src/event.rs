@@ -118,6 +118,14 @@ pub enum Op {
     /// the shared history, in that order relative to the hub's earlier seals. It changes no
     /// row; it orders writes for the `online_wins` policy.
     Seal,
+    /// A participant's commit of a coordinated transaction: the `ops` events that follow
+    /// it (its author's next counters, in the same log transaction) are the transaction's
+    /// ops here. It changes no row (ARCHITECTURE.md, "Transactions on replicas").
+    Tx {
+        tx: crate::tx::TxId,
+        participants: Vec<String>,
+        ops: u32,
+    },
 }
 
 impl Op {
@@ -130,7 +138,7 @@ impl Op {
             Op::AddEdge { edge, .. } => &edge.table,
             Op::DeleteEdge(e) => &e.table,
             Op::Update { entity, .. } | Op::Increment { entity, .. } => entity.table(),
-            Op::Seal => "",
+            Op::Seal | Op::Tx { .. } => "",
         }
     }
 
@@ -144,6 +152,7 @@ impl Op {
             Op::Update { .. } => "update",
             Op::Increment { .. } => "increment",
             Op::Seal => "seal",
+            Op::Tx { .. } => "tx",
         }
     }
 }

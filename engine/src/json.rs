@@ -17,7 +17,16 @@
 //! {"op":"delete_node","table":"User","key":"Adam"}
 //! {"op":"delete_edge","table":"Follows","from":"Adam","to":"Karissa"}
 //! {"op":"set_policy","table":"Product","prop":"stock","policy":"counter"}
+//! {"op":"set_constraint","table":"Product","prop":"stock","min":0,"owner":{"column":"site"}}
+//! {"op":"set_constraint","table":"User","prop":"name","unique":true,"owner":{"peer":"hub"}}
+//! {"op":"set_constraint","table":"Manages","single":true,"owner":{"peer":"hub"}}
+//! {"op":"set_constraint","table":"User","prop":"name","none":true}
 //! ```
+//!
+//! Constraints (ARCHITECTURE.md, "Transactions on replicas") are checked when a
+//! coordinated transaction prepares; `"none":true` lifts one. A transaction's commit
+//! marker prints as `{"op":"tx","tx":"coord/1/7","participants":["a","b"],"ops":2}` and
+//! cannot be written.
 //!
 //! Edge forms also take `"key"` (the edge key that tells multi-edges apart, default `""`) and
 //! `"from_table"`/`"to_table"` (needed only when the rel table has several FROM/TO pairs).
@@ -29,7 +38,9 @@ use serde_json::{Map, Value as J};
 use crate::ddl;
 use crate::error::EngineError;
 use crate::event::{EdgeRef, Entity, NodeRef, Op};
-use crate::schema::{Column, NodeTableDef, Policy, RelTableDef, Schema, SchemaOp, TableDef};
+use crate::schema::{
+    Check, Column, Constraint, NodeTableDef, Owner, Policy, RelTableDef, Schema, SchemaOp, TableDef,
+};
 use crate::text;
 use crate::value::{DataType, Value};
 
@@ -393,6 +404,10 @@ pub fn op_from_json(line: &str, schema: &Schema) -> Result<Op, EngineError> {
         "delete_node" => r.delete_node(),
         "delete_edge" => r.delete_edge(),
         "set_policy" => r.set_policy(),
+        "set_constraint" => r.set_constraint(),
+        "tx" => Err(r.invalid(
+            "\"tx\" ops are commit markers, written by a coordinated transaction's commit, not by a write".into(),
+        )),
         "seal" => {
             r.check_fields(&["op"], "seal")?;
             Ok(Op::Seal)
@@ -456,6 +471,46 @@ pub fn op_to_json(op: &Op) -> J {
             edge_to_json(&mut put, e);
         }
         Op::Seal => put("op", "seal".into()),
+        Op::Tx {
+            tx,
+            participants,
+            ops,
+        } => {
+            put("op", "tx".into());
+            put("tx", tx.to_string().into());
+            put(
+                "participants",
+                J::Array(participants.iter().map(|p| J::from(p.as_str())).collect()),
+            );
+            put("ops", (*ops).into());
+        }
+        Op::Schema(SchemaOp::SetConstraint {
+            table,
+            column,
+            constraint,
+        }) => {
+            put("op", "set_constraint".into());
+            put("table", table.as_str().into());
+            if !column.is_empty() {
+                put("prop", column.as_str().into());
+            }
+            match constraint {
+                None => put("none", true.into()),
+                Some(c) => {
+                    match c.check {
+                        Check::Min(b) => put("min", b.into()),
+                        Check::Unique => put("unique", true.into()),
+                        Check::Single => put("single", true.into()),
+                    }
+                    let mut o = Map::new();
+                    match &c.owner {
+                        Owner::Peer(p) => o.insert("peer".into(), p.as_str().into()),
+                        Owner::Column(col) => o.insert("column".into(), col.as_str().into()),
+                    };
+                    put("owner", J::Object(o));
+                }
+            }
+        }
         Op::Schema(SchemaOp::SetPolicy {
             table,
             column,
@@ -798,6 +853,95 @@ impl<'a> Reader<'a> {
         Ok(Op::DeleteEdge(self.edge(rel)?))
     }
 
+    fn set_constraint(&self) -> Result<Op, EngineError> {
+        let def = self.table()?;
+        self.check_fields(
+            &[
+                "op", "table", "prop", "min", "unique", "single", "none", "owner",
+            ],
+            "set_constraint",
+        )?;
+        let column = match self.opt_str("prop")? {
+            Some(p) => self.column(def, p)?.name.clone(),
+            None => String::new(),
+        };
+        let kinds: Vec<&str> = ["min", "unique", "single", "none"]
+            .into_iter()
+            .filter(|k| self.obj.contains_key(*k))
+            .collect();
+        if kinds.len() != 1 {
+            return Err(self.invalid(format!(
+                "set_constraint takes exactly one of \"min\", \"unique\", \"single\", \"none\" (got {})",
+                if kinds.is_empty() { "none of them".to_string() } else { kinds.join(", ") }
+            )));
+        }
+        let flag = |k: &str| match self.obj.get(k) {
+            Some(J::Bool(true)) => Ok(()),
+            Some(other) => Err(self.invalid(format!("\"{k}\" must be true, got {}", short(other)))),
+            None => Ok(()),
+        };
+        let check = match kinds[0] {
+            "min" => match self.obj.get("min").and_then(J::as_i64) {
+                Some(b) => Some(Check::Min(b)),
+                None => {
+                    return Err(self.invalid(format!(
+                        "\"min\" must be an integer, got {}",
+                        short(&self.obj["min"])
+                    )))
+                }
+            },
+            "unique" => flag("unique").map(|_| Some(Check::Unique))?,
+            "single" => flag("single").map(|_| Some(Check::Single))?,
+            _ => flag("none").map(|_| None)?,
+        };
+        let constraint = match check {
+            None => {
+                if self.obj.contains_key("owner") {
+                    return Err(
+                        self.invalid("\"none\" lifts a constraint: it takes no owner".into())
+                    );
+                }
+                None
+            }
+            Some(check) => {
+                let owner = match self.obj.get("owner") {
+                    Some(J::Object(o)) if o.len() == 1 => match o.iter().next() {
+                        Some((k, J::String(v))) if k == "peer" => Owner::Peer(v.clone()),
+                        Some((k, J::String(v))) if k == "column" => {
+                            Owner::Column(self.column(def, v)?.name.clone())
+                        }
+                        _ => None.ok_or_else(|| {
+                            self.invalid(format!(
+                                "\"owner\" must be {{\"peer\": ID}} or {{\"column\": NAME}}, got {}",
+                                short(&self.obj["owner"])
+                            ))
+                        })?,
+                    },
+                    Some(other) => {
+                        return Err(self.invalid(format!(
+                            "\"owner\" must be {{\"peer\": ID}} or {{\"column\": NAME}}, got {}",
+                            short(other)
+                        )))
+                    }
+                    None => {
+                        return Err(self.invalid(
+                            "a constraint needs an \"owner\": {\"peer\": ID} or {\"column\": NAME}"
+                                .into(),
+                        ))
+                    }
+                };
+                Some(Constraint { check, owner })
+            }
+        };
+        let op = SchemaOp::SetConstraint {
+            table: def.name().to_string(),
+            column,
+            constraint,
+        };
+        self.schema.validate(&op)?;
+        Ok(Op::Schema(op))
+    }
+
     fn set_policy(&self) -> Result<Op, EngineError> {
         let def = self.table()?;
         self.check_fields(&["op", "table", "prop", "policy"], "set_policy")?;
@@ -886,7 +1030,7 @@ pub fn schema_ops(cypher: &str, schema: &mut Schema) -> Result<Vec<SchemaOp>, En
             SchemaOp::AddColumn { table, column } => schema
                 .table(table)
                 .is_some_and(|t| t.column(&column.name).is_some()),
-            SchemaOp::SetPolicy { .. } => false,
+            SchemaOp::SetPolicy { .. } | SchemaOp::SetConstraint { .. } => false,
         };
         if exists && parsed.if_not_exists {
             continue;

@@ -46,8 +46,24 @@ pub fn coalesce_ops(queue: &[Event]) -> Vec<(Op, usize)> {
     let forget = |entity: &Entity, map: &mut HashMap<Slot, usize>| {
         map.retain(|(e, _), _| e != entity);
     };
+    // The events of a coordinated transaction (a commit marker and the ops after it) are
+    // kept as they are: the marker counts them.
+    let mut in_tx = 0u32;
     for (i, e) in queue.iter().enumerate() {
+        if in_tx > 0 {
+            in_tx -= 1;
+            last_set.clear();
+            last_inc.clear();
+            out.push(Some((e.op.clone(), i)));
+            continue;
+        }
         match &e.op {
+            Op::Tx { ops, .. } => {
+                in_tx = *ops;
+                last_set.clear();
+                last_inc.clear();
+                out.push(Some((e.op.clone(), i)));
+            }
             Op::Update { entity, prop, .. } => {
                 let slot = (norm(entity), prop.to_ascii_lowercase());
                 if let Some(j) = last_set.get(&slot) {

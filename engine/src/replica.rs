@@ -51,6 +51,10 @@ pub enum ReplicaError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A write that a declared constraint refuses (not the owner of a guarded key, the
+    /// bound would break, or a coordinated transaction holds the key).
+    #[error("refused by a constraint: {0}")]
+    Constraint(String),
     #[error("this replica belongs to peer {stored}, not {given}")]
     PeerMismatch { stored: String, given: String },
     #[error("the event log has no peer id: initialise the replica with a peer id first")]
@@ -635,6 +639,64 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         progress: Progress,
     ) -> Result<Vec<EventId>, ReplicaError> {
         self.ensure_recovered()?;
+        self.check_constraints(&ops, &[])?;
+        self.write_unchecked(ops, progress)
+    }
+
+    /// Checks a local write outside any transaction against the declared constraints: every
+    /// guarded key it touches is owned here and kept within bounds, with `prepared` (the
+    /// ops of transactions prepared here) applied too. Returns the locks it takes.
+    pub fn check_constraints(
+        &self,
+        ops: &[Op],
+        prepared: &[&[Op]],
+    ) -> Result<Vec<crate::tx::Lock>, ReplicaError> {
+        if self.core.engine.schema().constraints().next().is_none() {
+            return Ok(Vec::new());
+        }
+        let data: Vec<Op> = ops
+            .iter()
+            .filter(|o| !matches!(o, Op::Schema(_) | Op::Seal | Op::Tx { .. }))
+            .cloned()
+            .collect();
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rules = crate::tx::EngineRules {
+            engine: &self.core.engine,
+            me: self.core.engine.peer().as_str(),
+        };
+        rules
+            .check_local(&data, prepared)
+            .map_err(ReplicaError::Constraint)
+    }
+
+    /// Commits this replica's part of a coordinated transaction: its commit marker and the
+    /// events its ops become, in one log append and one graph batch. The constraints were
+    /// checked when it prepared, and its locks kept them since: not checked again.
+    pub fn commit_tx(
+        &mut self,
+        tx: &crate::tx::TxId,
+        participants: &[String],
+        ops: Vec<Op>,
+    ) -> Result<Vec<EventId>, ReplicaError> {
+        self.ensure_recovered()?;
+        let marker = Op::Tx {
+            tx: tx.clone(),
+            participants: participants.to_vec(),
+            ops: u32::try_from(ops.len()).unwrap_or(u32::MAX),
+        };
+        let mut all = Vec::with_capacity(ops.len() + 1);
+        all.push(marker);
+        all.extend(ops);
+        self.write_unchecked(all, &mut |_, _| {})
+    }
+
+    fn write_unchecked(
+        &mut self,
+        ops: Vec<Op>,
+        progress: Progress,
+    ) -> Result<Vec<EventId>, ReplicaError> {
         let staged = self.staged(|core, clock| core.stage_write(ops, clock, progress))?;
         let ids = staged.ids();
         self.store_staged(staged)?;

@@ -142,6 +142,37 @@ impl Policy {
     }
 }
 
+/// What a constraint checks (ARCHITECTURE.md, "Transactions on replicas").
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// An integer property never below the bound.
+    Min(i64),
+    /// No two live nodes of the table hold the same non-null value.
+    Unique,
+    /// A MANY_ONE or ONE_ONE rel table's rule: at most one live edge per source (and per
+    /// target for ONE_ONE).
+    Single,
+}
+
+/// The one replica that may change a guarded key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// This peer, for every key of the constraint.
+    Peer(String),
+    /// The peer id held by this STRING property of the guarded node (`min` only).
+    Column(String),
+}
+
+/// A constraint on a property (or, for [`Check::Single`], on a rel table), checked when a
+/// transaction prepares and on its owner's local writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Constraint {
+    pub check: Check,
+    pub owner: Owner,
+}
+
 /// A replicated schema change.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchemaOp {
@@ -156,6 +187,13 @@ pub enum SchemaOp {
         column: String,
         policy: Policy,
     },
+    /// Declares (or, with `None`, lifts) the constraint on `table.column`; `column` is
+    /// empty for a rel table's [`Check::Single`]. Last writer wins per (table, column).
+    SetConstraint {
+        table: String,
+        column: String,
+        constraint: Option<Constraint>,
+    },
 }
 
 impl SchemaOp {
@@ -163,7 +201,9 @@ impl SchemaOp {
         match self {
             SchemaOp::CreateNodeTable(t) => &t.name,
             SchemaOp::CreateRelTable(t) => &t.name,
-            SchemaOp::AddColumn { table, .. } | SchemaOp::SetPolicy { table, .. } => table,
+            SchemaOp::AddColumn { table, .. }
+            | SchemaOp::SetPolicy { table, .. }
+            | SchemaOp::SetConstraint { table, .. } => table,
         }
     }
 }
@@ -203,6 +243,9 @@ pub struct Schema {
     spellings: BTreeMap<String, String>,
     /// (table, column) → (stamp, policy), last writer wins.
     policies: BTreeMap<(String, String), (Stamp, Policy)>,
+    /// (table, column) → (stamp, constraint or none), last writer wins; lower-cased keys.
+    #[serde(default)]
+    constraints: BTreeMap<(String, String), (Stamp, Option<Constraint>)>,
     /// Number of schema ops applied.
     pub version: u64,
 }
@@ -271,6 +314,20 @@ impl Schema {
             .unwrap_or_default()
     }
 
+    /// The constraint on `table.column` (`column` empty for a rel table's), if any.
+    pub fn constraint(&self, table: &str, column: &str) -> Option<&Constraint> {
+        self.constraints
+            .get(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
+            .and_then(|(_, c)| c.as_ref())
+    }
+
+    /// (table, column, constraint) for every constraint in force, lower-cased names.
+    pub fn constraints(&self) -> impl Iterator<Item = (&str, &str, &Constraint)> {
+        self.constraints
+            .iter()
+            .filter_map(|((t, c), (_, k))| k.as_ref().map(|k| (t.as_str(), c.as_str(), k)))
+    }
+
     /// (table, column, policy) for every property with a non-default policy.
     pub fn policies(&self) -> Vec<(String, String, Policy)> {
         self.policies
@@ -295,7 +352,7 @@ impl Schema {
                 SchemaOp::CreateNodeTable(d) => &d.columns,
                 SchemaOp::CreateRelTable(d) => &d.columns,
                 SchemaOp::AddColumn { column, .. } => std::slice::from_ref(column),
-                SchemaOp::SetPolicy { .. } => &[],
+                SchemaOp::SetPolicy { .. } | SchemaOp::SetConstraint { .. } => &[],
             };
             for c in cols {
                 if c.name.eq_ignore_ascii_case(column) && !out.contains(&&c.ty) {
@@ -363,7 +420,9 @@ impl Schema {
                         validate_table_name(table)?;
                         validate_columns(table, std::slice::from_ref(column))?;
                     }
-                    SchemaOp::SetPolicy { table, .. } => validate_table_name(table)?,
+                    SchemaOp::SetPolicy { table, .. } | SchemaOp::SetConstraint { table, .. } => {
+                        validate_table_name(table)?
+                    }
                 }
             }
         }
@@ -385,6 +444,14 @@ impl Schema {
                     column: column.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
                 });
             }
+        }
+        for ((table, column), (_, constraint)) in &self.constraints {
+            let op = SchemaOp::SetConstraint {
+                table: table.clone(),
+                column: column.clone(),
+                constraint: constraint.clone(),
+            };
+            self.validate_structure(&op)?;
         }
         Ok(())
     }
@@ -479,6 +546,96 @@ impl Schema {
                 }
                 Ok(())
             }
+            SchemaOp::SetConstraint {
+                table,
+                column,
+                constraint,
+            } => self.validate_constraint(table, column, constraint.as_ref()),
+        }
+    }
+
+    fn validate_constraint(
+        &self,
+        table: &str,
+        column: &str,
+        constraint: Option<&Constraint>,
+    ) -> Result<(), EngineError> {
+        let invalid = |reason: String| EngineError::InvalidSchema {
+            table: table.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
+            reason,
+        };
+        let t = self.table(table).ok_or_else(|| {
+            EngineError::UnknownTable(table.chars().take(limits::MAX_IDENTIFIER_LEN).collect())
+        })?;
+        let unknown_column = |c: &str| EngineError::UnknownColumn {
+            table: t.name().to_string(),
+            column: c.chars().take(limits::MAX_IDENTIFIER_LEN).collect(),
+        };
+        let Some(constraint) = constraint else {
+            if !column.is_empty() && t.column(column).is_none() {
+                return Err(unknown_column(column));
+            }
+            return Ok(());
+        };
+        match &constraint.owner {
+            Owner::Peer(p) => {
+                crate::clock::PeerId::new(p.as_str())
+                    .map_err(|e| invalid(format!("owner peer: {e}")))?;
+            }
+            Owner::Column(c) => {
+                if constraint.check != Check::Unique && constraint.check != Check::Single {
+                    let col = t.column(c).ok_or_else(|| unknown_column(c))?;
+                    if col.ty != DataType::String {
+                        return Err(invalid(format!(
+                            "owner column {c} has type {}; it must be STRING (a peer id)",
+                            col.ty
+                        )));
+                    }
+                } else {
+                    return Err(invalid(
+                        "a unique or single constraint spans entities: its owner must be a peer"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        match (&constraint.check, t) {
+            (Check::Single, TableDef::Rel(r)) => {
+                if !column.is_empty() {
+                    return Err(invalid(format!(
+                        "the single constraint is on the rel table, not on column {column}"
+                    )));
+                }
+                if !r.multiplicity.one_per_source() {
+                    return Err(invalid(format!(
+                        "single needs a MANY_ONE or ONE_ONE table; {} is {}",
+                        r.name,
+                        r.multiplicity.keyword()
+                    )));
+                }
+                Ok(())
+            }
+            (Check::Single, TableDef::Node(_)) => Err(invalid(
+                "the single constraint is for MANY_ONE and ONE_ONE rel tables".into(),
+            )),
+            (Check::Min(_) | Check::Unique, TableDef::Node(n)) => {
+                let c = t.column(column).ok_or_else(|| unknown_column(column))?;
+                if n.primary_key.eq_ignore_ascii_case(&c.name) {
+                    return Err(invalid(format!(
+                        "{column} is the primary key: unique already, never changed"
+                    )));
+                }
+                if matches!(constraint.check, Check::Min(_)) && !c.ty.is_integer() {
+                    return Err(invalid(format!(
+                        "column {column} has type {}; a min constraint needs an integer type",
+                        c.ty
+                    )));
+                }
+                Ok(())
+            }
+            (Check::Min(_) | Check::Unique, TableDef::Rel(_)) => Err(invalid(
+                "min and unique constraints are for node tables".into(),
+            )),
         }
     }
 
@@ -489,6 +646,18 @@ impl Schema {
     /// declares it. Policies are last-writer-wins by stamp.
     pub fn apply(&mut self, op: &SchemaOp, stamp: &Stamp) -> TableChange {
         let change = match op {
+            SchemaOp::SetConstraint {
+                table,
+                column,
+                constraint,
+            } => {
+                let key = (table.to_ascii_lowercase(), column.to_ascii_lowercase());
+                if !matches!(self.constraints.get(&key), Some((s, _)) if s >= stamp) {
+                    self.constraints
+                        .insert(key, (stamp.clone(), constraint.clone()));
+                }
+                TableChange::None
+            }
             SchemaOp::SetPolicy {
                 table,
                 column,

@@ -14,7 +14,7 @@
 //!   ONE_ONE table it has the greatest priority (latest live add) among the existing edges
 //!   that share its constrained endpoint.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
@@ -235,6 +235,9 @@ pub struct Engine {
     seals: Seals,
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
+    /// The coordinated transactions whose commit markers (`Op::Tx`) are applied here, and
+    /// the participants whose markers they are.
+    tx_markers: BTreeMap<crate::tx::TxId, BTreeSet<PeerId>>,
 
     /// The last stored causal past, to share with the next event's (see `shared_past`).
     last_past: Option<Arc<VersionVector>>,
@@ -261,6 +264,7 @@ impl Engine {
             peers: HashSet::default(),
             seals: Seals::default(),
             contended: BTreeSet::new(),
+            tx_markers: BTreeMap::new(),
             last_past: None,
             tracking: true,
             before_nodes: HashMap::default(),
@@ -327,6 +331,18 @@ impl Engine {
     fn validate_local(&self, op: Op) -> Result<Op, EngineError> {
         match op {
             Op::Seal => Ok(Op::Seal),
+            Op::Tx {
+                tx,
+                participants,
+                ops,
+            } => {
+                crate::tx::check_marker(&tx, &participants, ops)?;
+                Ok(Op::Tx {
+                    tx,
+                    participants,
+                    ops,
+                })
+            }
             Op::Schema(s) => {
                 self.schema.validate(&s)?;
                 Ok(Op::Schema(s))
@@ -682,7 +698,15 @@ impl Engine {
                     })?;
                     Ok(())
                 }
+                // Checked as a local one would be: a constraint names columns and peers of
+                // this schema, and is never turned into DDL.
+                SchemaOp::SetConstraint { .. } => self.schema.validate_structure(s),
             },
+            Op::Tx {
+                tx,
+                participants,
+                ops,
+            } => crate::tx::check_marker(tx, participants, *ops),
             Op::AddNode { table, props } => {
                 // The table must exist, of either kind: a concurrent create of the other kind
                 // may have won, and the event must still be accepted (its rows stay hidden).
@@ -912,6 +936,12 @@ impl Engine {
                 }
             }
             Op::Seal => self.apply_seal(e, &stamp),
+            Op::Tx { tx, .. } => {
+                self.tx_markers
+                    .entry(tx.clone())
+                    .or_default()
+                    .insert(peer.clone());
+            }
             Op::Update {
                 entity,
                 prop,
@@ -1769,6 +1799,48 @@ impl Engine {
             .filter(|e| self.edge_row(e).is_some())
             .count();
         (n, e)
+    }
+
+    /// The participants whose commit markers of `tx` are applied here (empty if none).
+    pub fn tx_markers(&self, tx: &crate::tx::TxId) -> Option<&BTreeSet<PeerId>> {
+        self.tx_markers.get(tx)
+    }
+
+    /// The value of a visible node's property (`None` if the node is not visible or the
+    /// table has no such column).
+    pub fn node_value(&self, n: &NodeRef, column: &str) -> Option<Value> {
+        let n = norm_node(n);
+        if !self.node_exists(&n) {
+            return None;
+        }
+        let def = self.schema.node_table(&n.table).ok()?;
+        let c = def
+            .columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(column))?;
+        if c.name == def.primary_key {
+            return Some(n.key.clone());
+        }
+        Some(
+            self.property_value(&Entity::Node(n), &c.name)
+                .unwrap_or(Value::Null),
+        )
+    }
+
+    /// The visible nodes of `table` (keys), in no particular order.
+    pub fn node_keys<'a>(&'a self, table: &'a str) -> impl Iterator<Item = NodeRef> + 'a {
+        self.store
+            .node_refs()
+            .filter(move |n| n.table.eq_ignore_ascii_case(table) && self.node_exists(n))
+            .map(|n| self.display_node(&n))
+    }
+
+    /// The visible edges of rel `table`, in no particular order.
+    pub fn edges<'a>(&'a self, table: &'a str) -> impl Iterator<Item = EdgeRef> + 'a {
+        self.store
+            .edge_refs()
+            .filter(move |e| e.table.eq_ignore_ascii_case(table) && self.edge_row(e).is_some())
+            .map(|e| self.display_edge(&e))
     }
 
     /// Whether the node is visible (for callers that need to know before writing).

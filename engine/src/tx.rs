@@ -15,6 +15,18 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::EngineError;
+
+mod host;
+mod rules;
+pub use host::{MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
+pub use rules::EngineRules;
+
+/// The most participants one transaction may name.
+pub const MAX_PARTICIPANTS: usize = 64;
+/// The most ops one participant's part of a transaction may hold.
+pub const MAX_TX_OPS: usize = 10_000;
+
 /// A transaction: its coordinator, the coordinator's epoch (one more at each start) and
 /// a number within the epoch.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -22,6 +34,62 @@ pub struct TxId {
     pub coordinator: String,
     pub epoch: u64,
     pub seq: u64,
+}
+
+impl std::str::FromStr for TxId {
+    type Err = EngineError;
+    /// `coordinator/epoch/seq`, as [`TxId`] displays.
+    fn from_str(s: &str) -> Result<Self, EngineError> {
+        let bad = |why: &str| EngineError::Parse {
+            what: "transaction id".into(),
+            reason: format!(
+                "{:?}: {why} (expected coordinator/epoch/seq)",
+                s.chars().take(200).collect::<String>()
+            ),
+        };
+        let mut parts = s.split('/');
+        let (Some(c), Some(e), Some(q), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("not three parts"));
+        };
+        let coordinator =
+            crate::clock::PeerId::new(c).map_err(|_| bad("the coordinator is not a peer id"))?;
+        Ok(TxId {
+            coordinator: coordinator.as_str().to_owned(),
+            epoch: e.parse().map_err(|_| bad("the epoch is not a number"))?,
+            seq: q.parse().map_err(|_| bad("the sequence is not a number"))?,
+        })
+    }
+}
+
+/// Checks a commit marker's fields (`Op::Tx`), as a received one must be checked: a peer
+/// id as coordinator, 1 to [`MAX_PARTICIPANTS`] distinct peer ids, at most
+/// [`MAX_TX_OPS`] ops.
+pub fn check_marker(tx: &TxId, participants: &[String], ops: u32) -> Result<(), EngineError> {
+    let bad = |reason: String| EngineError::InvalidOp {
+        table: String::new(),
+        reason: format!("commit marker of {tx}: {reason}"),
+    };
+    crate::clock::PeerId::new(tx.coordinator.as_str())
+        .map_err(|e| bad(format!("coordinator: {e}")))?;
+    if participants.is_empty() || participants.len() > MAX_PARTICIPANTS {
+        return Err(bad(format!(
+            "{} participants (1 to {MAX_PARTICIPANTS} allowed)",
+            participants.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for p in participants {
+        crate::clock::PeerId::new(p.as_str()).map_err(|e| bad(format!("participant: {e}")))?;
+        if !seen.insert(p) {
+            return Err(bad(format!("participant {p} named twice")));
+        }
+    }
+    if ops as usize > MAX_TX_OPS {
+        return Err(bad(format!("{ops} ops (at most {MAX_TX_OPS})")));
+    }
+    Ok(())
 }
 
 impl fmt::Display for TxId {
@@ -780,3 +848,6 @@ fn commit_messages<O>(tx: &TxId, to: &[String]) -> Vec<CoordAction<O>> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod replica_tests;

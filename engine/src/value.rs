@@ -67,6 +67,10 @@ impl DataType {
         )
     }
 
+    pub fn is_integer(&self) -> bool {
+        self.is_numeric() && !matches!(self, DataType::Float | DataType::Double)
+    }
+
     /// Types usable as a primary key in Kuzu.
     pub fn is_valid_primary_key(&self) -> bool {
         matches!(

@@ -28,12 +28,15 @@ use std::fmt::Write as _;
 use arbitrary::Arbitrary;
 use kuzu_sync_engine::antientropy;
 use kuzu_sync_engine::ports::GraphDump;
-use kuzu_sync_engine::schema::{Column, Multiplicity, NodeTableDef, Policy, RelTableDef, SchemaOp};
+use kuzu_sync_engine::schema::{
+    Check, Column, Constraint, Multiplicity, NodeTableDef, Owner, Policy, RelTableDef, SchemaOp,
+};
 use kuzu_sync_engine::sync::{
     Hello, Lifecycle, Message, NetworkQuality, Output, Refused, Session, SessionConfig,
     SnapshotPart, SyncMode, SyncPoint, Welcome, CAP_NO_EXCHANGE, CAP_SNAPSHOT, CAP_ZSTD,
     PROTOCOL_VERSION,
 };
+use kuzu_sync_engine::tx::TxId;
 use kuzu_sync_engine::{
     DataType, EdgeRef, Entity, Event, EventId, EventStore, Hlc, NodeRef, Op, PeerId, Schema, Value,
     VersionVector,
@@ -462,6 +465,21 @@ pub enum FuzzOp {
         column: u8,
         policy: u8,
     },
+    SetConstraint {
+        table: u8,
+        column: u8,
+        check: u8,
+        bound: i8,
+        owner: Option<u8>,
+    },
+    /// A commit marker: any coordinator name, participant list and op count.
+    Tx {
+        coordinator: String,
+        epoch: u64,
+        seq: u64,
+        participants: Vec<String>,
+        ops: u32,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -748,6 +766,46 @@ pub fn op(o: &FuzzOp) -> Op {
                 _ => Policy::OnlineWins,
             },
         }),
+        FuzzOp::SetConstraint {
+            table,
+            column,
+            check,
+            bound,
+            owner,
+        } => Op::Schema(SchemaOp::SetConstraint {
+            table: pick(&TABLES, *table).into(),
+            column: if check % 4 == 2 {
+                String::new()
+            } else {
+                pick(&COLUMNS, *column).into()
+            },
+            constraint: (check % 4 != 3).then(|| Constraint {
+                check: match check % 4 {
+                    0 => Check::Min(*bound as i64),
+                    1 => Check::Unique,
+                    _ => Check::Single,
+                },
+                owner: match owner {
+                    Some(c) => Owner::Column(pick(&COLUMNS, *c).into()),
+                    None => Owner::Peer("hub".into()),
+                },
+            }),
+        }),
+        FuzzOp::Tx {
+            coordinator,
+            epoch,
+            seq,
+            participants,
+            ops,
+        } => Op::Tx {
+            tx: TxId {
+                coordinator: coordinator.clone(),
+                epoch: *epoch,
+                seq: *seq,
+            },
+            participants: participants.clone(),
+            ops: *ops,
+        },
     }
 }
 

@@ -130,6 +130,15 @@ impl<R: Serialize + DeserializeOwned> SqliteTxLog<R> {
     }
 }
 
+impl<R: Serialize + DeserializeOwned> kuzu_sync_engine::tx::TxLog<R> for SqliteTxLog<R> {
+    fn append(&mut self, record: &R) -> Result<(), StoreError> {
+        SqliteTxLog::append(self, record)
+    }
+    fn records(&self) -> Result<Vec<R>, StoreError> {
+        SqliteTxLog::records(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
