@@ -114,6 +114,7 @@ pub fn check_message(msg: &Message) -> Result<(), String> {
                  {MAX_BUCKET_BITS}"
             ))
         }
+        Message::Tx(m) => crate::tx::check_wire(m),
         _ => Ok(()),
     }
 }

@@ -92,6 +92,8 @@ pub enum Message {
     /// Round-trip measurement: answered at once with `Pong` and the same number.
     Ping(u64),
     Pong(u64),
+    /// Two-phase commit, between a coordinator and a participant (after the handshake).
+    Tx(crate::tx::WireMsg),
 }
 
 /// Whether every item is greater than the one before (so a request names each thing once
@@ -141,6 +143,7 @@ impl Message {
             Message::MerkleRowList(_) => "merkle_row_list",
             Message::Ping(_) => "ping",
             Message::Pong(_) => "pong",
+            Message::Tx(_) => "tx",
         }
     }
 }
@@ -376,6 +379,12 @@ pub enum Output {
     Close,
     /// The answer to our ping with this number arrived (for the driver's RTT).
     Pong(u64),
+    /// A transaction message from the remote (`from`, its authenticated peer id), for the
+    /// driver's transaction endpoint.
+    Tx {
+        from: String,
+        msg: crate::tx::WireMsg,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -721,6 +730,7 @@ impl Session {
                 out.push(Output::Pong(n));
                 Ok(())
             }
+            (_, State::Established, Message::Tx(msg)) => self.on_tx(msg, &mut out),
             (_, state, msg) => Err(format!(
                 "unexpected {} message {}",
                 msg.kind(),
@@ -772,6 +782,29 @@ impl Session {
     /// `MAX_KNOWN_PEERS`.
     fn records_remote(&self) -> bool {
         self.grant.as_ref().is_none_or(|g| g.bound)
+    }
+
+    /// A transaction message: a prepare or a decision must come from the transaction's
+    /// coordinator itself, and a read-only credential takes no part.
+    fn on_tx(&mut self, msg: crate::tx::WireMsg, out: &mut Vec<Output>) -> Result<(), String> {
+        use crate::tx::TxMsg;
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.role == crate::auth::Role::ReadOnly)
+        {
+            return Err("a read-only credential takes no part in transactions".into());
+        }
+        let from = self.remote_name();
+        if let TxMsg::Prepare { tx, .. } = &msg {
+            if tx.coordinator != from {
+                return Err(format!(
+                    "a prepare of transaction {tx} from {from}, which is not its coordinator"
+                ));
+            }
+        }
+        out.push(Output::Tx { from, msg });
+        Ok(())
     }
 
     fn remote_name(&self) -> String {

@@ -92,6 +92,103 @@ pub fn check_marker(tx: &TxId, participants: &[String], ops: u32) -> Result<(), 
     Ok(())
 }
 
+/// A transaction message on the wire: a prepare's ops travel as JSON op lines (the format
+/// of `kuzu-sync write`), which the participant reads against its own schema.
+pub type WireMsg = TxMsg<String>;
+
+/// Longest JSON op line a prepare may carry.
+pub const MAX_OP_LINE: usize = 64 << 10;
+
+/// Checks a received transaction message's sizes and names before it is used.
+pub fn check_wire(msg: &WireMsg) -> Result<(), String> {
+    let tx = msg.tx();
+    crate::clock::PeerId::new(tx.coordinator.as_str())
+        .map_err(|e| format!("transaction id: {e}"))?;
+    match msg {
+        TxMsg::Prepare {
+            participants, ops, ..
+        } => {
+            check_marker(
+                tx,
+                participants,
+                u32::try_from(ops.len()).unwrap_or(u32::MAX),
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(l) = ops.iter().find(|l| l.len() > MAX_OP_LINE) {
+                return Err(format!(
+                    "a prepare's op of {} bytes is over the limit of {MAX_OP_LINE}",
+                    l.len()
+                ));
+            }
+            Ok(())
+        }
+        TxMsg::Vote {
+            vote: Vote::No { detail, .. },
+            ..
+        } if detail.len() > crate::limits::MAX_ERROR_TEXT => Err(format!(
+            "a vote's detail of {} bytes is over the limit of {}",
+            detail.len(),
+            crate::limits::MAX_ERROR_TEXT
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The wire form of a message.
+pub fn to_wire(msg: TxMsg<crate::event::Op>) -> WireMsg {
+    match msg {
+        TxMsg::Prepare {
+            tx,
+            participants,
+            ops,
+            deadline,
+        } => TxMsg::Prepare {
+            tx,
+            participants,
+            ops: ops
+                .iter()
+                .map(|o| crate::json::op_to_json(o).to_string())
+                .collect(),
+            deadline,
+        },
+        TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
+        TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
+        TxMsg::Ack { tx } => TxMsg::Ack { tx },
+        TxMsg::Ask { tx } => TxMsg::Ask { tx },
+    }
+}
+
+/// A received message with its ops read against `schema`; an op that does not read is
+/// the error (the participant votes `invalid` with it).
+pub fn from_wire(
+    msg: WireMsg,
+    schema: &crate::schema::Schema,
+) -> Result<TxMsg<crate::event::Op>, String> {
+    Ok(match msg {
+        TxMsg::Prepare {
+            tx,
+            participants,
+            ops,
+            deadline,
+        } => TxMsg::Prepare {
+            tx,
+            participants,
+            ops: ops
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    crate::json::op_from_json(l, schema).map_err(|e| format!("op {}: {e}", i + 1))
+                })
+                .collect::<Result<_, _>>()?,
+            deadline,
+        },
+        TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
+        TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
+        TxMsg::Ack { tx } => TxMsg::Ack { tx },
+        TxMsg::Ask { tx } => TxMsg::Ask { tx },
+    })
+}
+
 impl fmt::Display for TxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.coordinator, self.epoch, self.seq)
@@ -143,7 +240,7 @@ pub enum Decision {
 pub struct Lock(pub String);
 
 /// What the coordinator and the participants send each other.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxMsg<O> {
     /// Coordinator → participant: prepare these ops, vote by `deadline` (ms).
     Prepare {
@@ -338,7 +435,15 @@ impl<O: Clone> Participant<O> {
         self.txs.insert(tx, state);
     }
 
-    fn refuse(&mut self, tx: TxId, to: &str, reason: Reason, detail: String) -> Vec<PartAction<O>> {
+    /// Votes abort on `tx` (and records its tombstone): for a prepare the host refuses
+    /// before the state machine sees it (ops that do not read here).
+    pub fn refuse(
+        &mut self,
+        tx: TxId,
+        to: &str,
+        reason: Reason,
+        detail: String,
+    ) -> Vec<PartAction<O>> {
         let mut out = Vec::new();
         if !matches!(self.txs.get(&tx), Some(PartState::Aborted)) {
             out.push(Action::Persist(PartRecord::Aborted { tx: tx.clone() }));

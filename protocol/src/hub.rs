@@ -68,6 +68,9 @@ pub struct HubConfig {
     /// at once: a decoded message takes several times its frame's bytes, so this bounds
     /// what large frames can make the hub hold. At least `max_frame + 4`.
     pub decode_budget: usize,
+    /// The replica's part in transactions (see [`crate::txnet::ParticipantEndpoint`]);
+    /// None: a transaction message is a protocol error.
+    pub tx: Option<Arc<dyn crate::txnet::TxEndpoint>>,
 }
 
 impl Default for HubConfig {
@@ -84,6 +87,7 @@ impl Default for HubConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
             decode_budget: 256 << 20,
+            tx: None,
         }
     }
 }
@@ -233,6 +237,7 @@ where
             handshake_timeout: self.config.handshake_timeout,
             pong_timeout: self.config.pong_timeout,
             decode_budget: Some(self.decode_budget.clone()),
+            tx: self.config.tx.clone(),
             ..DriveOptions::default()
         }
     }

@@ -24,6 +24,8 @@ pub mod hub;
 pub mod link;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "net")]
+pub mod txnet;
 
 pub use frame::{FrameDecoder, FrameError};
 #[cfg(feature = "net")]

@@ -274,6 +274,12 @@ pub struct DriveOptions {
     /// by a hub's sessions (see [`HubConfig::decode_budget`]): a session waits for its
     /// share before it reads the rest of such a frame. None: no budget.
     pub decode_budget: Option<Arc<tokio::sync::Semaphore>>,
+    /// Where transaction messages go (see [`crate::txnet`]); None: a transaction message
+    /// is a protocol error.
+    pub tx: Option<Arc<dyn crate::txnet::TxEndpoint>>,
+    /// Client: the peer id the server must have (a coordinator checks it reached the
+    /// participant it meant to); another is an error.
+    pub tx_expect_peer: Option<String>,
 }
 
 impl std::fmt::Debug for DriveOptions {
@@ -298,6 +304,8 @@ impl Default for DriveOptions {
             handshake_timeout: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(60),
             decode_budget: None,
+            tx: None,
+            tx_expect_peer: None,
         }
     }
 }
@@ -462,6 +470,9 @@ where
     let mut closing = false;
     // The budget held for the large frame being received: (its size, the permits).
     let mut budget_held: Option<(usize, tokio::sync::OwnedSemaphorePermit)> = None;
+    // Transaction messages the endpoint posts to this session's peer.
+    let mut tx_posts: Option<tokio::sync::mpsc::UnboundedReceiver<kuzu_sync_engine::tx::WireMsg>> =
+        None;
     loop {
         if session.is_established() && meter.ping_due() {
             let nonce = meter.ping_sent();
@@ -507,6 +518,16 @@ where
                     (opts.events)(&name, &ev);
                 }
                 Output::Close => closing = true,
+                Output::Tx { from, msg } => match &opts.tx {
+                    Some(endpoint) => {
+                        for reply in endpoint.handle(from, msg).await {
+                            pending_after.push(Output::Send(Message::Tx(reply)));
+                        }
+                    }
+                    None => pending_after.extend(
+                        session.protocol_error("this side takes no part in transactions".into()),
+                    ),
+                },
                 Output::Pong(nonce) => {
                     if let Some(q) = meter.pong(nonce) {
                         pending_after.extend(session.set_quality(q));
@@ -607,6 +628,10 @@ where
         buf.clear();
         let read = session.is_client() || link.queued() < READ_PAUSE;
         let progress = tokio::select! {
+            Some(m) = async { tx_posts.as_mut()?.recv().await }, if tx_posts.is_some() => {
+                pending.push(Output::Send(Message::Tx(m)));
+                continue;
+            }
             r = link::io_maybe_reading(link, &mut buf, read) => Some(r),
             _ = changes.changed(), if may_stream => None,
             _ = tokio::time::sleep_until(due.into()) => None,
@@ -632,6 +657,19 @@ where
                 if session.is_established() && !raised {
                     raised = true;
                     link.set_max_message(opts.max_frame + 4);
+                    let remote = session.remote().unwrap_or_default().to_string();
+                    if let Some(want) = &opts.tx_expect_peer {
+                        if *want != remote {
+                            pending.extend(
+                                session
+                                    .protocol_error(format!("this is peer {remote}, not {want}")),
+                            );
+                            continue;
+                        }
+                    }
+                    if let Some(endpoint) = &opts.tx {
+                        tx_posts = Some(endpoint.attach(&remote));
+                    }
                 }
                 decoder.release_idle();
                 // A large frame under way takes its share of the hub's decode budget

@@ -55,6 +55,15 @@ impl<R: Clone> TxLog<R> for MemoryTxLog<R> {
     }
 }
 
+impl<R, L: TxLog<R> + ?Sized> TxLog<R> for Box<L> {
+    fn append(&mut self, record: &R) -> Result<(), StoreError> {
+        (**self).append(record)
+    }
+    fn records(&self) -> Result<Vec<R>, StoreError> {
+        (**self).records()
+    }
+}
+
 impl<R, L: TxLog<R> + ?Sized> TxLog<R> for &mut L {
     fn append(&mut self, record: &R) -> Result<(), StoreError> {
         (**self).append(record)
@@ -161,6 +170,31 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
             self.part.handle(&rules, from, msg, now)
         };
         self.carry_out(replica, actions, from, committing.as_deref(), now)
+    }
+
+    /// Refuses a prepare of `tx` from `from` before reading it (its ops do not read
+    /// here): a vote against with `reason`, and its tombstone. One already known here
+    /// gets what a duplicate gets.
+    pub fn refuse<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &mut Replica<E, G>,
+        from: &str,
+        tx: TxId,
+        reason: super::Reason,
+        detail: String,
+        now: u64,
+    ) -> Result<Outbox, ReplicaError> {
+        if self.part.state(&tx).is_some() {
+            let dup = TxMsg::Prepare {
+                tx,
+                participants: Vec::new(),
+                ops: Vec::new(),
+                deadline: u64::MAX,
+            };
+            return self.handle(replica, from, dup, now);
+        }
+        let actions = self.part.refuse(tx, from, reason, detail);
+        self.carry_out(replica, actions, from, None, now)
     }
 
     /// Time passes: transactions in doubt ask.
@@ -319,6 +353,29 @@ impl<L: TxLog<CoordRecord>> TxCoordinator<L> {
         work: Vec<(String, Vec<Op>)>,
         deadline: u64,
     ) -> Result<(TxId, Outbox), StoreError> {
+        if let Some(why) = &self.broken {
+            return Err(StoreError::Corrupt(format!(
+                "the coordinator's log could not record its restart ({why}); restart it"
+            )));
+        }
+        let (tx, actions) = self.coord.begin(work, deadline);
+        let out = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send { to, msg } => Some((to, msg)),
+                Action::Persist(_) => None,
+            })
+            .collect();
+        Ok((tx, out))
+    }
+
+    /// [`TxCoordinator::begin`] with the ops in their wire form (JSON op lines), which
+    /// only the participants read.
+    pub fn begin_wire(
+        &mut self,
+        work: Vec<(String, Vec<String>)>,
+        deadline: u64,
+    ) -> Result<(TxId, Vec<(String, super::WireMsg)>), StoreError> {
         if let Some(why) = &self.broken {
             return Err(StoreError::Corrupt(format!(
                 "the coordinator's log could not record its restart ({why}); restart it"

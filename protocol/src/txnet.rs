@@ -1,0 +1,577 @@
+//! Two-phase commit over the sync protocol (`Message::Tx`, PROTOCOL.md).
+//!
+//! A session hands the transaction messages it receives to its [`TxEndpoint`] and sends
+//! what comes back; once established, it also sends what the endpoint posts to its peer
+//! later (a participant's questions while in doubt, a coordinator's prepares and
+//! decisions). Two endpoints: [`ParticipantEndpoint`], a replica's part (a hub's, on its
+//! writer thread), and [`CoordinatorEndpoint`], a coordinator's, which connects to the
+//! participants it needs and runs transactions for callers ([`CoordinatorEndpoint::run`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use kuzu_sync_engine::event::Op;
+use kuzu_sync_engine::ports::{EventStore, GraphStore};
+use kuzu_sync_engine::sync::{Lifecycle, Session, SessionConfig, CAP_NO_EXCHANGE};
+use kuzu_sync_engine::tx::{
+    from_wire, to_wire, CoordRecord, Decision, PartRecord, Reason, TxCoordinator, TxId, TxLog,
+    TxMsg, TxParticipant, Vote, WireMsg, RETRY_MS,
+};
+use kuzu_sync_engine::{MemoryEventStore, PeerId, Replica};
+
+use crate::net::{DriveOptions, EventSink, Shared};
+
+/// Milliseconds since the Unix epoch: the clock of deadlines.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a session does with transaction messages.
+pub trait TxEndpoint: Send + Sync + std::fmt::Debug {
+    /// A message from `from` (the session's authenticated peer); returns what to send back
+    /// to `from` on the same session.
+    fn handle(
+        &self,
+        from: String,
+        msg: WireMsg,
+    ) -> Pin<Box<dyn Future<Output = Vec<WireMsg>> + Send + '_>>;
+    /// The session with `peer` is established: what the endpoint posts to `peer` later
+    /// arrives on this receiver, for the session to send.
+    fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg>;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The sessions by peer, for messages posted to a peer outside any exchange.
+#[derive(Default)]
+struct Sessions(Mutex<HashMap<String, mpsc::UnboundedSender<WireMsg>>>);
+
+impl Sessions {
+    fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.0).insert(peer.to_owned(), tx);
+        rx
+    }
+    /// Posts to `to`'s session; false if there is none open.
+    fn post(&self, to: &str, msg: WireMsg) -> bool {
+        let mut map = lock(&self.0);
+        match map.get(to) {
+            Some(s) if s.send(msg).is_ok() => true,
+            Some(_) => {
+                map.remove(to);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The participant's records, boxed (SQLite in the CLI, memory in tests).
+pub type BoxedPartLog = Box<dyn TxLog<PartRecord<Op>> + Send>;
+
+/// A replica's part in transactions, for its sessions.
+pub struct ParticipantEndpoint<E: EventStore, G: GraphStore> {
+    shared: Arc<Shared<E, G>>,
+    part: Arc<Mutex<TxParticipant<BoxedPartLog>>>,
+    sessions: Sessions,
+    events: EventSink,
+}
+
+impl<E: EventStore, G: GraphStore> std::fmt::Debug for ParticipantEndpoint<E, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParticipantEndpoint")
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CoordinatorEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorEndpoint")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, G> ParticipantEndpoint<E, G>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    /// The replica's participant, recovered from `log`, and a task that asks about
+    /// transactions in doubt every [`RETRY_MS`] until `cancel`.
+    pub fn start(
+        shared: Arc<Shared<E, G>>,
+        log: BoxedPartLog,
+        events: EventSink,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Self>, kuzu_sync_engine::ReplicaError> {
+        let part = TxParticipant::open(&shared.lock(), log, now_ms())?;
+        let me = Arc::new(ParticipantEndpoint {
+            shared,
+            part: Arc::new(Mutex::new(part)),
+            sessions: Sessions::default(),
+            events,
+        });
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                let Some(me) = weak.upgrade() else { return };
+                me.tick().await;
+            }
+        });
+        Ok(me)
+    }
+
+    /// The participant (for `tx-status` and tests).
+    pub fn participant(&self) -> MutexGuard<'_, TxParticipant<BoxedPartLog>> {
+        lock(&self.part)
+    }
+
+    async fn tick(&self) {
+        let part = self.part.clone();
+        let out = self
+            .shared
+            .run(move |r| lock(&part).tick(r, now_ms()))
+            .await;
+        if let Some(Ok(out)) = out {
+            for (to, msg) in out {
+                self.sessions.post(&to, to_wire(msg));
+            }
+        }
+    }
+
+    async fn on_message(&self, from: String, msg: WireMsg) -> Vec<WireMsg> {
+        let part = self.part.clone();
+        let who = from.clone();
+        let result = self
+            .shared
+            .run(move |r| {
+                let now = now_ms();
+                let tx = msg.tx().clone();
+                let mut p = lock(&part);
+                match from_wire(msg, r.engine().schema()) {
+                    Ok(m) => p.handle(r, &who, m, now),
+                    Err(e) => p.refuse(r, &who, tx, Reason::Invalid, e, now),
+                }
+            })
+            .await;
+        let out = match result {
+            Some(Ok(out)) => out,
+            Some(Err(e)) => {
+                (self.events)(
+                    "tx",
+                    &Lifecycle::Error {
+                        reason: format!("transaction message from {from}: {e}"),
+                    },
+                );
+                return Vec::new();
+            }
+            None => return Vec::new(),
+        };
+        // A commit wrote events: every session streams them.
+        self.shared.changed();
+        let mut back = Vec::new();
+        for (to, msg) in out {
+            if to == from {
+                back.push(to_wire(msg));
+            } else {
+                self.sessions.post(&to, to_wire(msg));
+            }
+        }
+        back
+    }
+}
+
+impl<E, G> TxEndpoint for ParticipantEndpoint<E, G>
+where
+    E: EventStore + Send + 'static,
+    G: GraphStore + Send + 'static,
+{
+    fn handle(
+        &self,
+        from: String,
+        msg: WireMsg,
+    ) -> Pin<Box<dyn Future<Output = Vec<WireMsg>> + Send + '_>> {
+        Box::pin(self.on_message(from, msg))
+    }
+    fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg> {
+        self.sessions.attach(peer)
+    }
+}
+
+/// The coordinator's records, boxed.
+pub type BoxedCoordLog = Box<dyn TxLog<CoordRecord> + Send>;
+
+/// Where a participant is and how to get in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// One participant's part of a transaction a caller asks for.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub peer: String,
+    pub address: Address,
+    /// JSON op lines, as `kuzu-sync write` reads them.
+    pub ops: Vec<String>,
+}
+
+/// How a transaction ended, as `kuzu-sync tx` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TxOutcome {
+    pub tx: String,
+    /// `commit` or `abort`.
+    pub decision: String,
+    /// Per participant: `committed`, `rolled_back`, or `pending` (the decision is logged
+    /// and will reach it: it had not acknowledged before the caller stopped waiting).
+    pub participants: BTreeMap<String, String>,
+    /// Why, for an abort: the first vote against, or the deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Default)]
+struct Watch {
+    votes_no: Vec<(String, String)>,
+    acked: BTreeSet<String>,
+}
+
+/// A coordinator: its log, its links to participants, the transactions it runs.
+pub struct CoordinatorEndpoint {
+    name: String,
+    coord: Mutex<TxCoordinator<BoxedCoordLog>>,
+    sessions: Sessions,
+    /// Participants it has links to (or is connecting to).
+    linked: Mutex<HashMap<String, Address>>,
+    /// What each running transaction has heard, for its caller.
+    watching: Mutex<HashMap<TxId, Watch>>,
+    /// Bumped at every message handled, for callers waiting on one.
+    progress: watch::Sender<u64>,
+    events: EventSink,
+    cancel: tokio_util::sync::CancellationToken,
+    me: std::sync::Weak<CoordinatorEndpoint>,
+}
+
+impl CoordinatorEndpoint {
+    /// A coordinator named `name` recovered from `log`, with a task that ticks it every
+    /// [`RETRY_MS`] until `cancel`. `addresses` are the participants it knows how to
+    /// reach (from earlier transactions), so that commits logged before a restart reach
+    /// them.
+    pub fn start(
+        name: &str,
+        log: BoxedCoordLog,
+        addresses: BTreeMap<String, Address>,
+        events: EventSink,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Self>, kuzu_sync_engine::StoreError> {
+        PeerId::new(name).map_err(|e| kuzu_sync_engine::StoreError::Corrupt(e.to_string()))?;
+        let (coord, resend) = TxCoordinator::open(name, log, now_ms())?;
+        let me = Arc::new_cyclic(|me| CoordinatorEndpoint {
+            name: name.to_owned(),
+            coord: Mutex::new(coord),
+            sessions: Sessions::default(),
+            linked: Mutex::new(HashMap::new()),
+            watching: Mutex::new(HashMap::new()),
+            progress: watch::Sender::new(0),
+            events,
+            cancel: cancel.clone(),
+            me: me.clone(),
+        });
+        for (peer, address) in addresses {
+            me.link(&peer, &address);
+        }
+        for (to, msg) in resend {
+            me.sessions.post(&to, to_wire(msg));
+        }
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                let Some(me) = weak.upgrade() else { return };
+                let out = lock(&me.coord).tick(now_ms());
+                match out {
+                    Ok(out) => me.route(out),
+                    Err(e) => me.report(&format!("coordinator log: {e}")),
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The participants it keeps links to, and where they are.
+    pub fn addresses(&self) -> BTreeMap<String, Address> {
+        lock(&self.linked)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn report(&self, reason: &str) {
+        (self.events)(
+            "coordinator",
+            &Lifecycle::Error {
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    fn route(&self, out: Vec<(String, TxMsg<Op>)>) {
+        for (to, msg) in out {
+            // A participant without an open link gets it when its link is back: the
+            // coordinator sends commits again, and participants in doubt ask.
+            self.sessions.post(&to, to_wire(msg));
+        }
+    }
+
+    /// Keeps a link to `peer` at `address` open, reconnecting with backoff, until the
+    /// coordinator stops. A second call with a new address takes over.
+    fn link(&self, peer: &str, address: &Address) {
+        {
+            let mut linked = lock(&self.linked);
+            if linked.get(peer) == Some(address) {
+                return;
+            }
+            linked.insert(peer.to_owned(), address.clone());
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let peer = peer.to_owned();
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut backoff = crate::net::Backoff::default();
+            loop {
+                if me.cancel.is_cancelled() || lock(&me.linked).get(&peer) != Some(&address) {
+                    return;
+                }
+                match me.session(&peer, &address).await {
+                    Ok(()) => backoff.reset(),
+                    Err(e) => me.report(&format!("link to {peer} ({}): {e}", address.url)),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = me.cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// One session with a participant: a no-exchange client session (no events flow)
+    /// that carries transaction messages.
+    async fn session(self: &Arc<Self>, peer: &str, address: &Address) -> Result<(), String> {
+        let mut link = crate::net::connect(&address.url, Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        let replica = Replica::create(
+            MemoryEventStore::default(),
+            kuzu_sync_engine::memory::MemoryGraphStore::new(),
+            PeerId::new(self.name.as_str()).map_err(|e| e.to_string())?,
+            Box::new(kuzu_sync_engine::FixedClock(0)),
+        )
+        .map_err(|e| e.to_string())?;
+        let shared = Shared::new(replica);
+        let session = Session::client(SessionConfig {
+            auth_token: address.token.clone(),
+            capabilities: vec![CAP_NO_EXCHANGE.to_string()],
+            ..SessionConfig::default()
+        });
+        let expected = peer.to_owned();
+        let opts = DriveOptions {
+            cancel: self.cancel.child_token(),
+            events: self.events.clone(),
+            tx: Some(self.clone() as Arc<dyn TxEndpoint>),
+            tx_expect_peer: Some(expected),
+            ..DriveOptions::default()
+        };
+        crate::net::drive(&mut *link, session, &shared, &opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs one transaction: links to each participant, prepares, decides, and waits up
+    /// to `wait` for the acknowledgements. Votes are due within `vote_timeout`.
+    pub async fn run(
+        &self,
+        parts: Vec<Part>,
+        vote_timeout: Duration,
+        wait: Duration,
+    ) -> Result<TxOutcome, String> {
+        if parts.is_empty() {
+            return Err("a transaction needs at least one participant".into());
+        }
+        let mut seen = BTreeSet::new();
+        for p in &parts {
+            PeerId::new(p.peer.as_str()).map_err(|e| format!("participant: {e}"))?;
+            if !seen.insert(p.peer.clone()) {
+                return Err(format!("participant {} named twice", p.peer));
+            }
+            if p.ops.is_empty() {
+                return Err(format!("participant {} has no ops", p.peer));
+            }
+        }
+        for p in &parts {
+            self.link(&p.peer, &p.address);
+        }
+        let mut progress = self.progress.subscribe();
+        // The links come up (a prepare to a participant without one would be lost until
+        // the coordinator gave up at the deadline).
+        let up_by = tokio::time::Instant::now() + vote_timeout;
+        while !parts
+            .iter()
+            .all(|p| lock(&self.sessions.0).contains_key(&p.peer))
+        {
+            if tokio::time::Instant::now() >= up_by {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), progress.changed()).await;
+        }
+        let deadline = now_ms() + vote_timeout.as_millis() as u64;
+        let work = parts
+            .iter()
+            .map(|p| (p.peer.clone(), p.ops.clone()))
+            .collect();
+        let (tx, prepares) = {
+            let mut c = lock(&self.coord);
+            c.begin_wire(work, deadline).map_err(|e| e.to_string())?
+        };
+        lock(&self.watching).insert(tx.clone(), Watch::default());
+        for (to, msg) in prepares {
+            self.sessions.post(&to, msg);
+        }
+        // The decision: all votes, a vote against, or the deadline (the ticker aborts).
+        loop {
+            if lock(&self.coord).coordinator().decision(&tx).is_some() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(RETRY_MS), progress.changed()).await;
+        }
+        let decision = lock(&self.coord)
+            .coordinator()
+            .decision(&tx)
+            .expect("decided");
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let acked = lock(&self.watching)
+                .get(&tx)
+                .map(|w| w.acked.len())
+                .unwrap_or(0);
+            if acked == parts.len() || tokio::time::Instant::now() >= until {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), progress.changed()).await;
+        }
+        let w = lock(&self.watching).remove(&tx).unwrap_or_default();
+        let done = match decision {
+            Decision::Commit => "committed",
+            Decision::Abort => "rolled_back",
+        };
+        let participants = parts
+            .iter()
+            .map(|p| {
+                let state = if w.acked.contains(&p.peer) {
+                    done
+                } else {
+                    "pending"
+                };
+                (p.peer.clone(), state.to_string())
+            })
+            .collect();
+        let reason = match decision {
+            Decision::Commit => None,
+            Decision::Abort => Some(
+                w.votes_no
+                    .first()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .unwrap_or_else(|| "no vote from every participant by the deadline".into()),
+            ),
+        };
+        Ok(TxOutcome {
+            tx: tx.to_string(),
+            decision: match decision {
+                Decision::Commit => "commit",
+                Decision::Abort => "abort",
+            }
+            .into(),
+            participants,
+            reason,
+        })
+    }
+
+    fn on_message(&self, from: String, msg: WireMsg) -> Vec<WireMsg> {
+        let tx = msg.tx().clone();
+        if let Some(w) = lock(&self.watching).get_mut(&tx) {
+            match &msg {
+                TxMsg::Vote {
+                    vote: Vote::No { reason, detail },
+                    ..
+                } => w
+                    .votes_no
+                    .push((from.clone(), format!("{reason}: {detail}"))),
+                TxMsg::Ack { .. } => {
+                    w.acked.insert(from.clone());
+                }
+                _ => {}
+            }
+        }
+        // Messages to a coordinator carry no ops: nothing to read against a schema.
+        let msg = match from_wire(msg, &kuzu_sync_engine::Schema::default()) {
+            Ok(m) => m,
+            Err(_) => return Vec::new(),
+        };
+        let result = lock(&self.coord).handle(&from, msg, now_ms());
+        self.progress.send_modify(|g| *g += 1);
+        let mut back = Vec::new();
+        match result {
+            Ok(out) => {
+                for (to, m) in out {
+                    if to == from {
+                        back.push(to_wire(m));
+                    } else {
+                        self.sessions.post(&to, to_wire(m));
+                    }
+                }
+            }
+            Err(e) => self.report(&format!("coordinator log: {e}")),
+        }
+        back
+    }
+}
+
+impl TxEndpoint for CoordinatorEndpoint {
+    fn handle(
+        &self,
+        from: String,
+        msg: WireMsg,
+    ) -> Pin<Box<dyn Future<Output = Vec<WireMsg>> + Send + '_>> {
+        let out = self.on_message(from, msg);
+        Box::pin(async move { out })
+    }
+    fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg> {
+        let rx = self.sessions.attach(peer);
+        self.progress.send_modify(|g| *g += 1);
+        rx
+    }
+}
