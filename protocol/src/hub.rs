@@ -148,6 +148,9 @@ where
     E: EventStore + Send + 'static,
     G: GraphStore + Send + 'static,
 {
+    if let Some(endpoint) = &config.tx {
+        endpoint.start(cancel.clone());
+    }
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let tasks = TaskTracker::new();

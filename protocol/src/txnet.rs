@@ -46,6 +46,11 @@ pub trait TxEndpoint: Send + Sync + std::fmt::Debug {
     /// The session with `peer` is established: what the endpoint posts to `peer` later
     /// arrives on this receiver, for the session to send.
     fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg>;
+    /// Called by a hub once it runs (inside its tokio runtime): start what runs in the
+    /// background until `cancel`. Idempotent.
+    fn start(&self, cancel: tokio_util::sync::CancellationToken) {
+        let _ = cancel;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +90,8 @@ pub struct ParticipantEndpoint<E: EventStore, G: GraphStore> {
     part: Arc<Mutex<TxParticipant<BoxedPartLog>>>,
     sessions: Sessions,
     events: EventSink,
+    me: std::sync::Weak<Self>,
+    ticking: std::sync::atomic::AtomicBool,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for ParticipantEndpoint<E, G> {
@@ -107,33 +114,23 @@ where
     E: EventStore + Send + 'static,
     G: GraphStore + Send + 'static,
 {
-    /// The replica's participant, recovered from `log`, and a task that asks about
-    /// transactions in doubt every [`RETRY_MS`] until `cancel`.
-    pub fn start(
+    /// The replica's participant, recovered from `log`. Once its hub runs (see
+    /// [`TxEndpoint::start`]), a task asks about transactions in doubt every
+    /// [`RETRY_MS`].
+    pub fn new(
         shared: Arc<Shared<E, G>>,
         log: BoxedPartLog,
         events: EventSink,
-        cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, kuzu_sync_engine::ReplicaError> {
         let part = TxParticipant::open(&shared.lock(), log, now_ms())?;
-        let me = Arc::new(ParticipantEndpoint {
+        Ok(Arc::new_cyclic(|me| ParticipantEndpoint {
             shared,
             part: Arc::new(Mutex::new(part)),
             sessions: Sessions::default(),
             events,
-        });
-        let weak = Arc::downgrade(&me);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                let Some(me) = weak.upgrade() else { return };
-                me.tick().await;
-            }
-        });
-        Ok(me)
+            me: me.clone(),
+            ticking: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     /// The participant (for `tx-status` and tests).
@@ -210,6 +207,22 @@ where
     }
     fn attach(&self, peer: &str) -> mpsc::UnboundedReceiver<WireMsg> {
         self.sessions.attach(peer)
+    }
+    fn start(&self, cancel: tokio_util::sync::CancellationToken) {
+        if self.ticking.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let weak = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                let Some(me) = weak.upgrade() else { return };
+                me.tick().await;
+            }
+        });
     }
 }
 
@@ -320,6 +333,11 @@ impl CoordinatorEndpoint {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This start's epoch (one more than the last start's).
+    pub fn epoch(&self) -> u64 {
+        lock(&self.coord).coordinator().epoch()
     }
 
     /// The participants it keeps links to, and where they are.
@@ -574,4 +592,248 @@ impl TxEndpoint for CoordinatorEndpoint {
         self.progress.send_modify(|g| *g += 1);
         rx
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The coordinator's HTTP face: `POST /tx` runs a transaction, `GET /status` describes it.
+// ---------------------------------------------------------------------------------------
+
+/// Largest transaction request body.
+pub const MAX_TX_REQUEST: usize = 16 << 20;
+
+/// A transaction request, as `kuzu-sync tx FILE.json` sends it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxRequest {
+    /// Per participant (its peer id): where it is, and its ops (objects in the format of
+    /// `kuzu-sync write`).
+    pub participants: BTreeMap<String, TxRequestPart>,
+    /// Votes are due within this many milliseconds (default 5,000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxRequestPart {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub ops: Vec<serde_json::Value>,
+}
+
+impl TxRequest {
+    /// Reads a request, naming what is wrong with it.
+    pub fn parse(body: &[u8]) -> Result<TxRequest, String> {
+        let r: TxRequest =
+            serde_json::from_slice(body).map_err(|e| format!("a bad transaction request: {e}"))?;
+        if r.participants.is_empty() {
+            return Err("a bad transaction request: no participants".into());
+        }
+        if r.participants.len() > kuzu_sync_engine::tx::MAX_PARTICIPANTS {
+            return Err(format!(
+                "a bad transaction request: {} participants, at most {}",
+                r.participants.len(),
+                kuzu_sync_engine::tx::MAX_PARTICIPANTS
+            ));
+        }
+        for (peer, p) in &r.participants {
+            crate::link::parse_url(&p.url).ok_or_else(|| {
+                format!(
+                    "a bad transaction request: participant {peer}: bad url {:?}",
+                    p.url
+                )
+            })?;
+            if p.ops.len() > kuzu_sync_engine::tx::MAX_TX_OPS {
+                return Err(format!(
+                    "a bad transaction request: participant {peer}: {} ops, at most {}",
+                    p.ops.len(),
+                    kuzu_sync_engine::tx::MAX_TX_OPS
+                ));
+            }
+            if let Some(i) = p.ops.iter().position(|o| !o.is_object()) {
+                return Err(format!(
+                    "a bad transaction request: participant {peer}: op {} is not a JSON object",
+                    i + 1
+                ));
+            }
+        }
+        Ok(r)
+    }
+
+    fn parts(&self) -> Vec<Part> {
+        self.participants
+            .iter()
+            .map(|(peer, p)| Part {
+                peer: peer.clone(),
+                address: Address {
+                    url: p.url.clone(),
+                    token: p.token.clone(),
+                },
+                ops: p.ops.iter().map(|o| o.to_string()).collect(),
+            })
+            .collect()
+    }
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+fn answer(status: hyper::StatusCode, body: serde_json::Value) -> hyper::Response<Body> {
+    hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Body::new(body.to_string().into()))
+        .expect("a valid response")
+}
+
+/// Serves the coordinator's HTTP face on `listener` until `cancel`: `POST /tx` with a
+/// [`TxRequest`] runs it and answers its [`TxOutcome`]; `GET /status` answers the name,
+/// epoch and known participants. With `token`, requests must carry
+/// `Authorization: Bearer TOKEN`. `ran` is called after each transaction (to save the
+/// participants' addresses).
+pub async fn serve_coordinator(
+    listener: tokio::net::TcpListener,
+    endpoint: Arc<CoordinatorEndpoint>,
+    token: Option<String>,
+    ran: Arc<dyn Fn(&CoordinatorEndpoint) + Send + Sync>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let token = Arc::new(token);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        let (endpoint, token, ran) = (endpoint.clone(), token.clone(), ran.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (endpoint, token, ran) = (endpoint.clone(), token.clone(), ran.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(request(req, &endpoint, &token, &*ran).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn request(
+    req: hyper::Request<hyper::body::Incoming>,
+    endpoint: &CoordinatorEndpoint,
+    token: &Option<String>,
+    ran: &(dyn Fn(&CoordinatorEndpoint) + Send + Sync),
+) -> hyper::Response<Body> {
+    use http_body_util::BodyExt;
+    use hyper::StatusCode;
+    if let Some(t) = token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(t.as_str()) {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "auth: a missing or wrong token"}),
+            );
+        }
+    }
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/status") => {
+            let (epoch, peers) = {
+                let c = lock(&endpoint.coord);
+                (c.coordinator().epoch(), endpoint.addresses())
+            };
+            answer(
+                StatusCode::OK,
+                serde_json::json!({
+                    "coordinator": endpoint.name(),
+                    "epoch": epoch,
+                    "participants": peers.keys().collect::<Vec<_>>(),
+                }),
+            )
+        }
+        ("POST", "/tx") => {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_TX_REQUEST)
+                .collect()
+                .await;
+            let body = match body {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("reading the request: {e}")}),
+                    )
+                }
+            };
+            let r = match TxRequest::parse(&body) {
+                Ok(r) => r,
+                Err(e) => return answer(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
+            };
+            let timeout = Duration::from_millis(r.timeout_ms.unwrap_or(5_000).clamp(1, 600_000));
+            let out = endpoint.run(r.parts(), timeout, timeout).await;
+            ran(endpoint);
+            match out {
+                Ok(o) => answer(
+                    StatusCode::OK,
+                    serde_json::to_value(o).expect("serializable"),
+                ),
+                Err(e) => answer(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
+            }
+        }
+        (m, p) => answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no {m} {p} here: POST /tx or GET /status")}),
+        ),
+    }
+}
+
+/// `kuzu-sync tx`'s side: sends a request to a coordinator at `url` (`http://HOST:PORT`)
+/// and returns the HTTP status and the JSON answer.
+pub async fn post_tx(
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), String> {
+    use http_body_util::BodyExt;
+    let target = crate::link::parse_url(url)
+        .filter(|t| t.scheme == "http" || t.scheme == "https")
+        .ok_or_else(|| format!("unsupported coordinator URL {url:?}: expected http://HOST:PORT"))?;
+    let exchange = async {
+        let (stream, _) = crate::link::open_stream(&target, Duration::from_secs(10))
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = hyper::Request::post("/tx")
+            .header(hyper::header::HOST, &target.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Body::new(body.into()))
+            .map_err(|e| e.to_string())?;
+        let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let bytes = http_body_util::Limited::new(res.into_body(), MAX_TX_REQUEST)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let json = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the coordinator's answer is not JSON: {e}"))?;
+        Ok((status, json))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
 }

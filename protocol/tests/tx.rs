@@ -75,9 +75,7 @@ async fn participant(name: &str, cancel: &CancellationToken) -> Participant {
         fail: fail.clone(),
         ..Injected::default()
     };
-    let endpoint =
-        ParticipantEndpoint::start(shared.clone(), Box::new(log), no_events(), cancel.clone())
-            .unwrap();
+    let endpoint = ParticipantEndpoint::new(shared.clone(), Box::new(log), no_events()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("tcp://{}", listener.local_addr().unwrap());
     let config = HubConfig {

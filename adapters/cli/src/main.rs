@@ -23,6 +23,8 @@ use kuzu_sync_engine::sync::SessionConfig;
 use kuzu_sync_engine::{GraphStore, VersionVector};
 use kuzu_sync_kuzu::convert::untyped;
 
+mod txcli;
+
 #[derive(Parser)]
 #[command(
     name = "kuzu-sync",
@@ -176,6 +178,40 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         compact_every: Option<u64>,
     },
+    /// Run a coordinator of two-phase commit transactions: `kuzu-sync tx` sends it
+    /// transactions over HTTP (POST /tx); it reaches the participants (replicas running
+    /// `serve`) over the sync protocol, keeps its decisions in DIR/coordinator.sqlite and
+    /// recovers from it on restart. Runs until SIGINT/SIGTERM.
+    Coordinator {
+        dir: PathBuf,
+        /// Address of its HTTP face, e.g. 127.0.0.1:7800.
+        #[arg(long)]
+        listen: String,
+        /// A file holding the token `kuzu-sync tx` must present.
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+        /// Its peer id, which transaction ids carry and participants see (default
+        /// `coordinator`; kept in DIR on first start).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run one transaction through a coordinator: FILE.json names, for each participant
+    /// (its peer id), its url, optional token and ops (in the format of `write`):
+    /// {"participants": {"p1": {"url": "tcp://…", "ops": [{"op": "add_node", …}]}},
+    /// "timeout_ms": 5000}. Prints the decision and each participant's state as JSON.
+    /// Exit code 4: the decision was abort.
+    Tx {
+        /// The coordinator, http://HOST:PORT.
+        #[arg(long)]
+        coordinator: String,
+        file: PathBuf,
+        #[arg(long)]
+        auth_token_file: Option<PathBuf>,
+    },
+    /// List a replica's transactions prepared and not decided: their age past the
+    /// deadline (in doubt), participants and what they hold locked. Reads DIR's
+    /// transaction log only (safe beside a running `serve`).
+    TxStatus { dir: PathBuf },
     /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
     /// http://HOST:PORT/sync; with TLS tls://, wss://, https://): exchange, EOSE, exit with a summary; or stay connected
     /// with --watch. Lifecycle events are printed as JSON lines. Exit code 3: refused.
@@ -207,6 +243,8 @@ enum Command {
 
 /// Exit code when a remote refuses the session (auth, outdated schema, protocol version).
 const EXIT_REFUSED: u8 = 3;
+/// Exit code of `tx` when the decision was abort.
+const EXIT_ABORTED: u8 = 4;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -218,6 +256,8 @@ fn main() -> ExitCode {
                 .is_some_and(|n| matches!(n, NetError::Refused { .. }));
             if refused {
                 ExitCode::from(EXIT_REFUSED)
+            } else if e.downcast_ref::<txcli::Aborted>().is_some() {
+                ExitCode::from(EXIT_ABORTED)
             } else {
                 ExitCode::FAILURE
             }
@@ -520,22 +560,41 @@ fn run(cli: Cli) -> Result<()> {
                 ..HubConfig::default()
             };
             if relay {
-                let r = net::open_relay(&dir, peer_id.as_deref())?;
-                serve(Shared::new(r), &listen, config, true, compact_every)?;
+                let shared = Shared::new(net::open_relay(&dir, peer_id.as_deref())?);
+                let config = HubConfig {
+                    tx: Some(txcli::participant(&shared, &dir)?),
+                    ..config
+                };
+                serve(shared, &listen, config, true, compact_every)?;
             } else {
                 anyhow::ensure!(
                     peer_id.is_none(),
                     "--peer-id is for creating a relay; create a replica with `kuzu-sync init`"
                 );
-                serve(
-                    Shared::new(open(&dir)?),
-                    &listen,
-                    config,
-                    false,
-                    compact_every,
-                )?;
+                let shared = Shared::new(open(&dir)?);
+                let config = HubConfig {
+                    tx: Some(txcli::participant(&shared, &dir)?),
+                    ..config
+                };
+                serve(shared, &listen, config, false, compact_every)?;
             }
         }
+        Command::Coordinator {
+            dir,
+            listen,
+            auth_token_file,
+            name,
+        } => txcli::coordinator(&dir, &listen, auth_token_file.as_deref(), name.as_deref())?,
+        Command::Tx {
+            coordinator,
+            file,
+            auth_token_file,
+        } => {
+            if !txcli::tx(&coordinator, &file, auth_token_file.as_deref())? {
+                return Err(txcli::Aborted.into());
+            }
+        }
+        Command::TxStatus { dir } => txcli::tx_status(&dir)?,
         Command::Sync {
             dir,
             remote,
