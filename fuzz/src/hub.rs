@@ -243,6 +243,17 @@ pub enum Step {
     ProtocolError,
     /// Not a message: the connection closes and a new one starts (same hub, same client).
     Reconnect,
+    /// A two-phase commit message (`kind % 5`: prepare, vote, decide, ack, ask).
+    Tx {
+        kind: u8,
+        coordinator: String,
+        epoch: u64,
+        seq: u64,
+        participants: Vec<String>,
+        ops: Vec<String>,
+        deadline: u64,
+        detail: String,
+    },
 }
 
 /// A `u32` that is usually small (a tree level, a depth, a bucket, a position).
@@ -1184,6 +1195,52 @@ impl Harness {
             Step::MerkleRowList => Message::MerkleRowList(Vec::new()),
             Step::Ping(n) => Message::Ping(*n),
             Step::Pong(n) => Message::Pong(*n),
+            Step::Tx {
+                kind,
+                coordinator,
+                epoch,
+                seq,
+                participants,
+                ops,
+                deadline,
+                detail,
+            } => {
+                use kuzu_sync_engine::tx::{Decision, Reason, TxMsg, Vote};
+                let tx = TxId {
+                    coordinator: coordinator.clone(),
+                    epoch: *epoch,
+                    seq: *seq,
+                };
+                Message::Tx(match kind % 5 {
+                    0 => TxMsg::Prepare {
+                        tx,
+                        participants: participants.clone(),
+                        ops: ops.clone(),
+                        deadline: *deadline,
+                    },
+                    1 => TxMsg::Vote {
+                        tx,
+                        vote: if detail.is_empty() {
+                            Vote::Yes
+                        } else {
+                            Vote::No {
+                                reason: Reason::Constraint,
+                                detail: detail.clone(),
+                            }
+                        },
+                    },
+                    2 => TxMsg::Decide {
+                        tx,
+                        decision: if *deadline % 2 == 0 {
+                            Decision::Commit
+                        } else {
+                            Decision::Abort
+                        },
+                    },
+                    3 => TxMsg::Ack { tx },
+                    _ => TxMsg::Ask { tx },
+                })
+            }
             Step::HubWrites(ops) => {
                 let ops: Vec<Op> = ops.iter().map(op).collect();
                 self.log.push(format!("hub writes {ops:?}"));
@@ -1336,6 +1393,10 @@ impl Harness {
                 Output::Event(e) => self.log.push(format!("   [{what}] {e:?}")),
                 Output::Close => self.log.push("   close".into()),
                 Output::Pong(n) => self.log.push(format!("   pong {n}")),
+                // The session checked it and hands it to the driver's endpoint.
+                Output::Tx { from, msg } => {
+                    self.log.push(format!("   tx from {from}: {msg:?}"));
+                }
             }
         }
     }

@@ -711,6 +711,11 @@ impl Host {
                     Output::Event(ev) => step.events.push(ev),
                     Output::Close => step.close = true,
                     Output::Pong(_) => {}
+                    // JS replicas take no part in transactions (yet).
+                    Output::Tx { .. } => next.extend(
+                        sync.session
+                            .protocol_error("this replica takes no part in transactions".into()),
+                    ),
                 }
             }
             queue = next;

@@ -69,14 +69,14 @@ fn pump(
             match o {
                 Output::Send(m) => to_client.extend(server.receive(m, s)),
                 Output::Event(e) => events.push(("c", e)),
-                Output::Close | Output::Pong(_) => {}
+                Output::Close | Output::Pong(_) | Output::Tx { .. } => {}
             }
         }
         for o in std::mem::take(&mut to_client) {
             match o {
                 Output::Send(m) => to_server.extend(client.receive(m, c)),
                 Output::Event(e) => events.push(("s", e)),
-                Output::Close | Output::Pong(_) => {}
+                Output::Close | Output::Pong(_) | Output::Tx { .. } => {}
             }
         }
     }
@@ -1101,4 +1101,75 @@ fn a_large_snapshot_goes_out_part_by_part() {
     assert_eq!(events_before_last_part, 0);
     assert!(client.is_synced());
     assert_eq!(phone.dump().unwrap(), hub.dump().unwrap());
+}
+
+fn prepare(coordinator: &str, ops: Vec<String>) -> Message {
+    Message::Tx(crate::tx::TxMsg::Prepare {
+        tx: crate::tx::TxId {
+            coordinator: coordinator.into(),
+            epoch: 1,
+            seq: 1,
+        },
+        participants: vec!["hub".into()],
+        ops,
+        deadline: u64::MAX,
+    })
+}
+
+/// A transaction message is checked before the driver's endpoint sees it: only after the
+/// handshake, a prepare only from its own coordinator, within the bounds, never from a
+/// read-only credential; and the session hands a good one over with the sender's
+/// authenticated peer id. None of it touches the replica.
+#[test]
+fn transaction_messages_are_checked_before_they_are_handed_over() {
+    let mut hub = replica("hub");
+    let before = hub.version_vector().clone();
+    let op = r#"{"op":"add_node","table":"User","props":{"name":"x"}}"#.to_string();
+    // Before the handshake.
+    let mut server = Session::server(SessionConfig::default());
+    let out = server.receive(prepare("mallory", vec![op.clone()]), &mut hub);
+    assert!(error_of(&out).contains("unexpected tx message before the handshake"));
+    // A prepare in another coordinator's name.
+    let mut server = no_exchange_session(&mut hub);
+    let out = server.receive(prepare("coord", vec![op.clone()]), &mut hub);
+    let e = error_of(&out);
+    assert!(
+        e.contains("from mallory, which is not its coordinator"),
+        "{e}"
+    );
+    assert!(server.is_closed());
+    // Over the bounds: too many participants, an op line too long.
+    let mut server = no_exchange_session(&mut hub);
+    let mut m = prepare("mallory", vec![op.clone()]);
+    if let Message::Tx(crate::tx::TxMsg::Prepare { participants, .. }) = &mut m {
+        *participants = (0..=crate::tx::MAX_PARTICIPANTS)
+            .map(|i| format!("p{i}"))
+            .collect();
+    }
+    let e = error_of(&server.receive(m, &mut hub));
+    assert!(e.contains("65 participants"), "{e}");
+    let mut server = no_exchange_session(&mut hub);
+    let long = "x".repeat(crate::tx::MAX_OP_LINE + 1);
+    let e = error_of(&server.receive(prepare("mallory", vec![long]), &mut hub));
+    assert!(e.contains("over the limit"), "{e}");
+    // A good one is handed over, naming its sender.
+    let mut server = no_exchange_session(&mut hub);
+    let out = server.receive(prepare("mallory", vec![op]), &mut hub);
+    assert!(
+        matches!(&out[..], [Output::Tx { from, .. }] if from == "mallory"),
+        "{out:?}"
+    );
+    // A read-only credential takes no part.
+    let mut dash = replica("dash");
+    let mut server = Session::server(hub_with_credentials());
+    let mut client = Session::client(with_token("t-dash"));
+    let hello = client.start(&mut dash);
+    let Some(Output::Send(h)) = hello.into_iter().next() else {
+        panic!("no hello")
+    };
+    let _ = server.receive(h, &mut hub);
+    assert!(server.is_established());
+    let e = error_of(&server.receive(prepare("dash", vec![]), &mut hub));
+    assert!(e.contains("read-only"), "{e}");
+    assert_eq!(hub.version_vector(), &before);
 }
