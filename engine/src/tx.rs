@@ -19,7 +19,7 @@ use crate::error::EngineError;
 
 mod host;
 mod rules;
-pub use host::{MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
+pub use host::{FailingTxLog, MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
 pub use rules::EngineRules;
 
 /// The most participants one transaction may name.
@@ -136,26 +136,9 @@ pub fn check_wire(msg: &WireMsg) -> Result<(), String> {
 
 /// The wire form of a message.
 pub fn to_wire(msg: TxMsg<crate::event::Op>) -> WireMsg {
-    match msg {
-        TxMsg::Prepare {
-            tx,
-            participants,
-            ops,
-            deadline,
-        } => TxMsg::Prepare {
-            tx,
-            participants,
-            ops: ops
-                .iter()
-                .map(|o| crate::json::op_to_json(o).to_string())
-                .collect(),
-            deadline,
-        },
-        TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
-        TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
-        TxMsg::Ack { tx } => TxMsg::Ack { tx },
-        TxMsg::Ask { tx } => TxMsg::Ask { tx },
-    }
+    let line = |o: &crate::event::Op| crate::json::op_to_json(o).to_string();
+    msg.map_ops(|ops| Ok::<_, std::convert::Infallible>(ops.iter().map(line).collect()))
+        .unwrap_or_else(|never| match never {})
 }
 
 /// A received message with its ops read against `schema`; an op that does not read is
@@ -164,28 +147,13 @@ pub fn from_wire(
     msg: WireMsg,
     schema: &crate::schema::Schema,
 ) -> Result<TxMsg<crate::event::Op>, String> {
-    Ok(match msg {
-        TxMsg::Prepare {
-            tx,
-            participants,
-            ops,
-            deadline,
-        } => TxMsg::Prepare {
-            tx,
-            participants,
-            ops: ops
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    crate::json::op_from_json(l, schema).map_err(|e| format!("op {}: {e}", i + 1))
-                })
-                .collect::<Result<_, _>>()?,
-            deadline,
-        },
-        TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
-        TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
-        TxMsg::Ack { tx } => TxMsg::Ack { tx },
-        TxMsg::Ask { tx } => TxMsg::Ask { tx },
+    msg.map_ops(|ops| {
+        ops.iter()
+            .enumerate()
+            .map(|(i, l)| {
+                crate::json::op_from_json(l, schema).map_err(|e| format!("op {}: {e}", i + 1))
+            })
+            .collect()
     })
 }
 
@@ -260,6 +228,28 @@ pub enum TxMsg<O> {
 }
 
 impl<O> TxMsg<O> {
+    /// The same message with a prepare's ops turned into other ones by `f` (the others
+    /// carry none).
+    pub fn map_ops<P, E>(self, f: impl FnOnce(Vec<O>) -> Result<Vec<P>, E>) -> Result<TxMsg<P>, E> {
+        Ok(match self {
+            TxMsg::Prepare {
+                tx,
+                participants,
+                ops,
+                deadline,
+            } => TxMsg::Prepare {
+                tx,
+                participants,
+                ops: f(ops)?,
+                deadline,
+            },
+            TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
+            TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
+            TxMsg::Ack { tx } => TxMsg::Ack { tx },
+            TxMsg::Ask { tx } => TxMsg::Ask { tx },
+        })
+    }
+
     pub fn tx(&self) -> &TxId {
         match self {
             TxMsg::Prepare { tx, .. }

@@ -57,6 +57,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs `f` on `weak`'s target every [`RETRY_MS`] until `cancel`, or until it is gone.
+fn every_retry<T, F, Fut>(
+    weak: std::sync::Weak<T>,
+    cancel: tokio_util::sync::CancellationToken,
+    f: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let Some(me) = weak.upgrade() else { return };
+            f(me).await;
+        }
+    });
+}
+
 /// The sessions by peer, for messages posted to a peer outside any exchange.
 #[derive(Default)]
 struct Sessions(Mutex<HashMap<String, mpsc::UnboundedSender<WireMsg>>>);
@@ -212,17 +234,7 @@ where
         if self.ticking.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let weak = self.me.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                let Some(me) = weak.upgrade() else { return };
-                me.tick().await;
-            }
-        });
+        every_retry(self.me.clone(), cancel, |me| async move { me.tick().await });
     }
 }
 
@@ -313,19 +325,11 @@ impl CoordinatorEndpoint {
         for (to, msg) in resend {
             me.sessions.post(&to, to_wire(msg));
         }
-        let weak = Arc::downgrade(&me);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(RETRY_MS)) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                let Some(me) = weak.upgrade() else { return };
-                let out = lock(&me.coord).tick(now_ms());
-                match out {
-                    Ok(out) => me.route(out),
-                    Err(e) => me.report(&format!("coordinator log: {e}")),
-                }
+        every_retry(Arc::downgrade(&me), cancel, |me| async move {
+            let out = lock(&me.coord).tick(now_ms());
+            match out {
+                Ok(out) => me.route(out),
+                Err(e) => me.report(&format!("coordinator log: {e}")),
             }
         });
         Ok(me)
@@ -473,7 +477,7 @@ impl CoordinatorEndpoint {
             .collect();
         let (tx, prepares) = {
             let mut c = lock(&self.coord);
-            c.begin_wire(work, deadline).map_err(|e| e.to_string())?
+            c.begin(work, deadline).map_err(|e| e.to_string())?
         };
         lock(&self.watching).insert(tx.clone(), Watch::default());
         for (to, msg) in prepares {

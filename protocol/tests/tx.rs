@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kuzu_sync_engine::memory::MemoryGraphStore;
-use kuzu_sync_engine::tx::{MemoryTxLog, PartRecord, TxLog};
-use kuzu_sync_engine::{FixedClock, MemoryEventStore, Op, PeerId, Replica, StoreError};
+use kuzu_sync_engine::tx::{FailingTxLog, MemoryTxLog, PartRecord};
+use kuzu_sync_engine::{FixedClock, MemoryEventStore, Op, PeerId, Replica};
 use kuzu_sync_protocol::net::{no_events, HubConfig, Shared};
 use kuzu_sync_protocol::txnet::{Address, CoordinatorEndpoint, Part, ParticipantEndpoint};
 use tokio_util::sync::CancellationToken;
@@ -18,32 +18,6 @@ type S = Shared<MemoryEventStore, MemoryGraphStore>;
 
 const SCHEMA: &str = "CREATE NODE TABLE User(id STRING, name STRING, PRIMARY KEY(id));\
     CREATE REL TABLE Follows(FROM User TO User);";
-
-/// A participant's log whose next appends fail while `fail` is above zero (disk_full).
-#[derive(Debug, Default)]
-struct Injected {
-    inner: MemoryTxLog<PartRecord<Op>>,
-    fail: Arc<AtomicUsize>,
-}
-
-impl TxLog<PartRecord<Op>> for Injected {
-    fn append(&mut self, r: &PartRecord<Op>) -> Result<(), StoreError> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::backend(
-                "append to transaction log",
-                std::io::Error::other("disk_full (injected)"),
-            ));
-        }
-        self.inner.append(r)
-    }
-    fn records(&self) -> Result<Vec<PartRecord<Op>>, StoreError> {
-        self.inner.records()
-    }
-}
 
 struct Participant {
     name: String,
@@ -71,9 +45,9 @@ async fn participant(name: &str, cancel: &CancellationToken) -> Participant {
     r.write(vec![seed]).unwrap();
     let shared = Shared::new(r);
     let fail = Arc::new(AtomicUsize::new(0));
-    let log = Injected {
+    let log = FailingTxLog {
+        inner: MemoryTxLog::<PartRecord<Op>>::default(),
         fail: fail.clone(),
-        ..Injected::default()
     };
     let endpoint = ParticipantEndpoint::new(shared.clone(), Box::new(log), no_events()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use kuzu_sync::protocol::txnet::{self, Address, CoordinatorEndpoint, TxRequest};
-use kuzu_sync_engine::tx::{CoordRecord, PartRecord, PartState, Participant, TxLog};
-use kuzu_sync_engine::{Op, StoreError};
+use kuzu_sync_engine::tx::{CoordRecord, FailingTxLog, PartRecord, PartState, Participant};
+use kuzu_sync_engine::Op;
 use kuzu_sync_sqlite::SqliteTxLog;
 
 /// A replica's transaction records, beside its event log.
@@ -30,31 +30,6 @@ pub const INJECT_ENV: &str = "KUZU_SYNC_INJECT_TX_LOG_FAILURES";
 #[error("the transaction was aborted")]
 pub struct Aborted;
 
-/// A participant's record log, with the failures [`INJECT_ENV`] asks for.
-struct PartLog {
-    inner: SqliteTxLog<PartRecord<Op>>,
-    fail: AtomicUsize,
-}
-
-impl TxLog<PartRecord<Op>> for PartLog {
-    fn append(&mut self, r: &PartRecord<Op>) -> Result<(), StoreError> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::backend(
-                "append to the transaction log",
-                std::io::Error::other("disk_full (injected)"),
-            ));
-        }
-        self.inner.append(r)
-    }
-    fn records(&self) -> Result<Vec<PartRecord<Op>>, StoreError> {
-        self.inner.records()
-    }
-}
-
 /// The participant's record log of the replica in `dir`.
 pub fn participant_log(dir: &Path) -> Result<txnet::BoxedPartLog> {
     let path = dir.join(TX_LOG);
@@ -66,9 +41,9 @@ pub fn participant_log(dir: &Path) -> Result<txnet::BoxedPartLog> {
             .with_context(|| format!("{INJECT_ENV}={v:?}: expected a number"))?,
         Err(_) => 0,
     };
-    Ok(Box::new(PartLog {
+    Ok(Box::new(FailingTxLog {
         inner,
-        fail: AtomicUsize::new(fail),
+        fail: Arc::new(AtomicUsize::new(fail)),
     }))
 }
 

@@ -1160,10 +1160,10 @@ fn transaction_messages_are_checked_before_they_are_handed_over() {
         "{out:?}"
     );
     // A read-only credential takes no part.
-    let mut dash = replica("dash");
+    let dash = replica("dash");
     let mut server = Session::server(hub_with_credentials());
     let mut client = Session::client(with_token("t-dash"));
-    let hello = client.start(&mut dash);
+    let hello = client.start(&dash);
     let Some(Output::Send(h)) = hello.into_iter().next() else {
         panic!("no hello")
     };

@@ -55,6 +55,35 @@ impl<R: Clone> TxLog<R> for MemoryTxLog<R> {
     }
 }
 
+/// A record log whose next appends fail, as a full disk would (`disk_full (injected)`),
+/// while its counter is above zero: how tests (and the CLI's
+/// `KUZU_SYNC_INJECT_TX_LOG_FAILURES`) make a participant vote `storage`.
+#[derive(Debug)]
+pub struct FailingTxLog<L> {
+    pub inner: L,
+    pub fail: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<R, L: TxLog<R>> TxLog<R> for FailingTxLog<L> {
+    fn append(&mut self, record: &R) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::backend(
+                "append to the transaction log",
+                std::io::Error::other("disk_full (injected)"),
+            ));
+        }
+        self.inner.append(record)
+    }
+    fn records(&self) -> Result<Vec<R>, StoreError> {
+        self.inner.records()
+    }
+}
+
 impl<R, L: TxLog<R> + ?Sized> TxLog<R> for Box<L> {
     fn append(&mut self, record: &R) -> Result<(), StoreError> {
         (**self).append(record)
@@ -347,35 +376,14 @@ impl<L: TxLog<CoordRecord>> TxCoordinator<L> {
         &self.coord
     }
 
-    /// Starts a transaction: the prepares to send.
-    pub fn begin(
+    /// Starts a transaction: the prepares to send. The ops are of any form the
+    /// participants read (engine ops, or their wire form).
+    #[allow(clippy::type_complexity)]
+    pub fn begin<O: Clone>(
         &mut self,
-        work: Vec<(String, Vec<Op>)>,
+        work: Vec<(String, Vec<O>)>,
         deadline: u64,
-    ) -> Result<(TxId, Outbox), StoreError> {
-        if let Some(why) = &self.broken {
-            return Err(StoreError::Corrupt(format!(
-                "the coordinator's log could not record its restart ({why}); restart it"
-            )));
-        }
-        let (tx, actions) = self.coord.begin(work, deadline);
-        let out = actions
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Send { to, msg } => Some((to, msg)),
-                Action::Persist(_) => None,
-            })
-            .collect();
-        Ok((tx, out))
-    }
-
-    /// [`TxCoordinator::begin`] with the ops in their wire form (JSON op lines), which
-    /// only the participants read.
-    pub fn begin_wire(
-        &mut self,
-        work: Vec<(String, Vec<String>)>,
-        deadline: u64,
-    ) -> Result<(TxId, Vec<(String, super::WireMsg)>), StoreError> {
+    ) -> Result<(TxId, Vec<(String, TxMsg<O>)>), StoreError> {
         if let Some(why) = &self.broken {
             return Err(StoreError::Corrupt(format!(
                 "the coordinator's log could not record its restart ({why}); restart it"
