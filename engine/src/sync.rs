@@ -796,12 +796,26 @@ impl Session {
             return Err("a read-only credential takes no part in transactions".into());
         }
         let from = self.remote_name();
-        if let TxMsg::Prepare { tx, .. } = &msg {
-            if tx.coordinator != from {
-                return Err(format!(
-                    "a prepare of transaction {tx} from {from}, which is not its coordinator"
-                ));
-            }
+        // A prepare comes from its coordinator only. So, on a hub (the participant's
+        // side), do decisions and questions: participants do not reach each other over
+        // the network (cooperative termination runs in the engine only), and a decision
+        // or question about an unknown transaction writes a tombstone, which any other
+        // peer could otherwise use to abort a coordinator's next transactions.
+        let to_participant = match &msg {
+            TxMsg::Prepare { .. } => true,
+            TxMsg::Decide { .. } | TxMsg::Ask { .. } => self.role == Role::Server,
+            TxMsg::Vote { .. } | TxMsg::Ack { .. } => false,
+        };
+        if to_participant && msg.tx().coordinator != from {
+            let kind = match &msg {
+                TxMsg::Prepare { .. } => "a prepare",
+                TxMsg::Decide { .. } => "a decision",
+                _ => "a question",
+            };
+            return Err(format!(
+                "{kind} of transaction {} from {from}, which is not its coordinator",
+                msg.tx()
+            ));
         }
         out.push(Output::Tx { from, msg });
         Ok(())

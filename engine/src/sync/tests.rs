@@ -1138,6 +1138,24 @@ fn transaction_messages_are_checked_before_they_are_handed_over() {
         "{e}"
     );
     assert!(server.is_closed());
+    // Nor a decision or a question: each would write a tombstone for `coord`'s
+    // transaction on the hub, aborting it before its prepare.
+    let theirs = crate::tx::TxId {
+        coordinator: "coord".into(),
+        epoch: 1,
+        seq: 2,
+    };
+    for msg in [
+        crate::tx::TxMsg::Decide {
+            tx: theirs.clone(),
+            decision: crate::tx::Decision::Abort,
+        },
+        crate::tx::TxMsg::Ask { tx: theirs },
+    ] {
+        let mut server = no_exchange_session(&mut hub);
+        let e = error_of(&server.receive(Message::Tx(msg), &mut hub));
+        assert!(e.contains("which is not its coordinator"), "{e}");
+    }
     // Over the bounds: too many participants, an op line too long.
     let mut server = no_exchange_session(&mut hub);
     let mut m = prepare("mallory", vec![op.clone()]);
