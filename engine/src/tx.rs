@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 
 mod host;
+mod operator;
 mod rules;
 pub use host::{FailingTxLog, MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
+pub use operator::{Mismatch, OperatorDecision, ResolveError};
 pub use rules::EngineRules;
 
 /// The most participants one transaction may name.
@@ -202,6 +204,15 @@ pub enum Decision {
     Abort,
 }
 
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+        })
+    }
+}
+
 /// A lock key, derived by the host from the ops (`node:User/alice`, `one:Owns/u1`,
 /// `unique:User.name=alice`, …). Two transactions conflict when they share one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -299,6 +310,27 @@ pub enum PartRecord<O> {
     Committed { tx: TxId, ops: Vec<O> },
     /// A tombstone: a later prepare of this transaction is refused.
     Aborted { tx: TxId },
+    /// An operator decided a transaction prepared here (`kuzu-sync tx-resolve`), written
+    /// before the decision takes effect. An abort is this record alone (it is the
+    /// tombstone); a commit is followed by its COMMITTED record, without which the
+    /// transaction is still prepared (the command was interrupted).
+    Resolved {
+        tx: TxId,
+        decision: Decision,
+        /// Who ran the command (the operating system's user name, as the host knows it).
+        by: String,
+        reason: String,
+        /// When, in milliseconds of the host's wall clock.
+        at: u64,
+    },
+    /// After an operator's decision, `from` sent the other one (a heuristic mismatch):
+    /// kept for the operator to see, not applied.
+    Mismatch {
+        tx: TxId,
+        decision: Decision,
+        from: String,
+        at: u64,
+    },
 }
 
 /// What only the host knows: the locks the ops take, and whether they keep the
@@ -339,6 +371,8 @@ pub struct Participant<O> {
     name: String,
     txs: BTreeMap<TxId, PartState<O>>,
     locks: BTreeMap<Lock, TxId>,
+    /// The transactions an operator decided here, and any mismatch seen since.
+    operator: BTreeMap<TxId, OperatorDecision>,
 }
 
 impl<O: Clone> Participant<O> {
@@ -353,6 +387,7 @@ impl<O: Clone> Participant<O> {
             name: name.into(),
             txs: BTreeMap::new(),
             locks: BTreeMap::new(),
+            operator: BTreeMap::new(),
         };
         for record in records {
             match record {
@@ -380,6 +415,19 @@ impl<O: Clone> Participant<O> {
                 }
                 PartRecord::Committed { tx, .. } => p.finish(tx, PartState::Committed),
                 PartRecord::Aborted { tx } => p.finish(tx, PartState::Aborted),
+                PartRecord::Resolved {
+                    tx,
+                    decision,
+                    by,
+                    reason,
+                    at,
+                } => p.recover_resolved(tx, decision, by, reason, at),
+                PartRecord::Mismatch {
+                    tx,
+                    decision,
+                    from,
+                    at,
+                } => p.recover_mismatch(&tx, decision, from, at),
             }
         }
         p
@@ -420,6 +468,20 @@ impl<O: Clone> Participant<O> {
                 if self.locks.get(l) == Some(&tx) {
                     self.locks.remove(l);
                 }
+            }
+            // An operator's decision that never took effect (its command was interrupted
+            // before the commit) is overtaken by the other one.
+            let outcome = match state {
+                PartState::Committed => Some(Decision::Commit),
+                PartState::Aborted => Some(Decision::Abort),
+                PartState::Prepared { .. } => None,
+            };
+            if self
+                .operator
+                .get(&tx)
+                .is_some_and(|o| Some(o.decision) != outcome)
+            {
+                self.operator.remove(&tx);
             }
         }
         self.txs.insert(tx, state);
@@ -464,7 +526,7 @@ impl<O: Clone> Participant<O> {
                 ops,
                 deadline,
             } => self.prepare(rules, from, tx, participants, ops, deadline, now),
-            TxMsg::Decide { tx, decision } => self.decide(tx, decision),
+            TxMsg::Decide { tx, decision } => self.decide(from, tx, decision, now),
             TxMsg::Ask { tx } => self.answer(from, tx),
             // Not for participants: ignored.
             TxMsg::Vote { .. } | TxMsg::Ack { .. } => Vec::new(),
@@ -569,7 +631,7 @@ impl<O: Clone> Participant<O> {
         self.refuse(tx.clone(), coordinator, Reason::Storage, error.to_owned())
     }
 
-    fn decide(&mut self, tx: TxId, decision: Decision) -> Vec<PartAction<O>> {
+    fn decide(&mut self, from: &str, tx: TxId, decision: Decision, now: u64) -> Vec<PartAction<O>> {
         let ack = |tx: TxId| Action::Send {
             to: tx.coordinator.clone(),
             msg: TxMsg::Ack { tx },
@@ -596,6 +658,16 @@ impl<O: Clone> Participant<O> {
             }
             (Some(PartState::Committed), Decision::Commit)
             | (Some(PartState::Aborted), Decision::Abort) => vec![ack(tx)],
+            // Contradicting an operator's decision: the operator's stands, the mismatch is
+            // recorded, and the sender is acknowledged so that it stops sending.
+            (Some(PartState::Aborted), Decision::Commit)
+            | (Some(PartState::Committed), Decision::Abort)
+                if self.operator.contains_key(&tx) =>
+            {
+                let mut out = self.mismatch(&tx, decision, from, now);
+                out.push(ack(tx));
+                out
+            }
             // A commit of a transaction never prepared here, or a decision contradicting
             // the one taken: a protocol error from the sender. Nothing changes.
             (None, Decision::Commit)

@@ -209,9 +209,28 @@ enum Command {
         auth_token_file: Option<PathBuf>,
     },
     /// List a replica's transactions prepared and not decided: their age past the
-    /// deadline (in doubt), participants and what they hold locked. Reads DIR's
-    /// transaction log only (safe beside a running `serve`).
+    /// deadline (in doubt), participants and what they hold locked; and those an operator
+    /// decided (`tx-resolve`), with the reason, when, and any mismatch with the decision
+    /// that came later. Reads DIR's transaction log only (safe beside a running `serve`).
     TxStatus { dir: PathBuf },
+    /// Decide, as the operator, a transaction prepared on this replica and left in doubt
+    /// (its coordinator lost): --commit applies its prepared ops as the coordinator's
+    /// commit would, --abort drops them (a tombstone). Logged as the operator's decision;
+    /// if the coordinator later decides the other way, the operator's stands and
+    /// `tx-status` shows the mismatch. Stop `serve` on DIR first.
+    #[command(group(clap::ArgGroup::new("decision").required(true).args(["commit", "abort"])))]
+    TxResolve {
+        dir: PathBuf,
+        /// The transaction, coordinator/epoch/seq (as `tx-status` lists it).
+        tx: String,
+        #[arg(long)]
+        commit: bool,
+        #[arg(long)]
+        abort: bool,
+        /// Why, for the record (`tx-status` shows it).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Sync with one or more remotes (tcp://HOST:PORT, ws://HOST:PORT/sync,
     /// http://HOST:PORT/sync; with TLS tls://, wss://, https://): exchange, EOSE, exit with a summary; or stay connected
     /// with --watch. Lifecycle events are printed as JSON lines. Exit code 3: refused.
@@ -595,6 +614,20 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::TxStatus { dir } => txcli::tx_status(&dir)?,
+        Command::TxResolve {
+            dir,
+            tx,
+            commit,
+            abort: _,
+            reason,
+        } => {
+            let decision = if commit {
+                kuzu_sync_engine::tx::Decision::Commit
+            } else {
+                kuzu_sync_engine::tx::Decision::Abort
+            };
+            txcli::tx_resolve(&dir, &tx, decision, reason.as_deref())?
+        }
         Command::Sync {
             dir,
             remote,

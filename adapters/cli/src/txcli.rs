@@ -1,5 +1,5 @@
-//! The CLI's two-phase commit: `coordinator`, `tx`, `tx-status`, and the participant
-//! side of `serve` (ARCHITECTURE.md, "Coordinated transactions").
+//! The CLI's two-phase commit: `coordinator`, `tx`, `tx-status`, `tx-resolve`, and the
+//! participant side of `serve` (ARCHITECTURE.md, "Coordinated transactions").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,12 +11,19 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use kuzu_sync::protocol::txnet::{self, Address, CoordinatorEndpoint, TxRequest};
-use kuzu_sync_engine::tx::{CoordRecord, FailingTxLog, PartRecord, PartState, Participant};
-use kuzu_sync_engine::Op;
-use kuzu_sync_sqlite::SqliteTxLog;
+use kuzu_sync_engine::tx::{
+    CoordRecord, Decision, FailingTxLog, OperatorDecision, PartRecord, PartState, Participant,
+    TxId, TxLog, TxParticipant,
+};
+use kuzu_sync_engine::{EventStore, GraphStore, Op, Replica, StoreError};
+use kuzu_sync_sqlite::{ExclusiveLock, SqliteTxLog};
 
 /// A replica's transaction records, beside its event log.
 pub const TX_LOG: &str = "tx.sqlite";
+/// Locked by the one process that takes part in, or resolves, a replica's transactions.
+const TX_LOCK: &str = "tx.lock";
+/// The longest `--reason` of `tx-resolve`.
+const MAX_REASON: usize = 4096;
 const COORD_LOG: &str = "coordinator.sqlite";
 const COORD_NAME: &str = "name";
 const COORD_ADDRESSES: &str = "participants.json";
@@ -30,8 +37,43 @@ pub const INJECT_ENV: &str = "KUZU_SYNC_INJECT_TX_LOG_FAILURES";
 #[error("the transaction was aborted")]
 pub struct Aborted;
 
-/// The participant's record log of the replica in `dir`.
+/// The participant's record log of the replica in `dir`, with the directory's
+/// transaction lock held as long as the log lives.
 pub fn participant_log(dir: &Path) -> Result<txnet::BoxedPartLog> {
+    let lock = lock_transactions(dir)?;
+    locked_log(dir, lock)
+}
+
+/// Takes `dir`'s transaction lock (released when the process ends, however it ends), or
+/// says that another process holds it.
+fn lock_transactions(dir: &Path) -> Result<ExclusiveLock> {
+    let path = dir.join(TX_LOCK);
+    match ExclusiveLock::try_lock(&path)? {
+        Some(lock) => Ok(lock),
+        None => bail!(
+            "the transactions of {} are in use by another kuzu-sync process (a running \
+             `serve`?): stop it, then try again",
+            dir.display()
+        ),
+    }
+}
+
+/// A participant's record log and the lock that makes it this process's alone.
+struct LockedLog<L> {
+    log: L,
+    _lock: ExclusiveLock,
+}
+
+impl<L: TxLog<PartRecord<Op>>> TxLog<PartRecord<Op>> for LockedLog<L> {
+    fn append(&mut self, record: &PartRecord<Op>) -> Result<(), StoreError> {
+        self.log.append(record)
+    }
+    fn records(&self) -> Result<Vec<PartRecord<Op>>, StoreError> {
+        self.log.records()
+    }
+}
+
+fn locked_log(dir: &Path, lock: ExclusiveLock) -> Result<txnet::BoxedPartLog> {
     let path = dir.join(TX_LOG);
     let inner = SqliteTxLog::open(&path)
         .with_context(|| format!("opening the transaction log {}", path.display()))?;
@@ -41,9 +83,12 @@ pub fn participant_log(dir: &Path) -> Result<txnet::BoxedPartLog> {
             .with_context(|| format!("{INJECT_ENV}={v:?}: expected a number"))?,
         Err(_) => 0,
     };
-    Ok(Box::new(FailingTxLog {
-        inner,
-        fail: Arc::new(AtomicUsize::new(fail)),
+    Ok(Box::new(LockedLog {
+        log: FailingTxLog {
+            inner,
+            fail: Arc::new(AtomicUsize::new(fail)),
+        },
+        _lock: lock,
     }))
 }
 
@@ -214,6 +259,130 @@ pub fn tx_status(dir: &Path) -> Result<()> {
             }));
         }
     }
-    crate::print(json!({"prepared": prepared}));
+    let resolved: Vec<_> = part
+        .operator_decisions()
+        .map(|(tx, o)| {
+            let state = match part.state(tx) {
+                Some(PartState::Committed) => "committed",
+                Some(PartState::Aborted) => "aborted",
+                // Logged, and interrupted before its commit took effect.
+                Some(PartState::Prepared { .. }) | None => "prepared",
+            };
+            let mut j = operator_json(tx, o);
+            j["state"] = json!(state);
+            j
+        })
+        .collect();
+    crate::print(json!({"prepared": prepared, "resolved": resolved}));
     Ok(())
+}
+
+/// `kuzu-sync tx-resolve DIR TX_ID --commit|--abort [--reason TEXT]`.
+pub fn tx_resolve(dir: &Path, tx: &str, decision: Decision, reason: Option<&str>) -> Result<()> {
+    let tx: TxId = tx.parse()?;
+    let reason = reason.unwrap_or_default();
+    if reason.len() > MAX_REASON {
+        bail!(
+            "--reason of {} bytes is over the limit of {MAX_REASON}",
+            reason.len()
+        );
+    }
+    if !dir.join(kuzu_sync::EVENT_LOG).exists() {
+        bail!(
+            "{} is not a replica (no {})",
+            dir.display(),
+            kuzu_sync::EVENT_LOG
+        );
+    }
+    // Before the replica: a running `serve` holds it.
+    let lock = lock_transactions(dir)?;
+    let by = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    let now = txnet::now_ms();
+    let opening = || format!("opening replica {}", dir.display());
+    let decided = if dir.join(kuzu_sync::GRAPH_DB).exists() {
+        let mut r = kuzu_sync::open(dir).with_context(opening)?;
+        resolve_on(&mut r, dir, lock, &tx, decision, &by, reason, now)?
+    } else {
+        let mut r = kuzu_sync::net::open_relay(dir, None).with_context(opening)?;
+        resolve_on(&mut r, dir, lock, &tx, decision, &by, reason, now)?
+    };
+    let mut out = operator_json(&tx, &decided);
+    out["state"] = json!(match decided.decision {
+        Decision::Commit => "committed",
+        Decision::Abort => "aborted",
+    });
+    crate::print(out);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_on<E: EventStore, G: GraphStore>(
+    r: &mut Replica<E, G>,
+    dir: &Path,
+    lock: ExclusiveLock,
+    tx: &TxId,
+    decision: Decision,
+    by: &str,
+    reason: &str,
+    now: u64,
+) -> Result<OperatorDecision> {
+    let log = locked_log(dir, lock)?;
+    let mut part =
+        TxParticipant::open(r, log, now).context("recovering the replica's transactions")?;
+    Ok(part.resolve(r, tx, decision, by, reason, now)?)
+}
+
+/// An operator's decision as `tx-resolve` prints it and `tx-status` lists it.
+fn operator_json(tx: &TxId, o: &OperatorDecision) -> serde_json::Value {
+    json!({
+        "tx": tx.to_string(),
+        "decision": o.decision.to_string(),
+        "by": "operator",
+        "user": o.by,
+        "reason": (!o.reason.is_empty()).then_some(&o.reason),
+        "at_ms": o.at,
+        "time": utc(o.at),
+        "mismatch": o.mismatch.as_ref().map(|m| json!({
+            "decision": m.decision.to_string(),
+            "from": m.from,
+            "at_ms": m.at,
+            "time": utc(m.at),
+        })),
+    })
+}
+
+/// Milliseconds since the epoch as RFC 3339 in UTC (`2026-05-01T12:00:00.000Z`).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_rfc_3339() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(super::utc(1_777_636_800_000), "2026-05-01T12:00:00.000Z");
+    }
 }

@@ -13,7 +13,7 @@ use kuzu_sync_engine::{Event, EventId, EventStore, PeerId, Snapshot, StoreError,
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 mod tx_log;
-pub use tx_log::SqliteTxLog;
+pub use tx_log::{ExclusiveLock, SqliteTxLog};
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 2;

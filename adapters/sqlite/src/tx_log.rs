@@ -139,6 +139,53 @@ impl<R: Serialize + DeserializeOwned> kuzu_sync_engine::tx::TxLog<R> for SqliteT
     }
 }
 
+/// An exclusive lock on a file, held by SQLite for as long as the value lives and
+/// released by the system when the process ends, however it ends: the one process that
+/// takes part in (or resolves) a replica's transactions holds it.
+pub struct ExclusiveLock {
+    _conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for ExclusiveLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExclusiveLock")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExclusiveLock {
+    /// Takes the lock of the file at `path` (created if missing) without waiting:
+    /// `None` if another holder has it.
+    pub fn try_lock(path: &Path) -> Result<Option<Self>, StoreError> {
+        let err = |e| StoreError::backend(format!("lock {}", path.display()), e);
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::ZERO).map_err(err)?;
+        // In exclusive locking mode, the lock a write takes is kept until the connection
+        // closes.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(err)?;
+        match conn
+            .execute_batch("BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS held (at INTEGER); COMMIT;")
+        {
+            Ok(()) => Ok(Some(ExclusiveLock {
+                _conn: conn,
+                path: path.to_owned(),
+            })),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +246,19 @@ mod tests {
             .unwrap();
         let err = log.records().unwrap_err().to_string();
         assert!(err.contains("record 5 does not decode"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_exclusive_lock_has_one_holder_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("kuzu-sync-txlock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tx.lock");
+        let held = ExclusiveLock::try_lock(&path).unwrap().expect("free");
+        assert!(ExclusiveLock::try_lock(&path).unwrap().is_none());
+        drop(held);
+        assert!(ExclusiveLock::try_lock(&path).unwrap().is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

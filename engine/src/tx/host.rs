@@ -226,6 +226,35 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
         self.carry_out(replica, actions, from, None, now)
     }
 
+    /// An operator decides `tx`, prepared here (`kuzu-sync tx-resolve`): the decision is
+    /// logged as the operator's, then carried out as a coordinator's would be (a commit
+    /// appends its marker and ops in one append and applies them; an abort leaves its
+    /// tombstone), and the locks are released. Returns the decision as recorded.
+    pub fn resolve<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &mut Replica<E, G>,
+        tx: &TxId,
+        decision: Decision,
+        by: &str,
+        reason: &str,
+        now: u64,
+    ) -> Result<super::OperatorDecision, super::ResolveError> {
+        // The participant list of a commit, for its marker: the state forgets it.
+        let participants = match self.part.state(tx) {
+            Some(PartState::Prepared { participants, .. }) => Some(participants.clone()),
+            _ => None,
+        };
+        let actions = self
+            .part
+            .resolve(tx, decision, by.to_owned(), reason.to_owned(), now)?;
+        self.carry_out(replica, actions, "", participants.as_deref(), now)?;
+        Ok(self
+            .part
+            .operator_decision(tx)
+            .cloned()
+            .expect("an operator's decision is kept once carried out"))
+    }
+
     /// Time passes: transactions in doubt ask.
     pub fn tick<E: EventStore, G: GraphStore>(
         &mut self,

@@ -699,3 +699,182 @@ fn a_bad_commit_marker_is_refused() {
     assert_eq!("c/1/7".parse::<TxId>().unwrap().seq, 7);
     assert!("c/1".parse::<TxId>().is_err());
 }
+
+/// The operator's decision (`kuzu-sync tx-resolve`) on real replicas: it commits or
+/// aborts as a coordinator's decision would, survives a reopen, and a coordinator that
+/// later decides the other way gets an acknowledgement and a recorded mismatch, nothing
+/// applied.
+mod operator_decisions {
+    use super::*;
+
+    const U1: &str = r#"{"op":"add_node","table":"User","props":{"id":"u1","name":"Ann"}}"#;
+    const U2: &str = r#"{"op":"add_node","table":"User","props":{"id":"u2","name":"Bo"}}"#;
+
+    fn resolve(
+        w: &mut World,
+        node: &str,
+        tx: &TxId,
+        d: Decision,
+    ) -> Result<OperatorDecision, ResolveError> {
+        let now = w.now;
+        let n = w.nodes.get_mut(node).unwrap();
+        n.p.resolve(&mut n.r, tx, d, "ann", "coordinator lost", now)
+    }
+
+    fn operator(w: &World, node: &str, tx: &TxId) -> Option<OperatorDecision> {
+        w.nodes[node].p.participant().operator_decision(tx).cloned()
+    }
+
+    /// The coordinator never hears the votes: `a` and `b` are prepared, in doubt.
+    fn in_doubt() -> (World, TxId) {
+        let mut w = World::new(&["a", "b"], &[]);
+        let tx = w.begin(&[("a", &[U1]), ("b", &[U2])]);
+        w.step().unwrap().unwrap();
+        w.step().unwrap().unwrap();
+        w.wire.clear();
+        w.now = 5_000;
+        assert_eq!(w.nodes["a"].p.prepared(w.now).len(), 1);
+        (w, tx)
+    }
+
+    #[test]
+    fn an_operator_commit_applies_the_ops_once_releases_the_locks_and_survives_a_reopen() {
+        let (mut w, tx) = in_doubt();
+        let d = resolve(&mut w, "a", &tx, Decision::Commit).unwrap();
+        assert_eq!(
+            (d.decision, d.by.as_str(), d.reason.as_str(), d.at),
+            (Decision::Commit, "ann", "coordinator lost", 5_000)
+        );
+        assert!(committed(w.state("a", &tx)));
+        assert_eq!(w.rows("a", "User").len(), 1);
+        assert!(w.nodes["a"].r.engine().tx_markers(&tx).is_some());
+        assert!(w.nodes["a"].p.participant().locks().is_empty());
+        let records = &w.nodes["a"].p.log().records;
+        assert!(matches!(
+            &records[records.len() - 2..],
+            [
+                PartRecord::Resolved {
+                    decision: Decision::Commit,
+                    ..
+                },
+                PartRecord::Committed { .. }
+            ]
+        ));
+        // The lock is released: a local write of the node goes ahead.
+        let n = w.nodes.get_mut("a").unwrap();
+        let update = ops(
+            &n.r,
+            &[r#"{"op":"update","table":"User","key":"u1","prop":"name","value":"Annie"}"#],
+        );
+        n.p.write(&mut n.r, update).unwrap();
+        // A reopen from the records keeps the operator's decision.
+        let log = n.p.log().clone();
+        n.p = TxParticipant::open(&n.r, log, w.now).unwrap();
+        assert!(committed(w.state("a", &tx)));
+        assert_eq!(operator(&w, "a", &tx), Some(d));
+        // The coordinator's deadline passes: abort, presumed. `a` keeps its commit,
+        // acknowledges and records the mismatch; `b` rolls back.
+        let applied = w.nodes["a"].r.version_vector().clone();
+        w.settle();
+        assert!(committed(w.state("a", &tx)));
+        assert!(rolled_back(w.state("b", &tx)));
+        let m = operator(&w, "a", &tx).unwrap().mismatch.unwrap();
+        assert_eq!((m.decision, m.from.as_str()), (Decision::Abort, "coord"));
+        assert_eq!(
+            w.nodes["a"].r.version_vector(),
+            &applied,
+            "nothing applied again"
+        );
+        assert_eq!(w.rows("a", "User").len(), 1);
+        assert!(w.rows("b", "User").is_empty());
+    }
+
+    #[test]
+    fn an_operator_abort_leaves_a_tombstone_and_the_coordinators_commit_is_a_mismatch() {
+        let mut w = World::new(&["a", "b"], &[]);
+        let tx = w.begin(&[("a", &[U1]), ("b", &[U2])]);
+        let prepare_a = w.wire.front().cloned().unwrap();
+        // Prepares, votes: the coordinator logs commit. Its commit to `a` is lost.
+        for _ in 0..4 {
+            w.step().unwrap().unwrap();
+        }
+        w.wire.retain(|(_, to, _)| to != "a");
+        w.run();
+        assert!(committed(w.state("b", &tx)));
+        let logged = w.nodes["a"].p.log().records.len();
+        let d = resolve(&mut w, "a", &tx, Decision::Abort).unwrap();
+        assert_eq!(d.decision, Decision::Abort);
+        assert!(rolled_back(w.state("a", &tx)));
+        assert!(w.nodes["a"].p.participant().locks().is_empty());
+        assert_eq!(w.nodes["a"].p.log().records.len(), logged + 1);
+        assert!(w.rows("a", "User").is_empty());
+        // The prepare again is refused as late.
+        w.wire.push_back(prepare_a);
+        w.step().unwrap().unwrap();
+        assert!(
+            matches!(
+                w.wire.back(),
+                Some((_, to, TxMsg::Vote { vote: Vote::No { reason: Reason::Late, .. }, .. }))
+                    if to == "coord"
+            ),
+            "{:?}",
+            w.wire
+        );
+        // The coordinator sends its commit again: acknowledged, recorded, not applied.
+        w.settle();
+        assert!(rolled_back(w.state("a", &tx)));
+        assert!(w.rows("a", "User").is_empty());
+        assert!(
+            !w.coord.coordinator().is_open(&tx),
+            "every participant acked"
+        );
+        let m = operator(&w, "a", &tx).unwrap().mismatch.unwrap();
+        assert_eq!((m.decision, m.from.as_str()), (Decision::Commit, "coord"));
+        let mismatches = w.nodes["a"]
+            .p
+            .log()
+            .records
+            .iter()
+            .filter(|r| matches!(r, PartRecord::Mismatch { .. }))
+            .count();
+        assert_eq!(mismatches, 1);
+    }
+
+    #[test]
+    fn an_operator_decision_on_an_unknown_or_decided_transaction_is_refused_and_writes_nothing() {
+        let (mut w, tx) = in_doubt();
+        let unknown = TxId {
+            seq: 99,
+            ..tx.clone()
+        };
+        let logged = w.nodes["a"].p.log().records.len();
+        let err = resolve(&mut w, "a", &unknown, Decision::Commit).unwrap_err();
+        assert!(matches!(err, ResolveError::Unknown { .. }), "{err}");
+        assert!(err.to_string().contains("coord/1/99"), "{err}");
+        resolve(&mut w, "a", &tx, Decision::Abort).unwrap();
+        let logged_after = w.nodes["a"].p.log().records.len();
+        assert_eq!(logged_after, logged + 1);
+        let err = resolve(&mut w, "a", &tx, Decision::Commit).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::Decided {
+                    decision: Decision::Abort,
+                    by_operator: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(w.nodes["a"].p.log().records.len(), logged_after);
+        // `b`, decided by its coordinator.
+        w.settle();
+        let err = resolve(&mut w, "b", &tx, Decision::Commit)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&tx.to_string()) && err.ends_with("already aborted"),
+            "{err}"
+        );
+    }
+}

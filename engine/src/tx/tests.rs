@@ -908,3 +908,283 @@ fn with_the_coordinator_lost_for_good_participants_settle_what_they_can() {
         "{committed} committed, {aborted} aborted"
     );
 }
+
+/// The operator's decision (`kuzu-sync tx-resolve`) on the state machine.
+mod operator {
+    use super::*;
+
+    type Actions = Vec<Action<SimOp, PartRecord<SimOp>>>;
+
+    /// What a host writes of `actions`, appended to `log`.
+    fn persist(log: &mut Vec<PartRecord<SimOp>>, actions: &Actions) {
+        log.extend(actions.iter().filter_map(|a| match a {
+            Action::Persist(r) => Some(r.clone()),
+            Action::Send { .. } => None,
+        }));
+    }
+
+    fn decide(t: &TxId, decision: Decision) -> TxMsg<SimOp> {
+        TxMsg::Decide {
+            tx: t.clone(),
+            decision,
+        }
+    }
+
+    fn is_ack(a: &Action<SimOp, PartRecord<SimOp>>) -> bool {
+        matches!(a, Action::Send { to, msg: TxMsg::Ack { .. } } if to == "c")
+    }
+
+    /// p1 with `tx(1)` prepared (stock -2), and its records so far.
+    fn prepared() -> (Participant<SimOp>, Vec<PartRecord<SimOp>>) {
+        let mut p = Participant::recover("p1", [], 0);
+        let mut log = Vec::new();
+        let out = p.handle(&Model::new(), "c", prepare(&tx(1), vec![add(-2)], 100), 0);
+        persist(&mut log, &out);
+        assert_eq!(vote_of(&out), Some(Vote::Yes));
+        (p, log)
+    }
+
+    #[test]
+    fn an_operator_commit_is_logged_first_then_commits_as_a_coordinator_would() {
+        let (mut p, _) = prepared();
+        let out = p
+            .resolve(&tx(1), Decision::Commit, "ann".into(), "lost".into(), 500)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Action::Persist(PartRecord::Resolved {
+                    tx: tx(1),
+                    decision: Decision::Commit,
+                    by: "ann".into(),
+                    reason: "lost".into(),
+                    at: 500,
+                }),
+                Action::Persist(PartRecord::Committed {
+                    tx: tx(1),
+                    ops: vec![add(-2)],
+                }),
+            ]
+        );
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Committed));
+        assert!(p.locks().is_empty() && p.prepared().next().is_none());
+        let o = p.operator_decision(&tx(1)).unwrap();
+        assert_eq!(
+            (o.decision, o.at, o.mismatch.clone()),
+            (Decision::Commit, 500, None)
+        );
+        // The lock is free for the next transaction; a peer asking hears commit.
+        let out = p.handle(&Model::new(), "c", prepare(&tx(2), vec![add(-1)], 900), 600);
+        assert_eq!(vote_of(&out), Some(Vote::Yes));
+        let out = p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(1) }, 700);
+        assert!(matches!(
+            &out[..],
+            [Action::Send { to, msg: TxMsg::Decide { decision: Decision::Commit, .. } }] if to == "p2"
+        ));
+    }
+
+    #[test]
+    fn an_operator_abort_is_the_tombstone_so_the_prepare_again_is_late() {
+        let (mut p, _) = prepared();
+        let out = p
+            .resolve(&tx(1), Decision::Abort, "ann".into(), String::new(), 500)
+            .unwrap();
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Persist(PartRecord::Resolved {
+                    decision: Decision::Abort,
+                    ..
+                })]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Aborted));
+        assert!(p.locks().is_empty());
+        let out = p.handle(&Model::new(), "c", prepare(&tx(1), vec![add(-2)], 900), 600);
+        assert_eq!(reason(&out), Some(Reason::Late));
+        let out = p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(1) }, 700);
+        assert!(matches!(
+            &out[..],
+            [Action::Send {
+                msg: TxMsg::Decide {
+                    decision: Decision::Abort,
+                    ..
+                },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn an_operator_decides_only_a_transaction_prepared_here_and_says_why_not() {
+        let (mut p, _) = prepared();
+        let err = p
+            .resolve(&tx(9), Decision::Commit, "ann".into(), String::new(), 1)
+            .unwrap_err();
+        assert!(matches!(&err, ResolveError::Unknown { tx: t } if *t == tx(9)));
+        assert!(err.to_string().contains("c/1/9") && err.to_string().contains("not known"));
+        // Decided by its coordinator.
+        p.handle(&Model::new(), "c", decide(&tx(1), Decision::Commit), 2);
+        let err = p
+            .resolve(&tx(1), Decision::Abort, "ann".into(), String::new(), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c/1/1") && err.ends_with("already committed"),
+            "{err}"
+        );
+        assert!(p.operator_decision(&tx(1)).is_none());
+        // Refused here (a tombstone), then decided by an operator.
+        p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(3) }, 4);
+        let err = p
+            .resolve(&tx(3), Decision::Commit, "ann".into(), String::new(), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("already aborted"), "{err}");
+        p.handle(&Model::new(), "c", prepare(&tx(4), vec![add(1)], 100), 6);
+        p.resolve(&tx(4), Decision::Abort, "ann".into(), String::new(), 7)
+            .unwrap();
+        let err = p
+            .resolve(&tx(4), Decision::Commit, "ann".into(), String::new(), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("already aborted (by an operator)"), "{err}");
+        assert_eq!(p.state(&tx(4)), Some(&PartState::Aborted));
+    }
+
+    #[test]
+    fn the_coordinator_deciding_the_other_way_is_a_mismatch_recorded_once_and_acknowledged() {
+        // The operator aborted; the coordinator had committed.
+        let (mut p, _) = prepared();
+        p.resolve(&tx(1), Decision::Abort, "ann".into(), String::new(), 500)
+            .unwrap();
+        let out = p.handle(&Model::new(), "c", decide(&tx(1), Decision::Commit), 800);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(
+            out[0],
+            Action::Persist(PartRecord::Mismatch {
+                tx: tx(1),
+                decision: Decision::Commit,
+                from: "c".into(),
+                at: 800,
+            })
+        );
+        assert!(is_ack(&out[1]));
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Aborted));
+        let m = p
+            .operator_decision(&tx(1))
+            .unwrap()
+            .mismatch
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (m.decision, m.from.as_str(), m.at),
+            (Decision::Commit, "c", 800)
+        );
+        // The coordinator sends its commit again: acknowledged, nothing recorded.
+        let out = p.handle(&Model::new(), "c", decide(&tx(1), Decision::Commit), 1_000);
+        assert!(out.len() == 1 && is_ack(&out[0]), "{out:?}");
+        assert_eq!(
+            p.operator_decision(&tx(1))
+                .unwrap()
+                .mismatch
+                .as_ref()
+                .unwrap()
+                .at,
+            800
+        );
+
+        // The operator committed; the coordinator had aborted (presumed, on a question).
+        let (mut p, _) = prepared();
+        p.resolve(&tx(1), Decision::Commit, "ann".into(), String::new(), 500)
+            .unwrap();
+        let out = p.handle(&Model::new(), "c", decide(&tx(1), Decision::Abort), 800);
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Persist(PartRecord::Mismatch { decision: Decision::Abort, .. }), ack]
+                    if is_ack(ack)
+            ),
+            "{out:?}"
+        );
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Committed));
+    }
+
+    #[test]
+    fn the_coordinator_agreeing_with_the_operator_is_a_plain_duplicate() {
+        for d in [Decision::Commit, Decision::Abort] {
+            let (mut p, _) = prepared();
+            p.resolve(&tx(1), d, "ann".into(), String::new(), 500)
+                .unwrap();
+            for now in [800, 900] {
+                let out = p.handle(&Model::new(), "c", decide(&tx(1), d), now);
+                assert!(out.len() == 1 && is_ack(&out[0]), "{d:?}: {out:?}");
+            }
+            assert_eq!(p.operator_decision(&tx(1)).unwrap().mismatch, None);
+        }
+    }
+
+    #[test]
+    fn a_restarted_participant_keeps_the_operators_decision_and_its_mismatch() {
+        for d in [Decision::Commit, Decision::Abort] {
+            let (mut p, mut log) = prepared();
+            let out = p
+                .resolve(&tx(1), d, "ann".into(), "lost".into(), 500)
+                .unwrap();
+            persist(&mut log, &out);
+            let other = match d {
+                Decision::Commit => Decision::Abort,
+                Decision::Abort => Decision::Commit,
+            };
+            let out = p.handle(&Model::new(), "c", decide(&tx(1), other), 800);
+            persist(&mut log, &out);
+            let p = Participant::recover("p1", log.clone(), 1_000);
+            let state = match d {
+                Decision::Commit => PartState::Committed,
+                Decision::Abort => PartState::Aborted,
+            };
+            assert_eq!(p.state(&tx(1)), Some(&state));
+            assert!(p.locks().is_empty() && p.prepared().next().is_none());
+            let o = p.operator_decision(&tx(1)).unwrap();
+            assert_eq!(
+                (o.decision, o.by.as_str(), o.reason.as_str(), o.at),
+                (d, "ann", "lost", 500)
+            );
+            assert_eq!(
+                o.mismatch,
+                Some(Mismatch {
+                    decision: other,
+                    from: "c".into(),
+                    at: 800
+                })
+            );
+            assert_eq!(p.operator_decisions().count(), 1);
+        }
+    }
+
+    #[test]
+    fn an_operator_commit_interrupted_before_it_took_effect_leaves_the_transaction_prepared() {
+        // The operator's record was written, the commit was not.
+        let (mut p, mut log) = prepared();
+        let out = p
+            .resolve(&tx(1), Decision::Commit, "ann".into(), String::new(), 500)
+            .unwrap();
+        persist(&mut log, &out[..1].to_vec());
+        let mut p = Participant::recover("p1", log.clone(), 600);
+        assert!(matches!(p.state(&tx(1)), Some(PartState::Prepared { .. })));
+        assert_eq!(p.guard(&[Lock("counter:stock".into())]), Err(&tx(1)));
+        assert_eq!(
+            p.operator_decision(&tx(1)).map(|o| o.decision),
+            Some(Decision::Commit)
+        );
+        // The coordinator's abort then decides: the operator's commit never happened.
+        let out = p.handle(&Model::new(), "c", decide(&tx(1), Decision::Abort), 700);
+        persist(&mut log, &out);
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Aborted));
+        assert!(p.operator_decision(&tx(1)).is_none());
+        let p = Participant::recover("p1", log, 800);
+        assert_eq!(p.state(&tx(1)), Some(&PartState::Aborted));
+        assert!(p.operator_decision(&tx(1)).is_none());
+    }
+}
