@@ -45,6 +45,15 @@ pub struct Core {
     /// rebuild clears it, every change is refused; otherwise the next one would store a
     /// state (and a watermark) covering events the stores never got.
     pub(crate) stale: Option<String>,
+    /// Received events waiting for the rest of a transaction (ARCHITECTURE.md, "Atomic
+    /// visibility on every replica"), in a causal order: not applied, not logged, not in
+    /// the version vector.
+    pub(crate) held: Vec<Event>,
+    /// How many times the bound on held events made an import apply transactions not all
+    /// here.
+    pub(crate) released_incomplete: u64,
+    /// [`crate::tx::visibility::MAX_HELD_EVENTS`], lower in tests.
+    pub(crate) held_limit: usize,
 }
 
 /// A change the core has applied in memory and the host must now store: append
@@ -60,6 +69,9 @@ pub struct Staged {
     pub applied: usize,
     pub duplicates: usize,
     conflicts: Vec<Conflict>,
+    /// The received events held after this change, if it changed them (the native host
+    /// stores them before the events; see [`Core::held`]).
+    pub held: Option<Vec<Event>>,
 }
 
 impl Staged {
@@ -87,7 +99,29 @@ impl Core {
             offline_mark: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             stale: None,
+            held: Vec::new(),
+            released_incomplete: 0,
+            held_limit: crate::tx::visibility::MAX_HELD_EVENTS,
         }
+    }
+
+    /// The received events waiting for the rest of their transactions.
+    pub fn held(&self) -> &[Event] {
+        &self.held
+    }
+
+    /// Takes back held events (stored by the host, read on open): those applied since are
+    /// dropped.
+    pub fn restore_held(&mut self, events: Vec<Event>) {
+        self.held = events
+            .into_iter()
+            .filter(|e| !self.engine.is_applied(&e.id))
+            .collect();
+    }
+
+    /// How many imports released incomplete transactions because of the bound.
+    pub fn released_incomplete(&self) -> u64 {
+        self.released_incomplete
     }
 
     fn own_counter(&self) -> u64 {
@@ -157,6 +191,7 @@ impl Core {
             applied,
             duplicates: 0,
             conflicts,
+            held: None,
         })
     }
 
@@ -171,10 +206,31 @@ impl Core {
         progress: Progress,
     ) -> Result<Staged, ReplicaError> {
         self.refuse_if_stale()?;
-        let (fresh, dups): (Vec<Event>, Vec<Event>) = events
+        let (fresh, mut dups): (Vec<Event>, Vec<Event>) = events
             .into_iter()
             .partition(|e| !self.engine.is_applied(&e.id));
-        let order = causal_order(fresh, self.engine.version_vector())?;
+        // An event held here is a duplicate too; one with a held event's id and other
+        // content is refused, as the log refuses one that differs from a logged event.
+        let (fresh, held_dups) = self.split_held(fresh)?;
+        let mut all = self.held.clone();
+        let fresh_ids: std::collections::HashSet<EventId> =
+            fresh.iter().map(|e| e.id.clone()).collect();
+        all.extend(fresh);
+        let order = causal_order(all, self.engine.version_vector())?;
+        let mut gate = crate::tx::visibility::gate(order, &self.engine);
+        let mut released = false;
+        if gate.held() > self.held_limit {
+            gate.release_all();
+            released = true;
+        }
+        let (order, held) = gate.split();
+        // Held events are checked as they arrive, as far as the schema applied here can
+        // tell: up to the first held schema change (what follows it may need it).
+        for e in held.iter().take_while(|e| !matches!(e.op, Op::Schema(_))) {
+            if fresh_ids.contains(&e.id) {
+                self.engine.check(e)?;
+            }
+        }
         if let Some(first) = order.first() {
             self.engine.check(first)?;
         }
@@ -226,16 +282,49 @@ impl Core {
         }
         let (batch, conflicts) = self.engine.take_batch();
         let applied = order.len();
-        let duplicates = dups.len();
+        let duplicates = dups.len() + held_dups;
+        let changed = held != self.held;
+        if released {
+            self.released_incomplete += 1;
+        }
+        self.held = held;
         let mut events = order;
-        events.extend(dups);
+        events.append(&mut dups);
         Ok(Staged {
             events,
             batch,
             applied,
             duplicates,
             conflicts,
+            held: changed.then(|| self.held.clone()),
         })
+    }
+
+    /// Separates received events already held here (counted) from the rest.
+    fn split_held(&self, fresh: Vec<Event>) -> Result<(Vec<Event>, usize), ReplicaError> {
+        if self.held.is_empty() {
+            return Ok((fresh, 0));
+        }
+        let held: std::collections::HashMap<&EventId, &Event> =
+            self.held.iter().map(|e| (&e.id, e)).collect();
+        let mut dups = 0;
+        let mut rest = Vec::with_capacity(fresh.len());
+        for e in fresh {
+            match held.get(&e.id) {
+                Some(h) if **h == e => dups += 1,
+                Some(_) => {
+                    return Err(EngineError::InvalidEvent {
+                        id: e.id.clone(),
+                        reason: "it differs from the event held here with that id \
+                                 (equivocation)"
+                            .into(),
+                    }
+                    .into())
+                }
+                None => rest.push(e),
+            }
+        }
+        Ok((rest, dups))
     }
 
     /// The host stored a staged change: its conflicts are recorded and the core takes the

@@ -34,6 +34,9 @@ const QUEUE_CAPACITY_KEY: &str = "offline_queue_capacity";
 const REWRITE_PENDING_KEY: &str = "offline_queue_rewritten";
 /// "1" between storing an installed snapshot and rebuilding the graph from it.
 pub const GRAPH_REBUILD_KEY: &str = "graph_rebuild";
+/// The received events held for the rest of their transactions (see [`Core::held`]): hex
+/// of a MessagePack list of encoded events.
+const HELD_KEY: &str = "held_events";
 /// What each known peer holds, as far as this replica knows: JSON `{peer: vector}`.
 const KNOWN_PEERS_KEY: &str = "known_peers";
 
@@ -141,6 +144,10 @@ pub struct ReplicaStatus {
     pub compacted_floor: VersionVector,
     /// How many events the snapshot stands for.
     pub compacted_events: u64,
+    /// Received events waiting for the rest of their transactions (not applied yet).
+    pub held_events: usize,
+    /// Imports that applied incomplete transactions because too many events were held.
+    pub released_incomplete: u64,
 }
 
 /// What a compaction did.
@@ -178,6 +185,8 @@ pub struct ImportOutcome {
     pub applied: usize,
     pub duplicates: usize,
     pub conflicts: usize,
+    /// Received events held, after this import, for the rest of their transactions.
+    pub held: usize,
 }
 
 /// One replica. See the module docs for the write protocol.
@@ -338,12 +347,28 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     /// Sets how many events go into one graph-store transaction when catching up.
+    /// Lowers the bound on held events (tests).
+    #[cfg(test)]
+    pub(crate) fn set_held_limit(&mut self, n: usize) {
+        self.core.held_limit = n;
+    }
+
     pub fn set_apply_chunk(&mut self, n: usize) {
         self.apply_chunk = n.max(1);
     }
 
     /// Rebuilds the engine from the log and re-applies whatever the graph store lacks.
     fn recover(&mut self, progress: Progress) -> Result<(), ReplicaError> {
+        self.recover_log(progress)?;
+        let held = match self.events.meta(HELD_KEY)? {
+            None => Vec::new(),
+            Some(text) => decode_held(&text)?,
+        };
+        self.core.restore_held(held);
+        Ok(())
+    }
+
+    fn recover_log(&mut self, progress: Progress) -> Result<(), ReplicaError> {
         self.forget_checksums();
         let mut watermark = self.graph.watermark()?;
         self.core.conflicts.clear();
@@ -767,7 +792,16 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             applied: staged.applied,
             duplicates: staged.duplicates,
             conflicts: staged.conflicts().len(),
+            held: self.core.held().len(),
         };
+        // Held events are stored before the events: a crash in between keeps them, and
+        // those applied by then are dropped when they are read back.
+        if let Some(held) = &staged.held {
+            if let Err(e) = self.events.set_meta(HELD_KEY, &encode_held(held)) {
+                self.rebuild_from_stores();
+                return Err(e.into());
+            }
+        }
         self.store_staged(staged)?;
         let total = outcome.applied as u64 * 2;
         progress(total, total);
@@ -815,6 +849,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
             conflicts: self.core.conflicts.len(),
             compacted_floor: self.floor.clone(),
             compacted_events: self.floor_count,
+            held_events: self.core.held().len(),
+            released_incomplete: self.core.released_incomplete(),
         })
     }
 
@@ -1118,6 +1154,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         self.floor_count = snap.event_count;
         self.core.engine = engine;
         self.core.conflicts = conflicts;
+        let held = std::mem::take(&mut self.core.held);
+        self.core.restore_held(held);
         // The log now holds the snapshot and the rebuild flag: a failed rebuild is
         // remembered, so nothing is applied onto the stale graph before a rebuild succeeds.
         if let Err(e) = self.rebuild_graph() {
@@ -1477,6 +1515,24 @@ pub fn graph_is_behind(
     let stored = snapshot.as_ref().map_or(0, |s| s.event_count) + events.count()?;
     let floor_covered = snapshot.is_none_or(|s| watermark.dominates(&s.version_vector));
     Ok(watermark.total() < stored || !floor_covered)
+}
+
+fn encode_held(events: &[Event]) -> String {
+    let list: Vec<serde_bytes::ByteBuf> = events
+        .iter()
+        .map(|e| serde_bytes::ByteBuf::from(e.encode()))
+        .collect();
+    hex::encode(rmp_serde::to_vec(&list).expect("byte strings serialize"))
+}
+
+fn decode_held(text: &str) -> Result<Vec<Event>, ReplicaError> {
+    let corrupt = |what: String| StoreError::Corrupt(format!("the held events: {what}"));
+    let bytes = hex::decode(text).map_err(|e| corrupt(e.to_string()))?;
+    let list: Vec<serde_bytes::ByteBuf> =
+        rmp_serde::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    list.iter()
+        .map(|b| Event::decode(b).map_err(|e| corrupt(e.to_string()).into()))
+        .collect()
 }
 
 /// Orders events so that each comes after its causal past (given what is already applied).

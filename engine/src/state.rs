@@ -235,9 +235,9 @@ pub struct Engine {
     seals: Seals,
     /// Properties whose register holds concurrent writes: (entity, lower-cased property).
     contended: BTreeSet<(Entity, String)>,
-    /// The coordinated transactions whose commit markers (`Op::Tx`) are applied here, and
-    /// the participants whose markers they are.
-    tx_markers: BTreeMap<crate::tx::TxId, BTreeSet<PeerId>>,
+    /// The coordinated transactions whose commit markers (`Op::Tx`) are applied here: the
+    /// participants they name and, per participant whose marker it is, where its part is.
+    tx_markers: BTreeMap<crate::tx::TxId, TxMarks>,
 
     /// The last stored causal past, to share with the next event's (see `shared_past`).
     last_past: Option<Arc<VersionVector>>,
@@ -249,6 +249,23 @@ pub struct Engine {
     ddl: Vec<GraphChange>,
     rebuild: BTreeSet<String>,
     conflicts: Vec<Conflict>,
+}
+
+/// The commit markers of one transaction applied on a replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxMarks {
+    /// The participants, as the first applied marker names them.
+    pub participants: Vec<String>,
+    /// Per participant whose marker is applied: the marker's counter and how many of its
+    /// peer's events after it are the participant's ops.
+    pub parts: BTreeMap<PeerId, (u64, u32)>,
+}
+
+impl TxMarks {
+    /// Whether `peer`'s marker is applied.
+    pub fn has(&self, peer: &str) -> bool {
+        self.parts.keys().any(|p| p.as_str() == peer)
+    }
 }
 
 impl Engine {
@@ -936,11 +953,16 @@ impl Engine {
                 }
             }
             Op::Seal => self.apply_seal(e, &stamp),
-            Op::Tx { tx, .. } => {
-                self.tx_markers
-                    .entry(tx.clone())
-                    .or_default()
-                    .insert(peer.clone());
+            Op::Tx {
+                tx,
+                participants,
+                ops,
+            } => {
+                let marks = self.tx_markers.entry(tx.clone()).or_default();
+                if marks.participants.is_empty() {
+                    marks.participants = participants.clone();
+                }
+                marks.parts.insert(peer.clone(), (e.id.counter, *ops));
             }
             Op::Update {
                 entity,
@@ -1801,8 +1823,8 @@ impl Engine {
         (n, e)
     }
 
-    /// The participants whose commit markers of `tx` are applied here (empty if none).
-    pub fn tx_markers(&self, tx: &crate::tx::TxId) -> Option<&BTreeSet<PeerId>> {
+    /// The commit markers of `tx` applied here, if any.
+    pub fn tx_markers(&self, tx: &crate::tx::TxId) -> Option<&TxMarks> {
         self.tx_markers.get(tx)
     }
 

@@ -20,6 +20,7 @@ use crate::error::EngineError;
 mod host;
 mod operator;
 mod rules;
+pub mod visibility;
 pub use host::{FailingTxLog, MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
 pub use operator::{Mismatch, OperatorDecision, ResolveError};
 pub use rules::EngineRules;
@@ -1017,4 +1018,8 @@ fn commit_messages<O>(tx: &TxId, to: &[String]) -> Vec<CoordAction<O>> {
 mod tests;
 
 #[cfg(test)]
+mod replica_sim;
+#[cfg(test)]
 mod replica_tests;
+#[cfg(test)]
+mod visibility_tests;

@@ -417,6 +417,7 @@ fn run(cli: Cli) -> Result<()> {
                 "applied": outcome.applied,
                 "duplicates": outcome.duplicates,
                 "conflicts": outcome.conflicts,
+                "held": outcome.held,
                 "snapshot_installed": installed,
                 "version_vector": r.version_vector(),
             }));
@@ -430,6 +431,10 @@ fn run(cli: Cli) -> Result<()> {
                 "events": {"stored": s.stored_events, "applied": s.applied_events},
                 "schema_version": s.schema_version,
                 "apply_watermark": s.apply_watermark,
+                "transactions": {
+                    "held_events": s.held_events,
+                    "released_incomplete": s.released_incomplete,
+                },
                 "graph": {"nodes": s.nodes, "edges": s.edges},
                 "conflicts": s.conflicts,
                 "offline_queue": r.queue_status()?,

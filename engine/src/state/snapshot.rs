@@ -23,6 +23,9 @@ struct StateRef<'a> {
     seals: Seals,
     contended: Vec<(Entity, String)>,
     conflicts: Vec<ConflictRecord>,
+    /// The commit markers applied (added after format 1's first release: a snapshot
+    /// without them reads as none).
+    tx_markers: Vec<(&'a crate::tx::TxId, &'a TxMarks)>,
 }
 
 /// An [`EntityState`] as written: its properties by name, in name order (ids are
@@ -161,6 +164,7 @@ impl Engine {
             },
             contended: self.contended.iter().cloned().collect(),
             conflicts: conflicts.iter().map(ConflictRecord::from).collect(),
+            tx_markers: self.tx_markers.iter().collect(),
         };
         rmp_serde::to_vec(&state).expect("the engine state serializes")
     }
@@ -239,6 +243,7 @@ const FIELDS: &[&str] = &[
     "seals",
     "contended",
     "conflicts",
+    "tx_markers",
 ];
 
 impl Reader {
@@ -352,6 +357,12 @@ impl<'de> Visitor<'de> for &mut Reader {
         let contended: Vec<(Entity, String)> = next(&mut seq, "contended")?;
         self.engine.contended = contended.into_iter().collect();
         self.conflicts = next(&mut seq, "conflicts")?;
+        let markers: Vec<(crate::tx::TxId, TxMarks)> = seq.next_element()?.unwrap_or_default();
+        for (tx, marks) in markers {
+            crate::tx::check_marker(&tx, &marks.participants, 0)
+                .map_err(|e| A::Error::custom(e.to_string()))?;
+            self.engine.tx_markers.insert(tx, marks);
+        }
         Ok(())
     }
 }

@@ -354,7 +354,7 @@ fn recover<E: EventStore, G: GraphStore, L: TxLog<PartRecord<Op>>>(
             if replica
                 .engine()
                 .tx_markers(tx)
-                .is_some_and(|peers| peers.iter().any(|p| p.as_str() == me))
+                .is_some_and(|marks| marks.has(&me))
             {
                 done.push(PartRecord::Committed {
                     tx: tx.clone(),

@@ -234,7 +234,7 @@ fn spec_all_vote_commit() {
     // Every replica, the third one too, holds the three commit markers.
     for n in w.nodes.values() {
         let markers = n.r.engine().tx_markers(&tx).unwrap();
-        assert_eq!(markers.len(), 3, "{:?}", n.r.peer());
+        assert_eq!(markers.parts.len(), 3, "{:?}", n.r.peer());
     }
     // The coordinator ended it: every acknowledgement came back.
     assert!(!w.coord.coordinator().is_open(&tx));
