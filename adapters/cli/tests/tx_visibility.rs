@@ -3,56 +3,12 @@
 //! are held, and stay held across a restart of that replica's process), and shows all of
 //! it once it has synced with the other.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{json as parse, ks, ks_stdin, lines, ok, p, BIN};
-
-/// A `kuzu-sync` process that listens (serve, coordinator), stopped on drop.
-struct Listening {
-    child: Child,
-    addr: String,
-}
-
-impl Listening {
-    fn start(args: &[&str]) -> Listening {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let addr = loop {
-            assert!(Instant::now() < deadline, "{args:?} never said it listens");
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "{args:?} exited");
-            if let Ok(j) = serde_json::from_str::<Json>(&line) {
-                if j["event"] == "listening" {
-                    break j["address"].as_str().unwrap().to_string();
-                }
-            }
-        };
-        // Keep reading so that the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        Listening { child, addr }
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use common::{json as parse, ks, ks_stdin, lines, ok, p, Listening};
 
 const SCHEMA: &str =
     r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(id STRING, name STRING, PRIMARY KEY (id))"}"#;

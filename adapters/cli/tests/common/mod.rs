@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end tests of the `kuzu-sync` binary.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
@@ -67,4 +69,56 @@ pub fn lines(s: &str) -> Vec<Json> {
 
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// A `kuzu-sync` process that listens (serve, coordinator), stopped on drop.
+pub struct Listening {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Listening {
+    pub fn start(args: &[&str]) -> Listening {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "{args:?} never said it listens");
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "{args:?} exited");
+            if let Ok(j) = serde_json::from_str::<Json>(&line) {
+                if j["event"] == "listening" {
+                    break j["address"].as_str().unwrap().to_string();
+                }
+            }
+        };
+        // Keep reading so that the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Listening { child, addr }
+    }
+}
+
+impl Listening {
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
 }
