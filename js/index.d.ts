@@ -61,6 +61,11 @@ export interface Status {
   nodes: number;
   edges: number;
   conflicts: number;
+  /**
+   * Received events held until every part of their coordinated transaction is here (kept
+   * in memory on a JS replica: a reload fetches them again by sync).
+   */
+  heldEvents: number;
   offline: boolean;
 }
 

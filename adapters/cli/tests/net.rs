@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{fails, json as parse, ks, ks_stdin, lines, ok, p, BIN};
+use common::{fails, json as parse, ks, ks_stdin, lines, ok, p, Rng, BIN};
 
 const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, visits INT64, status STRING, PRIMARY KEY (name))"}
 {"op":"ddl","cypher":"CREATE REL TABLE Follows(FROM User TO User, since INT64)"}
@@ -164,18 +164,6 @@ fn follows(r: &Path) -> Vec<Json> {
 
 fn status(r: &Path) -> Json {
     parse(&ok(ks(&["status", p(r)])))
-}
-
-/// A small deterministic generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// One random op for replica `i`: adds, counter increments, updates and edges over a small

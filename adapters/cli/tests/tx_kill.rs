@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{json as parse, ks, ks_stdin, lines, ok, p, Listening, BIN};
+use common::{json as parse, ks, ks_stdin, lines, ok, p, Listening, Rng, BIN};
 
 const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE Warehouse(id STRING, stock INT64, site STRING, PRIMARY KEY (id))"}
 {"op":"ddl","cypher":"CREATE NODE TABLE Mark(id STRING, PRIMARY KEY (id))"}
@@ -24,17 +24,6 @@ const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE Warehouse(id STR
 {"op":"set_constraint","table":"Warehouse","prop":"stock","min":0,"owner":{"column":"site"}}"#;
 
 const PARTS: [&str; 3] = ["p1", "p2", "p3"];
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// The four processes, each restartable on its address.
 struct Cluster {

@@ -577,6 +577,7 @@ impl Host {
             "nodes": s.nodes,
             "edges": s.edges,
             "conflicts": s.conflicts,
+            "heldEvents": s.held_events,
             "offline": self.replica.is_offline(),
         }))
     }

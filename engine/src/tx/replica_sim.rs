@@ -14,13 +14,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use super::replica_tests::{replica, R};
+use super::tests::Rng;
 use super::*;
 use crate::event::Op;
-use crate::memory::MemoryGraphStore;
 use crate::value::Value;
-use crate::{MemoryEventStore, PeerId, Replica};
-
-type R = Replica<MemoryEventStore, MemoryGraphStore>;
+use crate::Replica;
 
 /// A record log that outlives the host holding it (the host is dropped in a crash).
 #[derive(Clone, Debug)]
@@ -47,20 +46,6 @@ const OBSERVER: &str = "o";
 const START: i64 = 10;
 const SCHEMA: &str = "CREATE NODE TABLE Warehouse(id STRING, stock INT64, site STRING, \
     PRIMARY KEY(id)); CREATE NODE TABLE Mark(id STRING, PRIMARY KEY(id));";
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 struct Node {
     r: Option<R>,
@@ -97,16 +82,6 @@ struct Sim {
     reasons: BTreeMap<String, usize>,
 }
 
-fn replica(name: &str) -> R {
-    Replica::create(
-        MemoryEventStore::default(),
-        MemoryGraphStore::new(),
-        PeerId::new(name).unwrap(),
-        Box::new(crate::FixedClock(1_000)),
-    )
-    .unwrap()
-}
-
 fn op(r: &R, line: &str) -> Op {
     crate::json::op_from_json(line, r.engine().schema()).unwrap()
 }
@@ -134,7 +109,7 @@ impl Sim {
         let coord_log = Durable::default();
         let (coord, _) = TxCoordinator::open("coord", coord_log.clone(), 0).unwrap();
         let mut sim = Sim {
-            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            rng: Rng::new(seed),
             now: 0,
             coord,
             coord_log,
@@ -366,6 +341,14 @@ impl Sim {
 
     fn tick(&mut self) {
         self.now += 50 + self.rng.below(300);
+        self.tick_all();
+        if self.now > self.cut_until {
+            self.cut.clear();
+        }
+    }
+
+    /// The coordinator and every participant act on the time.
+    fn tick_all(&mut self) {
         let out = self.coord.tick(self.now).unwrap();
         self.post("coord", out);
         for name in PARTS {
@@ -378,9 +361,6 @@ impl Sim {
                 .tick(node.r.as_mut().unwrap(), now)
                 .unwrap();
             self.post(name, out);
-        }
-        if self.now > self.cut_until {
-            self.cut.clear();
         }
     }
 
@@ -462,19 +442,7 @@ impl Sim {
                 break;
             }
             self.now += RETRY_MS;
-            let out = self.coord.tick(self.now).unwrap();
-            self.post("coord", out);
-            for name in PARTS {
-                let now = self.now;
-                let node = self.nodes.get_mut(name).unwrap();
-                let out = node
-                    .p
-                    .as_mut()
-                    .unwrap()
-                    .tick(node.r.as_mut().unwrap(), now)
-                    .unwrap();
-                self.post(name, out);
-            }
+            self.tick_all();
         }
         self.sync_everyone();
     }

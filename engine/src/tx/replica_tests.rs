@@ -10,7 +10,7 @@ use crate::event::Op;
 use crate::memory::MemoryGraphStore;
 use crate::{MemoryEventStore, PeerId, Replica, ReplicaError};
 
-type R = Replica<MemoryEventStore, MemoryGraphStore>;
+pub(super) type R = Replica<MemoryEventStore, MemoryGraphStore>;
 type PLog = MemoryTxLog<PartRecord<Op>>;
 
 struct Node {
@@ -32,7 +32,8 @@ const SCHEMA: &str = "CREATE NODE TABLE User(id STRING, name STRING, PRIMARY KEY
     CREATE REL TABLE Mentor(FROM User TO User, MANY_ONE);\
     CREATE NODE TABLE Warehouse(id STRING, stock INT64, site STRING, PRIMARY KEY(id));";
 
-fn replica(name: &str) -> R {
+/// A replica on in-memory stores, its clock fixed.
+pub(super) fn replica(name: &str) -> R {
     Replica::create(
         MemoryEventStore::default(),
         MemoryGraphStore::new(),

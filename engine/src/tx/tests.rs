@@ -476,10 +476,10 @@ fn the_coordinator_forces_commit_presumes_abort_and_recovers() {
 // ------------------------------------------------------------------ the simulation
 
 /// A small deterministic generator (xorshift), so a seed names a run.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -490,10 +490,10 @@ impl Rng {
         self.0 = x;
         x
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(super) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }

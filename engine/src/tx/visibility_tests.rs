@@ -2,25 +2,13 @@
 //! a transaction's parts reach a third replica one by one, and it shows none of them
 //! until it holds all of them.
 
+use super::replica_tests::{replica, R};
 use super::*;
 use crate::event::{Event, Op};
-use crate::memory::MemoryGraphStore;
 use crate::value::Value;
-use crate::{MemoryEventStore, PeerId, Replica};
-
-type R = Replica<MemoryEventStore, MemoryGraphStore>;
+use crate::{PeerId, Replica};
 
 const SCHEMA: &str = "CREATE NODE TABLE User(id STRING, n INT64, PRIMARY KEY(id));";
-
-fn replica(name: &str) -> R {
-    Replica::create(
-        MemoryEventStore::default(),
-        MemoryGraphStore::new(),
-        PeerId::new(name).unwrap(),
-        Box::new(crate::FixedClock(1_000)),
-    )
-    .unwrap()
-}
 
 fn ops(r: &R, lines: &[&str]) -> Vec<Op> {
     lines

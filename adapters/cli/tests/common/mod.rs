@@ -122,3 +122,15 @@ impl Drop for Listening {
         let _ = self.child.wait();
     }
 }
+
+/// A small deterministic generator, so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
