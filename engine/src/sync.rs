@@ -730,7 +730,9 @@ impl Session {
                 out.push(Output::Pong(n));
                 Ok(())
             }
-            (_, State::Established, Message::Tx(msg)) => self.on_tx(msg, &mut out),
+            (_, State::Established, Message::Tx(msg)) => {
+                self.on_tx(msg, replica.peer().as_str(), &mut out)
+            }
             (_, state, msg) => Err(format!(
                 "unexpected {} message {}",
                 msg.kind(),
@@ -786,7 +788,12 @@ impl Session {
 
     /// A transaction message: a prepare or a decision must come from the transaction's
     /// coordinator itself, and a read-only credential takes no part.
-    fn on_tx(&mut self, msg: crate::tx::WireMsg, out: &mut Vec<Output>) -> Result<(), String> {
+    fn on_tx(
+        &mut self,
+        msg: crate::tx::WireMsg,
+        me: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
         use crate::tx::TxMsg;
         if self
             .grant
@@ -800,10 +807,13 @@ impl Session {
         // side), do decisions and questions: participants do not reach each other over
         // the network (cooperative termination runs in the engine only), and a decision
         // or question about an unknown transaction writes a tombstone, which any other
-        // peer could otherwise use to abort a coordinator's next transactions.
+        // peer could otherwise use to abort a coordinator's next transactions. A hub that
+        // is the transaction's coordinator (participants connected to it) is asked by its
+        // participants.
         let to_participant = match &msg {
             TxMsg::Prepare { .. } => true,
-            TxMsg::Decide { .. } | TxMsg::Ask { .. } => self.role == Role::Server,
+            TxMsg::Decide { .. } => self.role == Role::Server,
+            TxMsg::Ask { tx } => self.role == Role::Server && tx.coordinator != me,
             TxMsg::Vote { .. } | TxMsg::Ack { .. } => false,
         };
         if to_participant && msg.tx().coordinator != from {
@@ -927,6 +937,16 @@ impl Session {
             .filter(|c| h.capabilities.contains(c))
             .cloned()
             .collect();
+        // A hub that only carries transaction messages (a coordinator's) declares
+        // no-exchange itself: its Welcome says so, and no events flow either way.
+        let declared = self
+            .config
+            .capabilities
+            .iter()
+            .any(|c| c == CAP_NO_EXCHANGE);
+        if declared && !self.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
+            self.capabilities.push(CAP_NO_EXCHANGE.to_string());
+        }
         let behind = !h.version_vector.dominates(replica.floor());
         if behind && !h.capabilities.iter().any(|c| c == CAP_SNAPSHOT) {
             return self.refuse(
@@ -978,7 +998,7 @@ impl Session {
             compacted: replica.floor().clone(),
         })));
         self.established(mode, out);
-        if h.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
+        if declared || h.capabilities.iter().any(|c| c == CAP_NO_EXCHANGE) {
             self.no_exchange = true;
             return Ok(());
         }
@@ -1117,6 +1137,7 @@ impl Session {
             .config
             .capabilities
             .iter()
+            .chain(&self.capabilities)
             .any(|c| c == CAP_NO_EXCHANGE)
         {
             self.no_exchange = true;

@@ -1539,6 +1539,9 @@ where
     E: EventStore + Send + 'static,
     G: GraphStore + Send + 'static,
 {
+    if let Some(endpoint) = &opts.tx {
+        endpoint.start(opts.cancel.clone());
+    }
     let all = urls
         .iter()
         .map(|url| watch_one(shared, url, config.clone(), opts.clone()));

@@ -454,7 +454,7 @@ impl CoordinatorEndpoint {
                 return Err(format!("participant {} has no ops", p.peer));
             }
         }
-        for p in &parts {
+        for p in parts.iter().filter(|p| !p.address.url.is_empty()) {
             self.link(&p.peer, &p.address);
         }
         let mut progress = self.progress.subscribe();
@@ -620,7 +620,11 @@ pub struct TxRequest {
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxRequestPart {
-    pub url: String,
+    /// Where the coordinator dials it (a hub: `serve`). None: the participant connects to
+    /// the coordinator itself (`sync --watch` with the coordinator's participants address
+    /// among its remotes), and is reached on that session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     pub ops: Vec<serde_json::Value>,
@@ -642,12 +646,11 @@ impl TxRequest {
             ));
         }
         for (peer, p) in &r.participants {
-            crate::link::parse_url(&p.url).ok_or_else(|| {
-                format!(
-                    "a bad transaction request: participant {peer}: bad url {:?}",
-                    p.url
-                )
-            })?;
+            if let Some(url) = &p.url {
+                crate::link::parse_url(url).ok_or_else(|| {
+                    format!("a bad transaction request: participant {peer}: bad url {url:?}")
+                })?;
+            }
             if p.ops.len() > kuzu_sync_engine::tx::MAX_TX_OPS {
                 return Err(format!(
                     "a bad transaction request: participant {peer}: {} ops, at most {}",
@@ -671,7 +674,7 @@ impl TxRequest {
             .map(|(peer, p)| Part {
                 peer: peer.clone(),
                 address: Address {
-                    url: p.url.clone(),
+                    url: p.url.clone().unwrap_or_default(),
                     token: p.token.clone(),
                 },
                 ops: p.ops.iter().map(|o| o.to_string()).collect(),

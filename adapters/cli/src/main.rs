@@ -194,6 +194,15 @@ enum Command {
         /// `coordinator`; kept in DIR on first start).
         #[arg(long)]
         name: Option<String>,
+        /// Also accept participants that connect to it (`kuzu-sync sync DIR --watch
+        /// --remote tcp://THIS`), on this address: a transaction file reaches them by
+        /// giving no `url`. Requires --credentials, which binds each token to its peer.
+        #[arg(long, value_name = "ADDR", requires = "credentials")]
+        participants_listen: Option<String>,
+        /// Tokens of the participants that connect, bound to their peer ids (the format of
+        /// `serve --credentials`).
+        #[arg(long, value_name = "FILE", requires = "participants_listen")]
+        credentials: Option<PathBuf>,
     },
     /// Run one transaction through a coordinator: FILE.json names, for each participant
     /// (its peer id), its url, optional token and ops (in the format of `write`):
@@ -608,7 +617,15 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             auth_token_file,
             name,
-        } => txcli::coordinator(&dir, &listen, auth_token_file.as_deref(), name.as_deref())?,
+            participants_listen,
+            credentials,
+        } => txcli::coordinator(
+            &dir,
+            &listen,
+            auth_token_file.as_deref(),
+            name.as_deref(),
+            participants_listen.as_deref().zip(credentials.as_deref()),
+        )?,
         Command::Tx {
             coordinator,
             file,
@@ -649,7 +666,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let shared = Shared::new(open(&dir)?);
             if watch {
-                sync_watch(shared, &remote, config, stdin)?;
+                // A replica that stays connected takes part in transactions: prepares
+                // come from a coordinator among its remotes.
+                let tx = txcli::participant(&shared, &dir)?;
+                sync_watch(shared, &remote, config, stdin, tx)?;
             } else {
                 sync_once(&shared, &remote, config, verify)?;
             }
@@ -799,6 +819,7 @@ fn sync_watch(
     remotes: &[String],
     config: SessionConfig,
     stdin: bool,
+    tx: Arc<dyn kuzu_sync::protocol::txnet::TxEndpoint>,
 ) -> Result<()> {
     let stop = stop_on_signal()?;
     let offline = shared.lock().go_online()?;
@@ -833,6 +854,7 @@ fn sync_watch(
     let opts = DriveOptions {
         stop,
         events: print_events(),
+        tx: Some(tx),
         ..DriveOptions::default()
     };
     let errors = kuzu_sync::protocol::watch(shared.clone(), remotes, config, opts);

@@ -123,7 +123,11 @@ pub fn coordinator(
     listen: &str,
     token_file: Option<&Path>,
     name: Option<&str>,
+    participants: Option<(&str, &Path)>,
 ) -> Result<()> {
+    let participants = participants
+        .map(|(addr, file)| Ok::<_, anyhow::Error>((addr, kuzu_sync::net::read_credentials(file)?)))
+        .transpose()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name_file = dir.join(COORD_NAME);
     let stored = std::fs::read_to_string(&name_file).ok();
@@ -166,6 +170,9 @@ pub fn coordinator(
             crate::print_events(),
             cancel.clone(),
         )?;
+        if let Some((addr, credentials)) = participants {
+            serve_participants(&name, addr, credentials, &endpoint, &cancel).await?;
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen:?}"))?;
@@ -196,6 +203,60 @@ pub fn coordinator(
         txnet::serve_coordinator(listener, endpoint, token, save, cancel).await?;
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Accepts the participants that connect to the coordinator on `addr`: a hub over an
+/// empty in-memory replica named as the coordinator, that declares no-exchange (no events
+/// flow) and hands transaction messages to the coordinator; each token is bound to its
+/// participant's peer id, so nobody votes for another.
+async fn serve_participants(
+    name: &str,
+    addr: &str,
+    credentials: kuzu_sync_engine::auth::Credentials,
+    endpoint: &Arc<CoordinatorEndpoint>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    use kuzu_sync::protocol::{HubConfig, Shared};
+    use kuzu_sync_engine::sync::SessionConfig;
+    let replica = Replica::create(
+        kuzu_sync_engine::MemoryEventStore::default(),
+        kuzu_sync_engine::memory::MemoryGraphStore::new(),
+        kuzu_sync_engine::PeerId::new(name)?,
+        Box::new(kuzu_sync_engine::FixedClock(0)),
+    )?;
+    let config = HubConfig {
+        session: SessionConfig {
+            credentials: Some(Arc::new(credentials)),
+            capabilities: vec![kuzu_sync_engine::sync::CAP_NO_EXCHANGE.to_string()],
+            ..SessionConfig::default()
+        },
+        tx: Some(endpoint.clone() as Arc<dyn txnet::TxEndpoint>),
+        ..HubConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for participants on {addr:?}"))?;
+    crate::print(json!({
+        "event": "listening_for_participants",
+        "address": listener.local_addr()?.to_string(),
+    }));
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        let served = kuzu_sync::protocol::serve_async(
+            listener,
+            Shared::new(replica),
+            config,
+            cancel,
+            crate::print_events(),
+        )
+        .await;
+        if let Err(e) = served {
+            crate::print(
+                json!({"event": "error", "reason": format!("participants listener: {e}")}),
+            );
+        }
+    });
+    Ok(())
 }
 
 /// `kuzu-sync tx --coordinator URL FILE`: true if committed.

@@ -1191,3 +1191,50 @@ fn transaction_messages_are_checked_before_they_are_handed_over() {
     assert!(e.contains("read-only"), "{e}");
     assert_eq!(hub.version_vector(), &before);
 }
+
+/// A coordinator's hub (participants connect to it): it declares no-exchange itself, so
+/// a client that did not ask for it sends and takes no events; and a participant's
+/// question about one of the coordinator's own transactions is handed over (on a
+/// participant's hub the same question from a non-coordinator is refused, above).
+#[test]
+fn a_coordinators_hub_declares_no_exchange_and_hears_its_participants_questions() {
+    let mut coord = replica("coord");
+    let mut p2 = replica("p2");
+    p2.write(vec![user_table(), add_user("a")]).unwrap();
+    let mut server = Session::server(SessionConfig {
+        capabilities: vec![CAP_NO_EXCHANGE.into()],
+        ..SessionConfig::default()
+    });
+    let mut client = Session::client(SessionConfig::default());
+    let mut to_server = client.start(&p2);
+    let mut rounds = 0;
+    while !to_server.is_empty() && rounds < 10 {
+        rounds += 1;
+        let mut to_client = Vec::new();
+        for o in to_server.drain(..) {
+            if let Output::Send(m) = o {
+                to_client.extend(server.receive(m, &mut coord));
+            }
+        }
+        for o in to_client {
+            if let Output::Send(m) = o {
+                to_server.extend(client.receive(m, &mut p2));
+            }
+        }
+    }
+    assert!(server.is_established() && client.is_established());
+    assert!(
+        coord.version_vector().is_empty(),
+        "no events reached the coordinator"
+    );
+    let mine = crate::tx::TxId {
+        coordinator: "coord".into(),
+        epoch: 1,
+        seq: 1,
+    };
+    let out = server.receive(Message::Tx(crate::tx::TxMsg::Ask { tx: mine }), &mut coord);
+    assert!(
+        matches!(&out[..], [Output::Tx { from, .. }] if from == "p2"),
+        "{out:?}"
+    );
+}

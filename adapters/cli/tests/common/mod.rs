@@ -75,6 +75,8 @@ pub fn p(path: &Path) -> &str {
 pub struct Listening {
     pub child: Child,
     pub addr: String,
+    /// The JSON lines it printed before saying it listens.
+    pub before: Vec<Json>,
 }
 
 impl Listening {
@@ -87,6 +89,7 @@ impl Listening {
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut before = Vec::new();
         let addr = loop {
             assert!(Instant::now() < deadline, "{args:?} never said it listens");
             let mut line = String::new();
@@ -95,11 +98,16 @@ impl Listening {
                 if j["event"] == "listening" {
                     break j["address"].as_str().unwrap().to_string();
                 }
+                before.push(j);
             }
         };
         // Keep reading so that the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in out.lines() {});
-        Listening { child, addr }
+        Listening {
+            child,
+            addr,
+            before,
+        }
     }
 }
 
