@@ -77,6 +77,15 @@ fn prepared(dir: &Path) -> usize {
         .map_or(0, Vec::len)
 }
 
+/// Waits until no participant has a transaction prepared (in doubt).
+fn settle(dirs: &BTreeMap<String, PathBuf>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while PARTS.iter().map(|n| prepared(&dirs[*n])).sum::<usize>() > 0 {
+        assert!(Instant::now() < deadline, "participants stay in doubt");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn rows(dir: &Path, cypher: &str) -> Vec<Json> {
     lines(&ok(ks(&["query", p(dir), cypher])))
 }
@@ -117,6 +126,9 @@ fn sigkilled_participants_and_coordinator_never_split_a_transfer() {
     let mut answers: BTreeMap<usize, String> = BTreeMap::new();
     let mut kills = 0;
     for k in 0..14 {
+        // What the previous round left in doubt is settled first (the coordinator, back,
+        // answers), so that each round's transfer can take its locks.
+        settle(&dirs);
         let giver = PARTS[rng.below(3) as usize];
         let taker = PARTS
             [(PARTS.iter().position(|p| *p == giver).unwrap() + 1 + rng.below(2) as usize) % 3];
@@ -172,11 +184,7 @@ fn sigkilled_participants_and_coordinator_never_split_a_transfer() {
 
     // Everything is back: nobody stays in doubt (logged commits are delivered, the rest
     // is presumed aborted).
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while PARTS.iter().map(|n| prepared(&dirs[*n])).sum::<usize>() > 0 {
-        assert!(Instant::now() < deadline, "participants stay in doubt");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    settle(&dirs);
     drop(c);
 
     // Each replica's own view: its marks and its warehouse.
@@ -213,9 +221,19 @@ fn sigkilled_participants_and_coordinator_never_split_a_transfer() {
             *expected.get_mut(&format!("w{taker}")).unwrap() += amount;
         }
     }
+    eprintln!(
+        "{committed} of {} transfers committed, {kills} kills, answers {answers:?}",
+        transfers.len()
+    );
+    // Not vacuous: transfers committed (the rounds without a kill, at least) and others
+    // did not.
     assert!(
-        committed >= 3,
+        committed >= 2,
         "only {committed} transfers committed: {answers:?}"
+    );
+    assert!(
+        committed < transfers.len(),
+        "every transfer committed: {answers:?}"
     );
 
     // Synced by bundles, the three replicas hold one graph, with every stock as expected.
