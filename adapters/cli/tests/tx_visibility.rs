@@ -8,21 +8,10 @@ use std::path::Path;
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{json as parse, ks, ks_stdin, lines, ok, p, Listening};
+use common::{json as parse, ks, ks_stdin, lines, ok, p, user_ids as users, Listening};
 
 const SCHEMA: &str =
     r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(id STRING, name STRING, PRIMARY KEY (id))"}"#;
-
-fn users(r: &Path) -> Vec<String> {
-    lines(&ok(ks(&[
-        "query",
-        p(r),
-        "MATCH (u:User) RETURN u.id AS id ORDER BY id",
-    ])))
-    .into_iter()
-    .map(|j| j["id"].as_str().unwrap().to_string())
-    .collect()
-}
 
 fn held(r: &Path) -> u64 {
     parse(&ok(ks(&["status", p(r)])))["transactions"]["held_events"]

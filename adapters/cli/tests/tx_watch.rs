@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 mod common;
-use common::{ks, ks_stdin, lines, ok, p, Listening, BIN};
+use common::{ks, ks_stdin, lines, ok, p, user_ids as users, Listening, BIN};
 
 const SCHEMA: &str =
     r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(id STRING, PRIMARY KEY (id))"}"#;
@@ -67,17 +67,6 @@ impl Drop for Watching {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn users(r: &Path) -> Vec<String> {
-    lines(&ok(ks(&[
-        "query",
-        p(r),
-        "MATCH (u:User) RETURN u.id AS id ORDER BY id",
-    ])))
-    .into_iter()
-    .map(|j| j["id"].as_str().unwrap().to_string())
-    .collect()
 }
 
 #[test]

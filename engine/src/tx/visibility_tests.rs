@@ -244,3 +244,25 @@ fn a_marker_naming_a_participant_that_never_commits_holds_its_part() {
     assert_eq!((out.applied, out.held), (0, 5));
     assert!(users(&mut r).is_empty());
 }
+
+#[test]
+fn many_transactions_from_one_peer_are_each_found_and_held_until_whole() {
+    let (mut p, mut q, mut r, _) = world();
+    q.import(since(&p, &q)).unwrap();
+    let names = vec!["p".to_string(), "q".to_string()];
+    for k in 2..52 {
+        let tx: TxId = format!("c/1/{k}").parse().unwrap();
+        let o = add(&p, &format!("p-{k}"));
+        p.commit_tx(&tx, &names, o).unwrap();
+        let o = add(&q, &format!("q-{k}"));
+        q.commit_tx(&tx, &names, o).unwrap();
+    }
+    // p's parts of 51 transactions: all held (c/1/1's q part is missing too).
+    let out = r.import(since(&p, &r)).unwrap();
+    assert_eq!((out.applied, out.held), (0, 3 + 50 * 2));
+    assert!(users(&mut r).is_empty());
+    // q's parts complete every one of them.
+    let out = r.import(since(&q, &r)).unwrap();
+    assert_eq!(out.held, 0);
+    assert_eq!(users(&mut r).len(), 3 + 100);
+}

@@ -142,3 +142,15 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// The ids of the `User` nodes of replica `r`, sorted.
+pub fn user_ids(r: &Path) -> Vec<String> {
+    lines(&ok(ks(&[
+        "query",
+        p(r),
+        "MATCH (u:User) RETURN u.id AS id ORDER BY id",
+    ])))
+    .into_iter()
+    .map(|j| j["id"].as_str().unwrap().to_string())
+    .collect()
+}
