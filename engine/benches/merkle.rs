@@ -7,8 +7,13 @@
 //! 3 missing there, 3 changed). Negentropy reconciles `(timestamp 0, key ‖ digest)` items,
 //! so a changed digest is a different item on each side. Both run in process, both sides in
 //! the timed loop. After criterion's output, a table gives each method's cost in node
-//! comparisons, round trips and bytes. Our bytes are payload as counted by
-//! `merkle::IndexRemote` (no framing); negentropy's are its encoded messages, both ways.
+//! comparisons, round trips and bytes.
+//!
+//! **The bytes here are not wire bytes and do not compare like with like.** Ours are the
+//! idealized payload `merkle::IndexRemote` counts (no MessagePack, no frame headers);
+//! negentropy's are its encoded messages, both ways. This bench is for the algorithm's
+//! time and shape (comparisons, round trips, index build). For bytes on the wire, both
+//! sides framed as our transport frames them, see `protocol/benches/merkle_wire.rs`.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -296,5 +301,6 @@ fn main() {
         );
     }
     println!("(left: ours, node comparisons / entries compared / round trips / payload bytes;");
-    println!(" right: negentropy, round trips / message bytes; times are in-process, both sides)");
+    println!(" right: negentropy, round trips / message bytes; times are in-process, both sides;");
+    println!(" payload bytes are not wire bytes: see protocol/benches/merkle_wire.rs)");
 }
