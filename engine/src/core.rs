@@ -224,13 +224,6 @@ impl Core {
             released = true;
         }
         let (order, held) = gate.split();
-        // Held events are checked as they arrive, as far as the schema applied here can
-        // tell: up to the first held schema change (what follows it may need it).
-        for e in held.iter().take_while(|e| !matches!(e.op, Op::Schema(_))) {
-            if fresh_ids.contains(&e.id) {
-                self.engine.check(e)?;
-            }
-        }
         if let Some(first) = order.first() {
             self.engine.check(first)?;
         }
@@ -278,6 +271,14 @@ impl Core {
             self.engine.apply(e).map_err(|e| self.failed(e.into()))?;
             if i % 10_000 == 9_999 {
                 progress(i as u64 + 1, total);
+            }
+        }
+        // Held events are checked as they arrive, as far as the schema applied here (with
+        // this import's own schema changes) can tell: up to the first held schema change
+        // (what follows it may need it).
+        for e in held.iter().take_while(|e| !matches!(e.op, Op::Schema(_))) {
+            if fresh_ids.contains(&e.id) {
+                self.engine.check(e).map_err(|e| self.failed(e.into()))?;
             }
         }
         let (batch, conflicts) = self.engine.take_batch();

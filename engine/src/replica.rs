@@ -714,7 +714,32 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let mut all = Vec::with_capacity(ops.len() + 1);
         all.push(marker);
         all.extend(ops);
-        self.write_unchecked(all, &mut |_, _| {})
+        let ids = self.write_unchecked(all, &mut |_, _| {})?;
+        // Other participants' parts received before this one was in are held (atomic
+        // visibility); with it in, they may be complete: they are released now rather
+        // than at the next import. If that fails, the commit stands (its marker is in
+        // the log: the participant's recovery finds it) and the error is returned.
+        if !self.core.held().is_empty() {
+            self.import(Vec::new())?;
+        }
+        Ok(ids)
+    }
+
+    /// Received events held for the rest of their transactions (atomic visibility).
+    pub fn held(&self) -> &[Event] {
+        self.core.held()
+    }
+
+    /// What this replica has received durably: its version vector, plus the events it
+    /// holds (stored before the import that held them returned; each peer's held events
+    /// follow its applied ones without a gap). A session acknowledges this, so a peer
+    /// that sent half a transaction knows it arrived and does not wait or send it again.
+    pub fn received_vector(&self) -> VersionVector {
+        let mut vv = self.version_vector().clone();
+        for e in self.core.held() {
+            vv.observe(&e.id);
+        }
+        vv
     }
 
     fn write_unchecked(

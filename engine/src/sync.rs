@@ -730,9 +730,7 @@ impl Session {
                 out.push(Output::Pong(n));
                 Ok(())
             }
-            (_, State::Established, Message::Tx(msg)) => {
-                self.on_tx(msg, replica.peer().as_str(), &mut out)
-            }
+            (_, State::Established, Message::Tx(msg)) => self.on_tx(msg, &mut out),
             (_, state, msg) => Err(format!(
                 "unexpected {} message {}",
                 msg.kind(),
@@ -786,14 +784,9 @@ impl Session {
         self.grant.as_ref().is_none_or(|g| g.bound)
     }
 
-    /// A transaction message: a prepare or a decision must come from the transaction's
-    /// coordinator itself, and a read-only credential takes no part.
-    fn on_tx(
-        &mut self,
-        msg: crate::tx::WireMsg,
-        me: &str,
-        out: &mut Vec<Output>,
-    ) -> Result<(), String> {
+    /// A transaction message: a prepare must come from the transaction's coordinator
+    /// itself, and a read-only credential takes no part.
+    fn on_tx(&mut self, msg: crate::tx::WireMsg, out: &mut Vec<Output>) -> Result<(), String> {
         use crate::tx::TxMsg;
         if self
             .grant
@@ -803,27 +796,16 @@ impl Session {
             return Err("a read-only credential takes no part in transactions".into());
         }
         let from = self.remote_name();
-        // A prepare comes from its coordinator only. So, on a hub (the participant's
-        // side), do decisions and questions: participants do not reach each other over
-        // the network (cooperative termination runs in the engine only), and a decision
-        // or question about an unknown transaction writes a tombstone, which any other
-        // peer could otherwise use to abort a coordinator's next transactions. A hub that
-        // is the transaction's coordinator (participants connected to it) is asked by its
-        // participants.
-        let to_participant = match &msg {
-            TxMsg::Prepare { .. } => true,
-            TxMsg::Decide { .. } => self.role == Role::Server,
-            TxMsg::Ask { tx } => self.role == Role::Server && tx.coordinator != me,
-            TxMsg::Vote { .. } | TxMsg::Ack { .. } => false,
-        };
+        // A prepare comes from its coordinator only: otherwise any peer could have this
+        // replica vote yes and hold locks. Decisions and questions may come from any
+        // peer: the participant takes a decision only from the coordinator or from a
+        // participant its PREPARED record names (an answer to its question), and a
+        // question changes nothing on the one asked (ARCHITECTURE.md, "Cooperative
+        // termination between processes").
+        let to_participant = matches!(msg, TxMsg::Prepare { .. });
         if to_participant && msg.tx().coordinator != from {
-            let kind = match &msg {
-                TxMsg::Prepare { .. } => "a prepare",
-                TxMsg::Decide { .. } => "a decision",
-                _ => "a question",
-            };
             return Err(format!(
-                "{kind} of transaction {} from {from}, which is not its coordinator",
+                "a prepare of transaction {} from {from}, which is not its coordinator",
                 msg.tx()
             ));
         }
@@ -1411,7 +1393,7 @@ impl Session {
             }));
         }
         self.remote_has.merge(&snap.version_vector);
-        out.push(Output::Send(Message::Ack(replica.version_vector().clone())));
+        out.push(Output::Send(Message::Ack(replica.received_vector())));
         Ok(())
     }
 
@@ -1473,7 +1455,7 @@ impl Session {
                     .map_err(|e| format!("writing a seal: {e}"))?;
             }
         }
-        out.push(Output::Send(Message::Ack(replica.version_vector().clone())));
+        out.push(Output::Send(Message::Ack(replica.received_vector())));
         Ok(())
     }
 }

@@ -109,7 +109,10 @@ pub fn check_wire(msg: &WireMsg) -> Result<(), String> {
         .map_err(|e| format!("transaction id: {e}"))?;
     match msg {
         TxMsg::Prepare {
-            participants, ops, ..
+            participants,
+            ops,
+            addresses,
+            ..
         } => {
             check_marker(
                 tx,
@@ -117,6 +120,7 @@ pub fn check_wire(msg: &WireMsg) -> Result<(), String> {
                 u32::try_from(ops.len()).unwrap_or(u32::MAX),
             )
             .map_err(|e| e.to_string())?;
+            check_addresses(participants, addresses)?;
             if let Some(l) = ops.iter().find(|l| l.len() > MAX_OP_LINE) {
                 return Err(format!(
                     "a prepare's op of {} bytes is over the limit of {MAX_OP_LINE}",
@@ -135,6 +139,30 @@ pub fn check_wire(msg: &WireMsg) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Longest participant URL a prepare may carry.
+pub const MAX_URL: usize = 2048;
+
+/// A prepare's addresses: only of named participants, each URL within [`MAX_URL`].
+fn check_addresses(
+    participants: &[String],
+    addresses: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (peer, url) in addresses {
+        if !participants.contains(peer) {
+            return Err(format!(
+                "a prepare's address for {peer}, which is not one of its participants"
+            ));
+        }
+        if url.len() > MAX_URL {
+            return Err(format!(
+                "a prepare's URL for {peer} of {} bytes is over the limit of {MAX_URL}",
+                url.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The wire form of a message.
@@ -228,6 +256,10 @@ pub enum TxMsg<O> {
         participants: Vec<String>,
         ops: Vec<O>,
         deadline: u64,
+        /// Where the coordinator reaches participants by URL (peer → URL; never a
+        /// token), so that a participant in doubt can dial the others.
+        #[serde(default)]
+        addresses: BTreeMap<String, String>,
     },
     /// Participant → coordinator.
     Vote { tx: TxId, vote: Vote },
@@ -235,8 +267,14 @@ pub enum TxMsg<O> {
     Decide { tx: TxId, decision: Decision },
     /// Participant → coordinator: the decision is applied here.
     Ack { tx: TxId },
-    /// A participant in doubt asks (the coordinator, or another participant).
-    Ask { tx: TxId },
+    /// A participant in doubt asks (the coordinator, or another participant), with the
+    /// transaction's vote deadline: a participant that never prepared it and is past
+    /// that deadline can answer abort (it can never vote yes).
+    Ask {
+        tx: TxId,
+        #[serde(default)]
+        deadline: Option<u64>,
+    },
 }
 
 impl<O> TxMsg<O> {
@@ -249,16 +287,18 @@ impl<O> TxMsg<O> {
                 participants,
                 ops,
                 deadline,
+                addresses,
             } => TxMsg::Prepare {
                 tx,
                 participants,
                 ops: f(ops)?,
                 deadline,
+                addresses,
             },
             TxMsg::Vote { tx, vote } => TxMsg::Vote { tx, vote },
             TxMsg::Decide { tx, decision } => TxMsg::Decide { tx, decision },
             TxMsg::Ack { tx } => TxMsg::Ack { tx },
-            TxMsg::Ask { tx } => TxMsg::Ask { tx },
+            TxMsg::Ask { tx, deadline } => TxMsg::Ask { tx, deadline },
         })
     }
 
@@ -268,7 +308,7 @@ impl<O> TxMsg<O> {
             | TxMsg::Vote { tx, .. }
             | TxMsg::Decide { tx, .. }
             | TxMsg::Ack { tx }
-            | TxMsg::Ask { tx } => tx,
+            | TxMsg::Ask { tx, .. } => tx,
         }
     }
 }
@@ -305,6 +345,9 @@ pub enum PartRecord<O> {
         ops: Vec<O>,
         locks: Vec<Lock>,
         deadline: u64,
+        /// The participants' URLs, from the prepare (absent from older records).
+        #[serde(default)]
+        addresses: BTreeMap<String, String>,
     },
     /// The ops are committed: the host writes this record in the same log transaction as
     /// the events the ops become.
@@ -356,6 +399,8 @@ pub enum PartState<O> {
         ops: Vec<O>,
         locks: Vec<Lock>,
         deadline: u64,
+        /// Where the other participants are, from the prepare (peer → URL).
+        addresses: BTreeMap<String, String>,
         /// When to ask about the decision next, and how many times it has asked.
         next_ask: u64,
         asked: u32,
@@ -398,6 +443,7 @@ impl<O: Clone> Participant<O> {
                     ops,
                     locks,
                     deadline,
+                    addresses,
                 } => {
                     for l in &locks {
                         p.locks.insert(l.clone(), tx.clone());
@@ -409,6 +455,7 @@ impl<O: Clone> Participant<O> {
                             ops,
                             locks,
                             deadline,
+                            addresses,
                             next_ask: deadline.max(now),
                             asked: 0,
                         },
@@ -447,6 +494,22 @@ impl<O: Clone> Participant<O> {
         self.txs
             .iter()
             .filter(|(_, s)| matches!(s, PartState::Prepared { .. }))
+    }
+
+    /// Where to reach the other participants of the transactions prepared here (peer →
+    /// URL, from their prepares): the peers a participant in doubt may have to dial.
+    pub fn addresses(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (_, s) in self.prepared() {
+            if let PartState::Prepared { addresses, .. } = s {
+                for (peer, url) in addresses {
+                    if *peer != self.name {
+                        out.insert(peer.clone(), url.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The locks held, and by which transaction.
@@ -526,9 +589,18 @@ impl<O: Clone> Participant<O> {
                 participants,
                 ops,
                 deadline,
-            } => self.prepare(rules, from, tx, participants, ops, deadline, now),
+                addresses,
+            } => self.prepare(
+                rules,
+                from,
+                tx,
+                participants,
+                ops,
+                (deadline, addresses),
+                now,
+            ),
             TxMsg::Decide { tx, decision } => self.decide(from, tx, decision, now),
-            TxMsg::Ask { tx } => self.answer(from, tx),
+            TxMsg::Ask { tx, deadline } => self.answer(from, tx, deadline, now),
             // Not for participants: ignored.
             TxMsg::Vote { .. } | TxMsg::Ack { .. } => Vec::new(),
         }
@@ -542,7 +614,7 @@ impl<O: Clone> Participant<O> {
         tx: TxId,
         participants: Vec<String>,
         ops: Vec<O>,
-        deadline: u64,
+        (deadline, addresses): (u64, BTreeMap<String, String>),
         now: u64,
     ) -> Vec<PartAction<O>> {
         match self.txs.get(&tx) {
@@ -598,6 +670,7 @@ impl<O: Clone> Participant<O> {
                 ops: ops.clone(),
                 locks: locks.clone(),
                 deadline,
+                addresses: addresses.clone(),
                 next_ask: deadline,
                 asked: 0,
             },
@@ -609,6 +682,7 @@ impl<O: Clone> Participant<O> {
                 ops,
                 locks,
                 deadline,
+                addresses,
             }),
             Action::Send {
                 to: from.to_owned(),
@@ -633,6 +707,16 @@ impl<O: Clone> Participant<O> {
     }
 
     fn decide(&mut self, from: &str, tx: TxId, decision: Decision, now: u64) -> Vec<PartAction<O>> {
+        // A decision comes from the coordinator, or from a fellow participant answering a
+        // question (named in the PREPARED record). Anyone else's is ignored: it could
+        // otherwise commit what the coordinator aborted, or leave tombstones.
+        let fellow = matches!(
+            self.txs.get(&tx),
+            Some(PartState::Prepared { participants, .. }) if participants.iter().any(|p| p == from)
+        );
+        if from != tx.coordinator && !fellow {
+            return Vec::new();
+        }
         let ack = |tx: TxId| Action::Send {
             to: tx.coordinator.clone(),
             msg: TxMsg::Ack { tx },
@@ -677,27 +761,28 @@ impl<O: Clone> Participant<O> {
         }
     }
 
-    /// Another participant in doubt asks about `tx`.
-    fn answer(&mut self, from: &str, tx: TxId) -> Vec<PartAction<O>> {
+    /// Another participant in doubt asks about `tx`, whose votes were due by
+    /// `deadline`. The answer changes nothing here.
+    fn answer(
+        &mut self,
+        from: &str,
+        tx: TxId,
+        deadline: Option<u64>,
+        now: u64,
+    ) -> Vec<PartAction<O>> {
         let decision = match self.txs.get(&tx) {
             Some(PartState::Committed) => Decision::Commit,
             Some(PartState::Aborted) => Decision::Abort,
             // In doubt too: nothing to say.
             Some(PartState::Prepared { .. }) => return Vec::new(),
-            None => {
-                // Never voted yes: abort it here, so the coordinator cannot commit it.
-                self.finish(tx.clone(), PartState::Aborted);
-                return vec![
-                    Action::Persist(PartRecord::Aborted { tx: tx.clone() }),
-                    Action::Send {
-                        to: from.to_owned(),
-                        msg: TxMsg::Decide {
-                            tx,
-                            decision: Decision::Abort,
-                        },
-                    },
-                ];
-            }
+            // Never prepared here, and past its deadline: a prepare of it is refused from
+            // now on (`prepare` refuses past the deadline), so this replica never votes
+            // yes and the coordinator cannot commit. Nothing needs writing.
+            None if deadline.is_some_and(|d| now > d) => Decision::Abort,
+            // Not past the deadline (or unknown): a prepare could still come. Answering
+            // abort would need a tombstone, which would let any peer that can ask abort
+            // a coordinator's next transactions.
+            None => return Vec::new(),
         };
         vec![Action::Send {
             to: from.to_owned(),
@@ -714,6 +799,7 @@ impl<O: Clone> Participant<O> {
                 participants,
                 next_ask,
                 asked,
+                deadline,
                 ..
             } = state
             else {
@@ -724,15 +810,19 @@ impl<O: Clone> Participant<O> {
             }
             *next_ask = now + RETRY_MS;
             *asked += 1;
+            let ask = || TxMsg::Ask {
+                tx: tx.clone(),
+                deadline: Some(*deadline),
+            };
             out.push(Action::Send {
                 to: tx.coordinator.clone(),
-                msg: TxMsg::Ask { tx: tx.clone() },
+                msg: ask(),
             });
             if *asked > 1 {
                 for p in participants.iter().filter(|p| **p != self.name) {
                     out.push(Action::Send {
                         to: p.clone(),
-                        msg: TxMsg::Ask { tx: tx.clone() },
+                        msg: ask(),
                     });
                 }
             }
@@ -852,6 +942,7 @@ impl Coordinator {
                     participants: participants.clone(),
                     ops,
                     deadline,
+                    addresses: BTreeMap::new(),
                 },
             })
             .collect();
@@ -898,7 +989,7 @@ impl Coordinator {
                 }
                 Vec::new()
             }
-            TxMsg::Ask { tx } => self.answer(from, tx),
+            TxMsg::Ask { tx, .. } => self.answer(from, tx),
             TxMsg::Prepare { .. } | TxMsg::Decide { .. } => Vec::new(),
         }
     }

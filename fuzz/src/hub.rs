@@ -1217,6 +1217,15 @@ impl Harness {
                         participants: participants.clone(),
                         ops: ops.clone(),
                         deadline: *deadline,
+                        // Addresses of some of the named participants (and, when the
+                        // list is empty, of one that is not named).
+                        addresses: participants
+                            .iter()
+                            .take(2)
+                            .cloned()
+                            .chain(participants.is_empty().then(|| "stranger".to_string()))
+                            .map(|p| (p, detail.clone()))
+                            .collect(),
                     },
                     1 => TxMsg::Vote {
                         tx,
@@ -1238,7 +1247,10 @@ impl Harness {
                         },
                     },
                     3 => TxMsg::Ack { tx },
-                    _ => TxMsg::Ask { tx },
+                    _ => TxMsg::Ask {
+                        tx,
+                        deadline: (*deadline % 3 != 0).then_some(*deadline),
+                    },
                 })
             }
             Step::HubWrites(ops) => {

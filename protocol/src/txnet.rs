@@ -103,6 +103,55 @@ impl Sessions {
     }
 }
 
+/// Who dials whom for transaction messages.
+struct TxLink<'a> {
+    /// The dialer's peer id, as the handshake gives it.
+    me: PeerId,
+    /// The peer expected behind `url`: another is a protocol error.
+    peer: &'a str,
+    url: &'a str,
+    token: Option<String>,
+}
+
+/// One `no-exchange` client session to `link.url` that carries transaction messages to
+/// and from `endpoint` until it ends or `cancel`: no events flow (an empty in-memory
+/// replica under the dialer's name speaks the handshake). A coordinator's links to its
+/// participants, and a participant's to the others while in doubt.
+async fn tx_link(
+    link: TxLink<'_>,
+    endpoint: Arc<dyn TxEndpoint>,
+    events: EventSink,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let mut conn = crate::net::connect(link.url, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let replica = Replica::create(
+        MemoryEventStore::default(),
+        kuzu_sync_engine::memory::MemoryGraphStore::new(),
+        link.me,
+        Box::new(kuzu_sync_engine::FixedClock(0)),
+    )
+    .map_err(|e| e.to_string())?;
+    let shared = Shared::new(replica);
+    let session = Session::client(SessionConfig {
+        auth_token: link.token,
+        capabilities: vec![CAP_NO_EXCHANGE.to_string()],
+        ..SessionConfig::default()
+    });
+    let opts = DriveOptions {
+        cancel,
+        events,
+        tx: Some(endpoint),
+        tx_expect_peer: Some(link.peer.to_owned()),
+        ..DriveOptions::default()
+    };
+    crate::net::drive(&mut *conn, session, &shared, &opts)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The participant's records, boxed (SQLite in the CLI, memory in tests).
 pub type BoxedPartLog = Box<dyn TxLog<PartRecord<Op>> + Send>;
 
@@ -114,6 +163,14 @@ pub struct ParticipantEndpoint<E: EventStore, G: GraphStore> {
     events: EventSink,
     me: std::sync::Weak<Self>,
     ticking: std::sync::atomic::AtomicBool,
+    /// The token presented when dialing another participant to ask it about a
+    /// transaction in doubt (`--tx-auth-token-file`).
+    ask_token: Option<String>,
+    /// Links dialed to other participants while a transaction naming them is in doubt:
+    /// peer → (URL, what ends the link).
+    dialed: Mutex<HashMap<String, (String, tokio_util::sync::CancellationToken)>>,
+    /// The hub's cancellation, once started: dialed links end with it.
+    cancel: std::sync::OnceLock<tokio_util::sync::CancellationToken>,
 }
 
 impl<E: EventStore, G: GraphStore> std::fmt::Debug for ParticipantEndpoint<E, G> {
@@ -138,11 +195,13 @@ where
 {
     /// The replica's participant, recovered from `log`. Once its hub runs (see
     /// [`TxEndpoint::start`]), a task asks about transactions in doubt every
-    /// [`RETRY_MS`].
+    /// [`RETRY_MS`], dialing the other participants it has no session with (presenting
+    /// `ask_token`) once the coordinator has not answered.
     pub fn new(
         shared: Arc<Shared<E, G>>,
         log: BoxedPartLog,
         events: EventSink,
+        ask_token: Option<String>,
     ) -> Result<Arc<Self>, kuzu_sync_engine::ReplicaError> {
         let part = TxParticipant::open(&shared.lock(), log, now_ms())?;
         Ok(Arc::new_cyclic(|me| ParticipantEndpoint {
@@ -152,6 +211,9 @@ where
             events,
             me: me.clone(),
             ticking: std::sync::atomic::AtomicBool::new(false),
+            ask_token,
+            dialed: Mutex::new(HashMap::new()),
+            cancel: std::sync::OnceLock::new(),
         }))
     }
 
@@ -166,11 +228,94 @@ where
             .shared
             .run(move |r| lock(&part).tick(r, now_ms()))
             .await;
-        if let Some(Ok(out)) = out {
-            for (to, msg) in out {
-                self.sessions.post(&to, to_wire(msg));
+        let out = match out {
+            Some(Ok(out)) => out,
+            Some(Err(e)) => {
+                self.report(&format!("transactions in doubt: {e}"));
+                return;
+            }
+            None => return,
+        };
+        // A commit by evidence wrote events: every session streams them.
+        if out.iter().any(|(_, m)| matches!(m, TxMsg::Ack { .. })) {
+            self.shared.changed();
+        }
+        let addresses = lock(&self.part).participant().addresses();
+        for (to, msg) in out {
+            if !self.sessions.post(&to, to_wire(msg)) {
+                if let Some(url) = addresses.get(&to) {
+                    self.dial(&to, url);
+                }
             }
         }
+        // Links to peers no transaction in doubt names any more end.
+        lock(&self.dialed).retain(|peer, (_, stop)| {
+            let keep = addresses.contains_key(peer);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+    }
+
+    fn report(&self, reason: &str) {
+        (self.events)(
+            "tx",
+            &Lifecycle::Error {
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// Keeps a link to another participant, `peer` at `url`, reconnecting with backoff,
+    /// until no transaction in doubt here names it (see `tick`) or the hub stops. The
+    /// questions go over it at the next tick.
+    fn dial(&self, peer: &str, url: &str) {
+        let Some(hub) = self.cancel.get() else { return };
+        let stop = hub.child_token();
+        {
+            let mut dialed = lock(&self.dialed);
+            if dialed.get(peer).is_some_and(|(u, _)| u == url) {
+                return;
+            }
+            if let Some((_, old)) = dialed.insert(peer.to_owned(), (url.to_owned(), stop.clone())) {
+                old.cancel();
+            }
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let peer = peer.to_owned();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let mut backoff = crate::net::Backoff::default();
+            while !stop.is_cancelled() {
+                match me.ask_session(&peer, &url, &stop).await {
+                    Ok(()) => backoff.reset(),
+                    Err(e) => me.report(&format!("link to participant {peer} ({url}): {e}")),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// One session with another participant, carrying the questions and their answers
+    /// (see [`tx_link`]).
+    async fn ask_session(
+        self: &Arc<Self>,
+        peer: &str,
+        url: &str,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        let me = self.shared.lock().peer().clone();
+        let link = TxLink {
+            me,
+            peer,
+            url,
+            token: self.ask_token.clone(),
+        };
+        tx_link(link, self.clone(), self.events.clone(), stop.child_token()).await
     }
 
     async fn on_message(&self, from: String, msg: WireMsg) -> Vec<WireMsg> {
@@ -234,6 +379,7 @@ where
         if self.ticking.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        let _ = self.cancel.set(cancel.clone());
         every_retry(self.me.clone(), cancel, |me| async move { me.tick().await });
     }
 }
@@ -400,37 +546,21 @@ impl CoordinatorEndpoint {
         });
     }
 
-    /// One session with a participant: a no-exchange client session (no events flow)
-    /// that carries transaction messages.
+    /// One session with a participant (see [`tx_link`]).
     async fn session(self: &Arc<Self>, peer: &str, address: &Address) -> Result<(), String> {
-        let mut link = crate::net::connect(&address.url, Duration::from_secs(10))
-            .await
-            .map_err(|e| e.to_string())?;
-        let replica = Replica::create(
-            MemoryEventStore::default(),
-            kuzu_sync_engine::memory::MemoryGraphStore::new(),
-            PeerId::new(self.name.as_str()).map_err(|e| e.to_string())?,
-            Box::new(kuzu_sync_engine::FixedClock(0)),
-        )
-        .map_err(|e| e.to_string())?;
-        let shared = Shared::new(replica);
-        let session = Session::client(SessionConfig {
-            auth_token: address.token.clone(),
-            capabilities: vec![CAP_NO_EXCHANGE.to_string()],
-            ..SessionConfig::default()
-        });
-        let expected = peer.to_owned();
-        let opts = DriveOptions {
-            cancel: self.cancel.child_token(),
-            events: self.events.clone(),
-            tx: Some(self.clone() as Arc<dyn TxEndpoint>),
-            tx_expect_peer: Some(expected),
-            ..DriveOptions::default()
+        let link = TxLink {
+            me: PeerId::new(self.name.as_str()).map_err(|e| e.to_string())?,
+            peer,
+            url: &address.url,
+            token: address.token.clone(),
         };
-        crate::net::drive(&mut *link, session, &shared, &opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        tx_link(
+            link,
+            self.clone(),
+            self.events.clone(),
+            self.cancel.child_token(),
+        )
+        .await
     }
 
     /// Runs one transaction: links to each participant, prepares, decides, and waits up
@@ -480,7 +610,17 @@ impl CoordinatorEndpoint {
             c.begin(work, deadline).map_err(|e| e.to_string())?
         };
         lock(&self.watching).insert(tx.clone(), Watch::default());
-        for (to, msg) in prepares {
+        // Each prepare says where the participants with a URL are, so that one in doubt
+        // can ask the others if this coordinator is gone (never their tokens).
+        let addresses: BTreeMap<String, String> = parts
+            .iter()
+            .filter(|p| !p.address.url.is_empty())
+            .map(|p| (p.peer.clone(), p.address.url.clone()))
+            .collect();
+        for (to, mut msg) in prepares {
+            if let TxMsg::Prepare { addresses: a, .. } = &mut msg {
+                a.clone_from(&addresses);
+            }
             self.sessions.post(&to, msg);
         }
         // The decision: all votes, a vote against, or the deadline (the ticker aborts).

@@ -49,7 +49,8 @@ async fn participant(name: &str, cancel: &CancellationToken) -> Participant {
         inner: MemoryTxLog::<PartRecord<Op>>::default(),
         fail: fail.clone(),
     };
-    let endpoint = ParticipantEndpoint::new(shared.clone(), Box::new(log), no_events()).unwrap();
+    let endpoint =
+        ParticipantEndpoint::new(shared.clone(), Box::new(log), no_events(), None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("tcp://{}", listener.local_addr().unwrap());
     let config = HubConfig {

@@ -151,6 +151,7 @@ impl Hub {
             shared.clone(),
             participant_log(&dir, clock),
             stderr_errors("participant"),
+            None,
         )
         .unwrap();
         let config = HubConfig {

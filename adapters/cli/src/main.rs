@@ -177,6 +177,11 @@ enum Command {
         /// removed events.
         #[arg(long, value_name = "SECS")]
         compact_every: Option<u64>,
+        /// The token to present when this replica, in doubt about a transaction whose
+        /// coordinator does not answer, dials the other participants to ask them
+        /// (their hubs must accept it as this replica's peer id).
+        #[arg(long, value_name = "FILE")]
+        tx_auth_token_file: Option<PathBuf>,
     },
     /// Run a coordinator of two-phase commit transactions: `kuzu-sync tx` sends it
     /// transactions over HTTP (POST /tx); it reaches the participants (replicas running
@@ -266,6 +271,12 @@ enum Command {
         /// A table whose events go first to the remote on a slow link (repeatable).
         #[arg(long)]
         critical: Vec<String>,
+        /// With --watch:
+        /// the token to present when this replica, in doubt about a transaction whose
+        /// coordinator does not answer, dials the other participants to ask them
+        /// (their hubs must accept it as this replica's peer id).
+        #[arg(long, value_name = "FILE")]
+        tx_auth_token_file: Option<PathBuf>,
     },
 }
 
@@ -566,7 +577,12 @@ fn run(cli: Cli) -> Result<()> {
             schema_version,
             critical,
             compact_every,
+            tx_auth_token_file,
         } => {
+            let ask_token = tx_auth_token_file
+                .as_deref()
+                .map(net::read_token)
+                .transpose()?;
             if compact_every == Some(0) {
                 bail!("--compact-every 0: give a number of seconds of at least 1");
             }
@@ -595,7 +611,7 @@ fn run(cli: Cli) -> Result<()> {
             if relay {
                 let shared = Shared::new(net::open_relay(&dir, peer_id.as_deref())?);
                 let config = HubConfig {
-                    tx: Some(txcli::participant(&shared, &dir)?),
+                    tx: Some(txcli::participant(&shared, &dir, ask_token.clone())?),
                     ..config
                 };
                 serve(shared, &listen, config, true, compact_every)?;
@@ -606,7 +622,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 let shared = Shared::new(open(&dir)?);
                 let config = HubConfig {
-                    tx: Some(txcli::participant(&shared, &dir)?),
+                    tx: Some(txcli::participant(&shared, &dir, ask_token.clone())?),
                     ..config
                 };
                 serve(shared, &listen, config, false, compact_every)?;
@@ -659,7 +675,15 @@ fn run(cli: Cli) -> Result<()> {
             schema_version,
             verify,
             critical,
+            tx_auth_token_file,
         } => {
+            if tx_auth_token_file.is_some() && !watch {
+                bail!("--tx-auth-token-file is for --watch (a replica that takes part in transactions)");
+            }
+            let ask_token = tx_auth_token_file
+                .as_deref()
+                .map(net::read_token)
+                .transpose()?;
             let config = SessionConfig {
                 critical_tables: critical,
                 ..session_config(auth_token_file.as_deref(), schema_version)?
@@ -668,7 +692,7 @@ fn run(cli: Cli) -> Result<()> {
             if watch {
                 // A replica that stays connected takes part in transactions: prepares
                 // come from a coordinator among its remotes.
-                let tx = txcli::participant(&shared, &dir)?;
+                let tx = txcli::participant(&shared, &dir, ask_token)?;
                 sync_watch(shared, &remote, config, stdin, tx)?;
             } else {
                 sync_once(&shared, &remote, config, verify)?;

@@ -100,10 +100,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-/// The participant endpoint of a hub serving the replica in `dir`.
+/// The participant endpoint of a hub serving the replica in `dir`; `ask_token` is what
+/// it presents when it dials another participant to ask about a transaction in doubt.
 pub fn participant<G>(
     shared: &Arc<kuzu_sync::protocol::Shared<kuzu_sync::SqliteEventStore, G>>,
     dir: &Path,
+    ask_token: Option<String>,
 ) -> Result<Arc<dyn txnet::TxEndpoint>>
 where
     G: kuzu_sync_engine::GraphStore + Send + 'static,
@@ -112,6 +114,7 @@ where
         shared.clone(),
         participant_log(dir)?,
         crate::print_events(),
+        ask_token,
     )
     .context("recovering the replica's transactions")?;
     Ok(endpoint)
@@ -305,6 +308,7 @@ pub fn tx_status(dir: &Path) -> Result<()> {
             ops,
             locks,
             deadline,
+            addresses,
             ..
         } = s
         {
@@ -312,6 +316,7 @@ pub fn tx_status(dir: &Path) -> Result<()> {
                 "tx": tx.to_string(),
                 "coordinator": tx.coordinator,
                 "participants": participants,
+                "addresses": addresses,
                 "ops": ops.len(),
                 "locks": locks.iter().map(|l| &l.0).collect::<Vec<_>>(),
                 "deadline_ms": deadline,

@@ -219,6 +219,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
                 participants: Vec::new(),
                 ops: Vec::new(),
                 deadline: u64::MAX,
+                addresses: Default::default(),
             };
             return self.handle(replica, from, dup, now);
         }
@@ -255,14 +256,77 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
             .expect("an operator's decision is kept once carried out"))
     }
 
-    /// Time passes: transactions in doubt ask.
+    /// Time passes: a transaction prepared here whose commit marker has arrived from
+    /// another participant commits (see [`TxParticipant::evidence`]); those still in
+    /// doubt ask.
     pub fn tick<E: EventStore, G: GraphStore>(
         &mut self,
         replica: &mut Replica<E, G>,
         now: u64,
     ) -> Result<Outbox, ReplicaError> {
+        let mut out = Vec::new();
+        for (tx, author) in self.evidence(replica) {
+            let decide = TxMsg::Decide {
+                tx,
+                decision: Decision::Commit,
+            };
+            out.extend(self.handle(replica, &author, decide, now)?);
+        }
         let actions = self.part.tick(now);
-        self.carry_out(replica, actions, "", None, now)
+        out.extend(self.carry_out(replica, actions, "", None, now)?);
+        Ok(out)
+    }
+
+    /// The transactions prepared here that another of their participants committed, with
+    /// that participant: the replica has received its commit marker, applied or held
+    /// (atomic visibility holds the others' parts until this one's is in). A marker is
+    /// written only on a commit, so it proves the decision. Markers from peers that are
+    /// not among the transaction's participants prove nothing and are passed over.
+    pub fn evidence<E: EventStore, G: GraphStore>(
+        &self,
+        replica: &Replica<E, G>,
+    ) -> Vec<(TxId, String)> {
+        let me = self.part.name();
+        let mut waiting: std::collections::BTreeMap<&TxId, &[String]> = self
+            .part
+            .prepared()
+            .filter_map(|(tx, s)| match s {
+                PartState::Prepared { participants, .. } => Some((tx, participants.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let fellow = |participants: &[String], peer: &str| {
+            peer != me && participants.iter().any(|p| p == peer)
+        };
+        let mut found = Vec::new();
+        waiting.retain(|tx, participants| {
+            let author = replica.engine().tx_markers(tx).and_then(|marks| {
+                marks
+                    .parts
+                    .keys()
+                    .find(|p| fellow(participants, p.as_str()))
+            });
+            match author {
+                Some(p) => {
+                    found.push(((*tx).clone(), p.as_str().to_owned()));
+                    false
+                }
+                None => true,
+            }
+        });
+        if waiting.is_empty() {
+            return found;
+        }
+        for e in replica.held() {
+            let Op::Tx { tx, .. } = &e.op else { continue };
+            if let Some(participants) = waiting.get(tx) {
+                if fellow(participants, e.id.peer.as_str()) {
+                    found.push((tx.clone(), e.id.peer.as_str().to_owned()));
+                    waiting.remove(tx);
+                }
+            }
+        }
+        found
     }
 
     /// A local write outside any transaction: refused if a constraint refuses it, given

@@ -145,6 +145,14 @@ fn prepare(t: &TxId, ops: Vec<SimOp>, deadline: u64) -> TxMsg<SimOp> {
         participants: vec!["p1".into(), "p2".into()],
         ops,
         deadline,
+        addresses: Default::default(),
+    }
+}
+
+fn decide(t: &TxId, decision: Decision) -> TxMsg<SimOp> {
+    TxMsg::Decide {
+        tx: t.clone(),
+        decision,
     }
 }
 
@@ -361,19 +369,38 @@ fn in_doubt_a_participant_asks_and_peers_answer_what_they_know() {
         })
         .collect();
     assert_eq!(to, ["c", "p2"]);
-    // p2 never saw the prepare: it aborts the transaction and says so.
+    // p1 asks with the deadline.
+    assert!(second.iter().all(|a| matches!(
+        a,
+        Action::Send {
+            msg: TxMsg::Ask {
+                deadline: Some(100),
+                ..
+            },
+            ..
+        }
+    )));
+    // p2 never saw the prepare. Before the deadline (or not told it) it cannot say: a
+    // prepare could still come, and it writes nothing for a question.
     let mut p2: Participant<SimOp> = Participant::recover("p2", [], 0);
-    let out = p2.handle(&model, "p1", TxMsg::Ask { tx: tx(1) }, 120);
-    assert!(matches!(
-        &out[0],
-        Action::Persist(PartRecord::Aborted { .. })
-    ));
-    assert!(matches!(
-        &out[1],
-        Action::Send { to, msg: TxMsg::Decide { decision: Decision::Abort, .. } } if to == "p1"
-    ));
-    // So its prepare, arriving late, is refused.
-    let out = p2.handle(&model, "c", prepare(&tx(1), vec![add(1)], 100), 90);
+    let ask = |deadline| TxMsg::Ask {
+        tx: tx(1),
+        deadline,
+    };
+    assert!(p2.handle(&model, "p1", ask(Some(100)), 100).is_empty());
+    assert!(p2.handle(&model, "p1", ask(None), 120).is_empty());
+    // Past the deadline it can never vote yes: abort, and still nothing written.
+    let out = p2.handle(&model, "p1", ask(Some(100)), 120);
+    assert!(
+        matches!(
+            &out[..],
+            [Action::Send { to, msg: TxMsg::Decide { decision: Decision::Abort, .. } }] if to == "p1"
+        ),
+        "{out:?}"
+    );
+    assert!(p2.state(&tx(1)).is_none());
+    // Its prepare, arriving after that, is refused by the deadline.
+    let out = p2.handle(&model, "c", prepare(&tx(1), vec![add(1)], 100), 121);
     assert_eq!(reason(&out), Some(Reason::Late));
     // A restart keeps p1 in doubt, its lock held.
     let records = vec![PartRecord::Prepared {
@@ -382,10 +409,41 @@ fn in_doubt_a_participant_asks_and_peers_answer_what_they_know() {
         ops: vec![add(-1)],
         locks: vec![Lock("counter:stock".into())],
         deadline: 100,
+        addresses: Default::default(),
     }];
     let p1 = Participant::recover("p1", records, 500);
     assert_eq!(p1.prepared().count(), 1);
     assert_eq!(p1.guard(&[Lock("counter:stock".into())]), Err(&tx(1)));
+}
+
+/// A decision is taken from the coordinator or from a participant the PREPARED record
+/// names (an answer to a question); a stranger's changes nothing, whatever it says and
+/// whether or not the transaction is known here.
+#[test]
+fn a_decision_counts_only_from_the_coordinator_or_a_fellow_participant() {
+    let model = Model::new();
+    let mut p1 = Participant::recover("p1", [], 0);
+    p1.handle(&model, "c", prepare(&tx(1), vec![add(-1)], 100), 0);
+    for d in [Decision::Commit, Decision::Abort] {
+        assert!(p1
+            .handle(&model, "mallory", decide(&tx(1), d), 150)
+            .is_empty());
+        assert!(p1
+            .handle(&model, "mallory", decide(&tx(2), d), 150)
+            .is_empty());
+    }
+    assert!(matches!(p1.state(&tx(1)), Some(PartState::Prepared { .. })));
+    assert!(p1.state(&tx(2)).is_none());
+    // p2 is named in the prepare: its answer decides, and the acknowledgement goes to
+    // the coordinator.
+    let out = p1.handle(&model, "p2", decide(&tx(1), Decision::Commit), 150);
+    assert!(matches!(
+        out[0],
+        Action::Persist(PartRecord::Committed { .. })
+    ));
+    assert!(matches!(&out[1], Action::Send { to, msg: TxMsg::Ack { .. } } if to == "c"));
+    assert_eq!(p1.state(&tx(1)), Some(&PartState::Committed));
+    assert!(p1.locks().is_empty());
 }
 
 #[test]
@@ -923,13 +981,6 @@ mod operator {
         }));
     }
 
-    fn decide(t: &TxId, decision: Decision) -> TxMsg<SimOp> {
-        TxMsg::Decide {
-            tx: t.clone(),
-            decision,
-        }
-    }
-
     fn is_ack(a: &Action<SimOp, PartRecord<SimOp>>) -> bool {
         matches!(a, Action::Send { to, msg: TxMsg::Ack { .. } } if to == "c")
     }
@@ -976,7 +1027,15 @@ mod operator {
         // The lock is free for the next transaction; a peer asking hears commit.
         let out = p.handle(&Model::new(), "c", prepare(&tx(2), vec![add(-1)], 900), 600);
         assert_eq!(vote_of(&out), Some(Vote::Yes));
-        let out = p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(1) }, 700);
+        let out = p.handle(
+            &Model::new(),
+            "p2",
+            TxMsg::Ask {
+                tx: tx(1),
+                deadline: None,
+            },
+            700,
+        );
         assert!(matches!(
             &out[..],
             [Action::Send { to, msg: TxMsg::Decide { decision: Decision::Commit, .. } }] if to == "p2"
@@ -1003,7 +1062,15 @@ mod operator {
         assert!(p.locks().is_empty());
         let out = p.handle(&Model::new(), "c", prepare(&tx(1), vec![add(-2)], 900), 600);
         assert_eq!(reason(&out), Some(Reason::Late));
-        let out = p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(1) }, 700);
+        let out = p.handle(
+            &Model::new(),
+            "p2",
+            TxMsg::Ask {
+                tx: tx(1),
+                deadline: None,
+            },
+            700,
+        );
         assert!(matches!(
             &out[..],
             [Action::Send {
@@ -1035,8 +1102,8 @@ mod operator {
             "{err}"
         );
         assert!(p.operator_decision(&tx(1)).is_none());
-        // Refused here (a tombstone), then decided by an operator.
-        p.handle(&Model::new(), "p2", TxMsg::Ask { tx: tx(3) }, 4);
+        // Aborted here before its prepare (a tombstone), then decided by an operator.
+        p.handle(&Model::new(), "c", decide(&tx(3), Decision::Abort), 4);
         let err = p
             .resolve(&tx(3), Decision::Commit, "ann".into(), String::new(), 5)
             .unwrap_err()

@@ -266,3 +266,82 @@ fn many_transactions_from_one_peer_are_each_found_and_held_until_whole() {
     assert_eq!(out.held, 0);
     assert_eq!(users(&mut r).len(), 3 + 100);
 }
+
+/// `p`, `q` and `z` sharing the schema, and `q`'s participant with `c/1/1` (parts on
+/// `p` and `q`) prepared: it voted yes and its coordinator is silent.
+fn in_doubt() -> (R, R, R, TxParticipant<MemoryTxLog<PartRecord<Op>>>, TxId) {
+    let (mut p, mut q, mut z) = (replica("p"), replica("q"), replica("z"));
+    let mut schema = p.engine().schema().clone();
+    let ddl = crate::json::schema_ops(SCHEMA, &mut schema).unwrap();
+    p.write(ddl.into_iter().map(Op::Schema).collect()).unwrap();
+    let base = since(&p, &q);
+    q.import(base.clone()).unwrap();
+    z.import(base).unwrap();
+    let tx: TxId = "c/1/1".parse().unwrap();
+    let mut part = TxParticipant::open(&q, MemoryTxLog::default(), 0).unwrap();
+    let prepare = TxMsg::Prepare {
+        tx: tx.clone(),
+        participants: vec!["p".into(), "q".into()],
+        ops: add(&q, "q1"),
+        deadline: 100,
+        addresses: Default::default(),
+    };
+    let out = part.handle(&mut q, "c", prepare, 0).unwrap();
+    assert!(matches!(&out[..], [(to, TxMsg::Vote { vote: Vote::Yes, .. })] if to == "c"));
+    (p, q, z, part, tx)
+}
+
+/// Cooperative termination by evidence (ARCHITECTURE.md, "Cooperative termination
+/// between processes"): `q` is in doubt; `p`'s committed part reaches it by sync and is
+/// held (q's own part is not in). At its next tick `q` finds p's marker, commits its
+/// part, acknowledges to the coordinator, and then shows the whole transaction at once.
+#[test]
+fn a_participant_in_doubt_commits_on_another_participants_marker() {
+    let (mut p, mut q, _, mut part, tx) = in_doubt();
+    assert!(part.tick(&mut q, 50).unwrap().is_empty());
+    let names = vec!["p".to_string(), "q".to_string()];
+    p.commit_tx(&tx, &names, add(&p, "p1")).unwrap();
+    let got = q.import(since(&p, &q)).unwrap();
+    assert_eq!((got.applied, got.held), (0, 2));
+    assert!(users(&mut q).is_empty());
+    assert_eq!(part.evidence(&q), vec![(tx.clone(), "p".to_string())]);
+    // The tick commits (before the deadline even: the marker is the decision).
+    let out = part.tick(&mut q, 60).unwrap();
+    assert!(
+        out.iter()
+            .any(|(to, m)| to == "c" && matches!(m, TxMsg::Ack { .. })),
+        "{out:?}"
+    );
+    assert_eq!(part.participant().state(&tx), Some(&PartState::Committed));
+    assert!(part.participant().locks().is_empty());
+    // The whole transaction shows at once, nothing is held any more.
+    assert_eq!(users(&mut q), ["p1", "q1"]);
+    assert_eq!(q.status().unwrap().held_events, 0);
+    assert!(part.evidence(&q).is_empty());
+    // The same graph as a replica that got both parts the ordinary way.
+    let mut r = replica("r");
+    r.import(since(&p, &r)).unwrap();
+    r.import(since(&q, &r)).unwrap();
+    assert_eq!(users(&mut r), ["p1", "q1"]);
+}
+
+/// A marker of the same transaction id from a peer the prepared transaction does not
+/// name proves nothing: `q` stays in doubt.
+#[test]
+fn a_strangers_marker_is_no_evidence() {
+    let (_, mut q, mut z, mut part, tx) = in_doubt();
+    z.commit_tx(&tx, &["z".into(), "q".into()], add(&z, "z1"))
+        .unwrap();
+    let got = q.import(since(&z, &q)).unwrap();
+    assert_eq!(got.held, 2);
+    assert!(part.evidence(&q).is_empty());
+    assert!(part
+        .tick(&mut q, 500)
+        .unwrap()
+        .iter()
+        .all(|(_, m)| matches!(m, TxMsg::Ask { .. })));
+    assert!(matches!(
+        part.participant().state(&tx),
+        Some(PartState::Prepared { .. })
+    ));
+}
