@@ -8,6 +8,7 @@
 pub mod antientropy;
 pub mod auth;
 pub mod change;
+mod chunked;
 pub mod clock;
 pub mod conflict;
 pub mod conformance;

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::chunked::Chunked;
 use crate::clock::{EventId, PeerId, VersionVector};
 use crate::event::Event;
 use crate::memory_log::check_suffix;
@@ -77,7 +78,8 @@ pub struct PackedEventStore<C: BlockCodec = Plain> {
     codec: C,
     sealed: Vec<Sealed>,
     open: Vec<u8>,
-    entries: Vec<Entry>,
+    /// In chunks: a `Vec` of them would double into one block of up to twice their size.
+    entries: Chunked<Entry>,
     next_position: u64,
     /// Every peer seen, once; entries name them by index.
     peers: Vec<PeerId>,
@@ -184,7 +186,7 @@ impl<C: BlockCodec> PackedEventStore<C> {
         mut f: impl FnMut(usize, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let mut cur: Option<(u32, Cow<'_, [u8]>)> = None;
-        for (i, entry) in self.entries.iter().enumerate().skip(start) {
+        for (i, entry) in (start..).zip(self.entries.iter_from(start)) {
             if !want(entry) {
                 continue;
             }

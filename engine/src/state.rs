@@ -1963,13 +1963,12 @@ fn resolve_property(
     }
 }
 
-mod chunked;
 mod small_map;
 mod snapshot;
 mod store;
 mod stored;
 
-use chunked::Chunked;
+use crate::chunked::Chunked;
 use small_map::{OneOrMap, SmallMap};
 use store::{EdgeId, Entities, Interner};
 use stored::Stored;

@@ -14,8 +14,29 @@ fn js_err(e: HostError) -> JsError {
     JsError::new(&e.0)
 }
 
+/// `v` as JSON text, in a buffer of exactly its size: a plan's text runs to hundreds of KiB,
+/// and a `String` grown by doubling would leave a block of every size up to twice that in
+/// the WASM memory, which never shrinks. Serializing twice costs little beside that.
 fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data always serializes")
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, v).expect("plain data always serializes");
+    let mut text = Vec::with_capacity(size.0);
+    serde_json::to_writer(&mut text, v).expect("plain data always serializes");
+    String::from_utf8(text).expect("JSON text is UTF-8")
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A counter or capacity from JS: a non-negative integer below 2^53.

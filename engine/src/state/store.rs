@@ -17,9 +17,9 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
-use super::chunked::Chunked;
 use super::stored::Stored;
 use super::EntityState;
+use crate::chunked::Chunked;
 use crate::event::{EdgeRef, NodeRef};
 use crate::value::Value;
 

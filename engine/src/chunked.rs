@@ -1,5 +1,5 @@
 //! [`Chunked`]: a growable sequence kept in fixed-size chunks, for the engine's long
-//! vectors (entity slots, HLCs per peer).
+//! vectors (entity slots, HLCs per peer, the packed log's entries).
 //!
 //! A `Vec` doubles its capacity when full, so right after growing it holds up to twice the
 //! memory its items need, all of it counted where the heap is the limit (a WASM linear
@@ -14,7 +14,7 @@ use std::ops::{Index, IndexMut};
 const CHUNK: usize = 1024;
 
 #[derive(Debug, Clone)]
-pub(super) struct Chunked<T> {
+pub(crate) struct Chunked<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
 }
@@ -29,11 +29,11 @@ impl<T> Default for Chunked<T> {
 }
 
 impl<T> Chunked<T> {
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(super) fn push(&mut self, item: T) {
+    pub(crate) fn push(&mut self, item: T) {
         if self.len % CHUNK == 0 {
             self.chunks.push(Vec::new());
         }
@@ -44,19 +44,47 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
-    pub(super) fn get(&self, i: usize) -> Option<&T> {
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)
     }
 
-    pub(super) fn last(&self) -> Option<&T> {
+    pub(crate) fn last(&self) -> Option<&T> {
         self.len.checked_sub(1).and_then(|i| self.get(i))
     }
 
     /// Room in the chunk list for `additional` more items (the chunks are made as needed).
-    pub(super) fn reserve(&mut self, additional: usize) {
+    pub(crate) fn reserve(&mut self, additional: usize) {
         let chunks = (self.len + additional).div_ceil(CHUNK);
         self.chunks
             .reserve_exact(chunks.saturating_sub(self.chunks.len()));
+    }
+
+    /// Removes every item, freeing the chunks.
+    pub(crate) fn clear(&mut self) {
+        self.chunks = Vec::new();
+        self.len = 0;
+    }
+
+    /// The items from index `start` on, in order.
+    pub(crate) fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> {
+        self.chunks
+            .iter()
+            .skip(start / CHUNK)
+            .flatten()
+            .skip(start % CHUNK)
+    }
+
+    /// The index of the first item `pred` rejects, given that it accepts a prefix of the
+    /// items and rejects the rest (as [`slice::partition_point`]).
+    pub(crate) fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        // Chunks are never empty: the first chunk whose last item is rejected holds the point.
+        let c = self
+            .chunks
+            .partition_point(|chunk| chunk.last().is_some_and(&mut pred));
+        match self.chunks.get(c) {
+            Some(chunk) => c * CHUNK + chunk.partition_point(pred),
+            None => self.len,
+        }
     }
 }
 
@@ -98,5 +126,37 @@ mod tests {
         // Full chunks have no spare room; the last one grew by doubling.
         assert!(c.chunks[..3].iter().all(|ch| ch.capacity() == CHUNK));
         assert!(c.chunks[3].capacity() < 16, "{}", c.chunks[3].capacity());
+    }
+
+    #[test]
+    fn iterates_and_searches_from_any_index() {
+        let mut c = Chunked::default();
+        assert_eq!(c.partition_point(|&x: &usize| x < 5), 0);
+        assert_eq!(c.iter_from(0).count(), 0);
+        let n = 2 * CHUNK + 7;
+        for i in 0..n {
+            c.push(i);
+        }
+        for start in [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            2 * CHUNK,
+            n - 1,
+            n,
+            n + 3,
+        ] {
+            let from: Vec<usize> = c.iter_from(start).copied().collect();
+            assert_eq!(from, (start.min(n)..n).collect::<Vec<_>>(), "from {start}");
+            assert_eq!(
+                c.partition_point(|&x| x < start),
+                start.min(n),
+                "point {start}"
+            );
+        }
+        c.clear();
+        assert_eq!((c.len(), c.last(), c.chunks.len()), (0, None, 0));
     }
 }
