@@ -25,6 +25,8 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kuzu_sync_engine::change::GraphChange;
 use kuzu_sync_engine::cypher::{self, Param, Statement, META_TABLE, UNWIND_CHUNK};
@@ -38,6 +40,7 @@ use kuzu_sync_engine::{
 };
 use kuzu_sync_protocol::frame::{Encoder, FrameDecoder, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME};
 use kuzu_sync_protocol::{Bundle, BundleV1};
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 
@@ -110,16 +113,134 @@ impl<E: std::fmt::Display> From<E> for HostError {
 pub struct HostPlan {
     /// Run first, in a transaction of their own, when the log is rewritten (a snapshot was
     /// installed): the new log and snapshot, and the graph-rebuild mark.
-    pub before: Vec<Json>,
+    pub before: Vec<PlanStatement>,
     /// Then each on its own (Kuzu does not mix DDL and data in a transaction).
     pub ddl: Vec<String>,
     /// Then in one transaction: the log rows, the graph's statements, the watermark.
-    pub data: Vec<Json>,
+    pub data: Vec<PlanStatement>,
     /// The tables whose rows or definitions change.
     pub tables: Vec<String>,
     /// What the change did: `{ids, applied}` for a write, `{applied, duplicates,
     /// conflicts}` for an import.
     pub outcome: Json,
+}
+
+/// One statement of a plan, serialized as `{"cypher": …, "params": {…}}` straight from its
+/// rows: held as a `serde_json::Value` tree, the plan of a write of 1,000 edges took about
+/// 2 MB of WASM memory at its peak (a map per row), three times its text.
+#[derive(Debug)]
+pub enum PlanStatement {
+    /// A statement of the graph's, or one of the host's own (meta, snapshot parts).
+    Cypher(Statement),
+    /// Appends log rows `{s, b}`: the events' encodings, numbered from `first_seq`, each
+    /// row's `s` its number and `b` its encoding in base64 (encoded as it is serialized).
+    Log {
+        first_seq: u64,
+        bodies: Vec<Box<[u8]>>,
+    },
+}
+
+impl Serialize for PlanStatement {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut statement = serializer.serialize_map(Some(2))?;
+        match self {
+            PlanStatement::Cypher(s) => {
+                statement.serialize_entry("cypher", &s.cypher)?;
+                statement.serialize_entry("params", &Params(&s.params))?;
+            }
+            PlanStatement::Log { first_seq, bodies } => {
+                statement.serialize_entry("cypher", &log_cypher())?;
+                statement.serialize_entry(
+                    "params",
+                    &LogParams {
+                        first_seq: *first_seq,
+                        bodies,
+                    },
+                )?;
+            }
+        }
+        statement.end()
+    }
+}
+
+/// A statement's parameters, as a JSON object.
+struct Params<'a>(&'a [(String, Param)]);
+
+impl Serialize for Params<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, p)| (name, ParamJson(p))))
+    }
+}
+
+/// A parameter: a string, or an array of rows, each an object of strings.
+struct ParamJson<'a>(&'a Param);
+
+impl Serialize for ParamJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Param::Text(t) => serializer.serialize_str(t),
+            Param::Rows(rows) => serializer.collect_seq(rows.iter().map(|row| RowJson(row))),
+        }
+    }
+}
+
+struct RowJson<'a>(&'a [(String, String)]);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(field, v)| (field, v)))
+    }
+}
+
+/// The parameters of a log statement: `{"rows": [{"b": body, "s": seq}, …]}`.
+struct LogParams<'a> {
+    first_seq: u64,
+    bodies: &'a [Box<[u8]>],
+}
+
+impl Serialize for LogParams<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut params = serializer.serialize_map(Some(1))?;
+        params.serialize_entry("rows", &LogRows(self))?;
+        params.end()
+    }
+}
+
+struct LogRows<'a>(&'a LogParams<'a>);
+
+impl Serialize for LogRows<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.0
+                .bodies
+                .iter()
+                .zip(self.0.first_seq..)
+                .map(|(body, seq)| LogRow { seq, body }),
+        )
+    }
+}
+
+struct LogRow<'a> {
+    seq: u64,
+    body: &'a [u8],
+}
+
+impl Serialize for LogRow<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut row = serializer.serialize_map(Some(2))?;
+        row.serialize_entry("b", &Text(Base64Display::new(self.body, &STANDARD)))?;
+        row.serialize_entry("s", &Text(self.seq))?;
+        row.end()
+    }
+}
+
+/// A value serialized as a string, its `Display` written straight into the JSON text.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
 }
 
 /// A graph store that keeps what it is asked to apply, for the host to run.
@@ -475,7 +596,7 @@ impl Host {
         // The new events' encodings, logged as they are stored.
         let mut new_bodies = Vec::new();
         let next_position = self.replica.event_store().scan_encoded(position, |e| {
-            new_bodies.push(base64::engine::general_purpose::STANDARD.encode(e));
+            new_bodies.push(Box::<[u8]>::from(e));
         })?;
         let batches = std::mem::take(&mut self.replica.graph().batches);
         let mut plan = HostPlan::default();
@@ -512,7 +633,8 @@ impl Host {
         for (batch, schema) in &batches {
             let graph = cypher::plan(batch, schema)?;
             plan.ddl.extend(graph.ddl);
-            plan.data.extend(graph.data.iter().map(statement_json));
+            plan.data
+                .extend(graph.data.into_iter().map(PlanStatement::Cypher));
             plan.tables.extend(batch.changes.iter().map(table_of));
         }
         if self.rebuilding {
@@ -739,31 +861,6 @@ fn table_of(c: &GraphChange) -> String {
     }
 }
 
-fn statement_json(s: &Statement) -> Json {
-    let params: serde_json::Map<String, Json> = s
-        .params
-        .iter()
-        .map(|(name, p)| {
-            let v = match p {
-                Param::Text(t) => Json::String(t.clone()),
-                Param::Rows(rows) => Json::Array(
-                    rows.iter()
-                        .map(|r| {
-                            Json::Object(
-                                r.iter()
-                                    .map(|(f, v)| (f.clone(), Json::String(v.clone())))
-                                    .collect(),
-                            )
-                        })
-                        .collect(),
-                ),
-            };
-            (name.clone(), v)
-        })
-        .collect();
-    json!({ "cypher": s.cypher, "params": params })
-}
-
 pub type HostReplica = Replica<PackedEventStore<ZstdBlocks>, Recorder>;
 
 /// The in-memory log's sealed blocks, compressed with zstd (the pure-Rust one in WASM):
@@ -799,41 +896,45 @@ fn stored_floor(replica: &mut HostReplica) -> Result<VersionVector, HostError> {
 }
 
 /// A statement without parameters, as a plan holds it.
-fn plain(cypher: String) -> Json {
-    json!({ "cypher": cypher, "params": {} })
+fn plain(cypher: String) -> PlanStatement {
+    PlanStatement::Cypher(Statement {
+        cypher,
+        params: Vec::new(),
+    })
 }
 
-fn meta_statement(key: &str, value: &str) -> Json {
-    json!({ "cypher": write_meta_statement(), "params": { "k": key, "v": value } })
+fn text_param(name: &str, value: &str) -> (String, Param) {
+    (name.to_string(), Param::Text(value.to_string()))
 }
 
-/// The statements that append `events` to the log, numbered from `seq`.
-fn log_statements(mut seq: u64, bodies: Vec<String>) -> Vec<Json> {
+fn meta_statement(key: &str, value: &str) -> PlanStatement {
+    PlanStatement::Cypher(Statement {
+        cypher: write_meta_statement(),
+        params: vec![text_param("k", key), text_param("v", value)],
+    })
+}
+
+/// The statement that appends the rows `$rows` (`{s, b}`) to the log.
+fn log_cypher() -> String {
+    format!("UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})")
+}
+
+/// The statements that append events (their encodings) to the log, numbered from `seq`.
+fn log_statements(mut seq: u64, mut bodies: Vec<Box<[u8]>>) -> Vec<PlanStatement> {
     let mut statements = Vec::new();
-    let mut bodies = bodies.into_iter().peekable();
-    while bodies.peek().is_some() {
-        let rows: Vec<Json> = bodies
-            .by_ref()
-            .take(UNWIND_CHUNK)
-            .map(|b| {
-                let row = json!({ "s": seq.to_string(), "b": b });
-                seq += 1;
-                row
-            })
-            .collect();
-        statements.push(json!({
-            "cypher": format!(
-                "UNWIND $rows AS r CREATE (:{LOG_TABLE} {{seq: CAST(r.s AS INT64), body: r.b}})"
-            ),
-            "params": { "rows": rows },
-        }));
+    while !bodies.is_empty() {
+        let rest = bodies.split_off(bodies.len().min(UNWIND_CHUNK));
+        let first_seq = seq;
+        seq += bodies.len() as u64;
+        statements.push(PlanStatement::Log { first_seq, bodies });
+        bodies = rest;
     }
     statements
 }
 
 /// The statements that store `snap`: as a bundle (checked and compressed like a file the
 /// CLI writes), in base64 parts.
-fn snapshot_statements(peer: &PeerId, snap: &Snapshot) -> Vec<Json> {
+fn snapshot_statements(peer: &PeerId, snap: &Snapshot) -> Vec<PlanStatement> {
     let bytes = kuzu_sync_protocol::encode(&Bundle::V1(BundleV1 {
         source_peer: peer.to_string(),
         since: VersionVector::new(),
@@ -841,19 +942,17 @@ fn snapshot_statements(peer: &PeerId, snap: &Snapshot) -> Vec<Json> {
         events: Vec::new(),
         snapshot: Some(snap.clone()),
     }));
-    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let text = STANDARD.encode(bytes);
     text.as_bytes()
         .chunks(SNAPSHOT_PART)
         .enumerate()
         .map(|(i, part)| {
-            json!({
-                "cypher": format!(
-                    "CREATE (:{SNAPSHOT_TABLE} {{part: CAST($p AS INT64), body: $b}})"
-                ),
-                "params": {
-                    "p": i.to_string(),
-                    "b": std::str::from_utf8(part).expect("base64 is ASCII"),
-                },
+            PlanStatement::Cypher(Statement {
+                cypher: format!("CREATE (:{SNAPSHOT_TABLE} {{part: CAST($p AS INT64), body: $b}})"),
+                params: vec![
+                    text_param("p", &i.to_string()),
+                    text_param("b", std::str::from_utf8(part).expect("base64 is ASCII")),
+                ],
             })
         })
         .collect()
@@ -861,7 +960,7 @@ fn snapshot_statements(peer: &PeerId, snap: &Snapshot) -> Vec<Json> {
 
 /// The stored snapshot, from its parts joined.
 fn decode_snapshot(text: &str) -> Result<Snapshot, HostError> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(text)?;
+    let raw = STANDARD.decode(text)?;
     let bundle = kuzu_sync_protocol::decode(&raw)?;
     bundle
         .snapshot()
@@ -882,11 +981,11 @@ pub struct Stored {
 
 /// An event as the log stores it: MessagePack (the wire's encoding), in base64.
 pub fn encode_body(e: &Event) -> String {
-    base64::engine::general_purpose::STANDARD.encode(e.encode())
+    STANDARD.encode(e.encode())
 }
 
 pub fn decode_body(body: &str) -> Result<Event, HostError> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(body)?;
+    let raw = STANDARD.decode(body)?;
     Ok(Event::decode(&raw)?)
 }
 
@@ -896,11 +995,15 @@ mod tests {
 
     const SCHEMA: &str = r#"{"op":"ddl","cypher":"CREATE NODE TABLE User(name STRING, age INT64, PRIMARY KEY(name))"}"#;
 
+    /// A plan as the JS side reads it.
+    fn json(plan: &HostPlan) -> Json {
+        serde_json::from_str(&serde_json::to_string(plan).unwrap()).unwrap()
+    }
+
     /// The log bodies a plan appends, in order.
     fn logged(plan: &HostPlan) -> Vec<String> {
-        plan.data
-            .iter()
-            .filter(|s| s["cypher"].as_str().unwrap().contains(LOG_TABLE))
+        statements(&json(plan)["data"], LOG_TABLE)
+            .into_iter()
             .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
             .map(|r| r["b"].as_str().unwrap().to_string())
             .collect()
@@ -924,7 +1027,10 @@ mod tests {
             plan.ddl
         );
         assert_eq!(logged(&plan).len(), 2);
-        let last = plan.data.last().unwrap()["cypher"].as_str().unwrap();
+        let data = json(&plan)["data"].clone();
+        let last = data.as_array().unwrap().last().unwrap()["cypher"]
+            .as_str()
+            .unwrap();
         assert!(last.contains(META_TABLE), "the watermark goes last: {last}");
         assert_eq!(plan.tables, vec!["User".to_string()]);
         assert_eq!(plan.outcome["ids"], json!(["a:1", "a:2"]));
@@ -976,24 +1082,25 @@ mod tests {
         assert_eq!(h.replica().version_vector().total(), 1);
     }
 
-    /// The statements of `part` whose Cypher contains `what`.
-    fn statements<'a>(part: &'a [Json], what: &str) -> Vec<&'a Json> {
-        part.iter()
+    /// The statements of `part` (an array of them, as JSON) whose Cypher contains `what`.
+    fn statements<'a>(part: &'a Json, what: &str) -> Vec<&'a Json> {
+        part.as_array()
+            .unwrap()
+            .iter()
             .filter(|s| s["cypher"].as_str().unwrap().contains(what))
             .collect()
     }
 
     /// What a host reads back after committing `plan` onto an empty database.
     fn stored_after(plan: &HostPlan) -> (Vec<String>, Stored) {
-        let log = plan
-            .before
-            .iter()
-            .chain(&plan.data)
-            .filter(|s| s["cypher"].as_str().unwrap().contains("CREATE (:_ks_log"))
+        let plan = json(plan);
+        let log = statements(&plan["before"], "CREATE (:_ks_log")
+            .into_iter()
+            .chain(statements(&plan["data"], "CREATE (:_ks_log"))
             .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
             .map(|r| r["b"].as_str().unwrap().to_string())
             .collect();
-        let snapshot: String = statements(&plan.before, "CREATE (:_ks_snapshot")
+        let snapshot: String = statements(&plan["before"], "CREATE (:_ks_snapshot")
             .iter()
             .map(|s| s["params"]["b"].as_str().unwrap())
             .collect();
@@ -1077,16 +1184,17 @@ mod tests {
         let plan = h.import_bundle(&bundle, 2_000).unwrap();
         assert_eq!(plan.outcome["snapshotEvents"], json!(3));
         assert_eq!(plan.outcome["applied"], json!(1));
+        let j = json(&plan);
         // First the rewritten log (the own event and the one after the snapshot), the
         // snapshot and the mark; then the tables rebuilt; then the rows and the mark cleared.
-        assert_eq!(statements(&plan.before, "DELETE l").len(), 1);
-        assert_eq!(statements(&plan.before, "DELETE s").len(), 1);
-        assert!(!statements(&plan.before, "CREATE (:_ks_snapshot").is_empty());
+        assert_eq!(statements(&j["before"], "DELETE l").len(), 1);
+        assert_eq!(statements(&j["before"], "DELETE s").len(), 1);
+        assert!(!statements(&j["before"], "CREATE (:_ks_snapshot").is_empty());
         let (log, stored) = stored_after(&plan);
         assert_eq!(log.len(), 2, "the own event and z");
-        let marks: Vec<_> = statements(&plan.before, META_TABLE)
+        let marks: Vec<_> = statements(&j["before"], META_TABLE)
             .into_iter()
-            .chain(statements(&plan.data, "MERGE (m:"))
+            .chain(statements(&j["data"], "MERGE (m:"))
             .filter(|s| s["params"]["k"] == json!(GRAPH_REBUILD_KEY))
             .map(|s| s["params"]["v"].as_str().unwrap().to_string())
             .collect();
@@ -1106,8 +1214,8 @@ mod tests {
         assert_eq!(vv.total(), 5);
         assert_eq!(h.status().unwrap()["nodes"], json!(3));
         // Own writes go on after the rewritten log, numbered after it.
-        let next = h.write(&user("w"), 3_000).unwrap();
-        let seqs: Vec<_> = statements(&next.data, "CREATE (:_ks_log")
+        let next = json(&h.write(&user("w"), 3_000).unwrap());
+        let seqs: Vec<_> = statements(&next["data"], "CREATE (:_ks_log")
             .iter()
             .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
             .map(|r| r["s"].as_str().unwrap().to_string())
@@ -1130,7 +1238,9 @@ mod tests {
         let recovery = rebuilt.recovery_plan().unwrap();
         assert!(recovery.ddl.iter().any(|d| d.starts_with("DROP TABLE")));
         assert_eq!(
-            statements(&recovery.data, "MERGE (m:").last().unwrap()["params"],
+            statements(&json(&recovery)["data"], "MERGE (m:")
+                .last()
+                .unwrap()["params"],
             json!({"k": GRAPH_REBUILD_KEY, "v": "0"})
         );
         assert!(rebuilt
@@ -1191,8 +1301,8 @@ mod tests {
             "the snapshot covers a's own 3 events; z stays"
         );
         // The next write is logged once, numbered after the rewritten log.
-        let next = h.write(&user("w"), 3_000).unwrap();
-        let seqs: Vec<_> = statements(&next.data, "CREATE (:_ks_log")
+        let next = json(&h.write(&user("w"), 3_000).unwrap());
+        let seqs: Vec<_> = statements(&next["data"], "CREATE (:_ks_log")
             .iter()
             .flat_map(|s| s["params"]["rows"].as_array().unwrap().clone())
             .map(|r| r["s"].as_str().unwrap().to_string())

@@ -8,29 +8,57 @@
 pub mod host;
 
 use host::{Host, HostError, Loader, Stored};
+use js_sys::JsString;
 use wasm_bindgen::prelude::*;
 
 fn js_err(e: HostError) -> JsError {
     JsError::new(&e.0)
 }
 
-/// `v` as JSON text, in a buffer of exactly its size: a plan's text runs to hundreds of KiB,
-/// and a `String` grown by doubling would leave a block of every size up to twice that in
-/// the WASM memory, which never shrinks. Serializing twice costs little beside that.
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    let mut size = ByteCount(0);
-    serde_json::to_writer(&mut size, v).expect("plain data always serializes");
-    let mut text = Vec::with_capacity(size.0);
+/// `v` as JSON text, made into a JS string piece by piece: a plan's text runs to hundreds
+/// of KiB, and written whole into the WASM memory (which never shrinks) it took a block
+/// of its size above everything else, as no freed space was that large: the memory grew
+/// by the text's size every few writes. Pieces of [`JSON_PIECE`] fit in freed space.
+fn to_json<T: serde::Serialize>(v: &T) -> JsString {
+    let mut text = JsonPieces {
+        text: JsString::from(""),
+        piece: Vec::with_capacity(JSON_PIECE),
+    };
     serde_json::to_writer(&mut text, v).expect("plain data always serializes");
-    String::from_utf8(text).expect("JSON text is UTF-8")
+    text.hand_over();
+    text.text
 }
 
-/// A writer that only counts the bytes written to it.
-struct ByteCount(usize);
+/// Bytes of JSON text gathered in the WASM memory before they are handed to JS.
+const JSON_PIECE: usize = 32 << 10;
 
-impl std::io::Write for ByteCount {
+/// JSON text handed to JS as it is written, in pieces of whole characters.
+struct JsonPieces {
+    text: JsString,
+    piece: Vec<u8>,
+}
+
+impl JsonPieces {
+    /// Hands the piece's whole characters to JS, keeping a character cut at its end.
+    fn hand_over(&mut self) {
+        let whole = match std::str::from_utf8(&self.piece) {
+            Ok(s) => s,
+            Err(e) => {
+                std::str::from_utf8(&self.piece[..e.valid_up_to()]).expect("valid up to there")
+            }
+        };
+        let len = whole.len();
+        self.text = self.text.concat(&JsString::from(whole));
+        self.piece.drain(..len);
+    }
+}
+
+impl std::io::Write for JsonPieces {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 += bytes.len();
+        self.piece.extend_from_slice(bytes);
+        if self.piece.len() >= JSON_PIECE {
+            self.hand_over();
+        }
         Ok(bytes.len())
     }
 
@@ -52,7 +80,7 @@ fn whole(name: &str, v: f64) -> Result<u64, JsError> {
 
 /// The statements to run once on a database before opening it (JSON array of strings).
 #[wasm_bindgen(js_name = setupStatements)]
-pub fn setup_statements() -> String {
+pub fn setup_statements() -> JsString {
     to_json(&host::setup_statements())
 }
 
@@ -203,14 +231,14 @@ impl Core {
     /// After `open`: the plan that finishes an interrupted graph rebuild (empty if none),
     /// to commit and confirm before anything else.
     #[wasm_bindgen(js_name = recoveryPlan)]
-    pub fn recovery_plan(&mut self) -> Result<String, JsError> {
+    pub fn recovery_plan(&mut self) -> Result<JsString, JsError> {
         let plan = self.host.recovery_plan().map_err(js_err)?;
         Ok(to_json(&plan))
     }
 
     /// Writes local ops (JSON lines, the format of `kuzu-sync write`); returns the plan to
     /// commit as JSON: `{ddl, data: [{cypher, params}], tables}` (empty: nothing to do).
-    pub fn write(&mut self, op_lines: &str, now_ms: f64) -> Result<String, JsError> {
+    pub fn write(&mut self, op_lines: &str, now_ms: f64) -> Result<JsString, JsError> {
         let now = whole("now", now_ms.floor())?;
         let plan = self.host.write(op_lines, now).map_err(js_err)?;
         Ok(to_json(&plan))
@@ -218,7 +246,7 @@ impl Core {
 
     /// Imports a bundle's events; returns the plan as `write` does.
     #[wasm_bindgen(js_name = importBundle)]
-    pub fn import_bundle(&mut self, bytes: &[u8], now_ms: f64) -> Result<String, JsError> {
+    pub fn import_bundle(&mut self, bytes: &[u8], now_ms: f64) -> Result<JsString, JsError> {
         let now = whole("now", now_ms.floor())?;
         let plan = self.host.import_bundle(bytes, now).map_err(js_err)?;
         Ok(to_json(&plan))
@@ -284,16 +312,16 @@ impl Core {
         self.host.sync_end()
     }
 
-    pub fn status(&mut self) -> Result<String, JsError> {
+    pub fn status(&mut self) -> Result<JsString, JsError> {
         Ok(to_json(&self.host.status().map_err(js_err)?))
     }
 
-    pub fn conflicts(&self) -> String {
+    pub fn conflicts(&self) -> JsString {
         to_json(&self.host.conflicts())
     }
 
     #[wasm_bindgen(js_name = queueStatus)]
-    pub fn queue_status(&self) -> Result<String, JsError> {
+    pub fn queue_status(&self) -> Result<JsString, JsError> {
         Ok(to_json(&self.host.queue_status().map_err(js_err)?))
     }
 
@@ -316,7 +344,7 @@ impl Core {
 
     /// The version vector as JSON.
     #[wasm_bindgen(js_name = versionVector)]
-    pub fn version_vector(&self) -> String {
+    pub fn version_vector(&self) -> JsString {
         to_json(self.host.replica().version_vector())
     }
 }
@@ -328,9 +356,9 @@ impl Core {
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct SyncStep {
-    plan: String,
+    plan: JsString,
     frames: Vec<Vec<u8>>,
-    events: String,
+    events: JsString,
     close: bool,
     synced: bool,
     more: bool,
@@ -352,12 +380,12 @@ impl From<host::SyncStep> for SyncStep {
 #[wasm_bindgen]
 impl SyncStep {
     #[wasm_bindgen(getter)]
-    pub fn plan(&self) -> String {
+    pub fn plan(&self) -> JsString {
         self.plan.clone()
     }
 
     #[wasm_bindgen(getter)]
-    pub fn events(&self) -> String {
+    pub fn events(&self) -> JsString {
         self.events.clone()
     }
 
