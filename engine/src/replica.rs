@@ -665,7 +665,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     ) -> Result<Vec<EventId>, ReplicaError> {
         self.ensure_recovered()?;
         self.check_constraints(&ops, &[])?;
-        self.write_unchecked(ops, progress)
+        self.write_unchecked(ops, progress, &mut || {})
     }
 
     /// Checks a local write outside any transaction against the declared constraints: every
@@ -705,6 +705,20 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         participants: &[String],
         ops: Vec<Op>,
     ) -> Result<Vec<EventId>, ReplicaError> {
+        self.commit_tx_then(tx, participants, ops, &mut || {})
+    }
+
+    /// [`Replica::commit_tx`], calling `logged` once the marker and the ops are durable in
+    /// the event log and before the graph applies them: from there on the commit stands
+    /// (recovery finds the marker), so a participant may acknowledge it there. The rest
+    /// runs before this returns, so nothing that goes through the replica sees the gap.
+    pub fn commit_tx_then(
+        &mut self,
+        tx: &crate::tx::TxId,
+        participants: &[String],
+        ops: Vec<Op>,
+        logged: &mut dyn FnMut(),
+    ) -> Result<Vec<EventId>, ReplicaError> {
         self.ensure_recovered()?;
         let marker = Op::Tx {
             tx: tx.clone(),
@@ -714,7 +728,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         let mut all = Vec::with_capacity(ops.len() + 1);
         all.push(marker);
         all.extend(ops);
-        let ids = self.write_unchecked(all, &mut |_, _| {})?;
+        let ids = self.write_unchecked(all, &mut |_, _| {}, logged)?;
         // Other participants' parts received before this one was in are held (atomic
         // visibility); with it in, they may be complete: they are released now rather
         // than at the next import. If that fails, the commit stands (its marker is in
@@ -746,10 +760,11 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         &mut self,
         ops: Vec<Op>,
         progress: Progress,
+        logged: &mut dyn FnMut(),
     ) -> Result<Vec<EventId>, ReplicaError> {
         let staged = self.staged(|core, clock| core.stage_write(ops, clock, progress))?;
         let ids = staged.ids();
-        self.store_staged(staged)?;
+        self.store_staged(staged, logged)?;
         let total = ids.len() as u64 * 2;
         progress(total, total);
         Ok(ids)
@@ -773,15 +788,20 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     /// Stores a staged change: the log first (a crash from there on is recovered on open),
-    /// then the graph, then the core takes it as done. On failure the replica is rebuilt
-    /// from the stores.
-    fn store_staged(&mut self, staged: Staged) -> Result<(), ReplicaError> {
+    /// then the graph, then the core takes it as done; `logged` is called in between. On
+    /// failure the replica is rebuilt from the stores.
+    fn store_staged(
+        &mut self,
+        staged: Staged,
+        logged: &mut dyn FnMut(),
+    ) -> Result<(), ReplicaError> {
         let stored = self
             .events
             .append(&staged.events)
             .map_err(ReplicaError::from);
         let stored = stored.and_then(|_| {
             self.note_appended(&staged.events);
+            logged();
             self.apply_batch(&staged.batch)
         });
         match stored {
@@ -827,7 +847,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                 return Err(e.into());
             }
         }
-        self.store_staged(staged)?;
+        self.store_staged(staged, &mut || {})?;
         let total = outcome.applied as u64 * 2;
         progress(total, total);
         Ok(outcome)

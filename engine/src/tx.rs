@@ -21,7 +21,9 @@ mod host;
 mod operator;
 mod rules;
 pub mod visibility;
-pub use host::{FailingTxLog, MemoryTxLog, Outbox, Prepared, TxCoordinator, TxLog, TxParticipant};
+pub use host::{
+    FailingTxLog, MemoryTxLog, Outbox, Prepared, Sink, TxCoordinator, TxLog, TxParticipant,
+};
 pub use operator::{Mismatch, OperatorDecision, ResolveError};
 pub use rules::EngineRules;
 

@@ -19,8 +19,8 @@ use kuzu_sync_engine::event::Op;
 use kuzu_sync_engine::ports::{EventStore, GraphStore};
 use kuzu_sync_engine::sync::{Lifecycle, Session, SessionConfig, CAP_NO_EXCHANGE};
 use kuzu_sync_engine::tx::{
-    from_wire, to_wire, CoordRecord, Decision, PartRecord, Reason, TxCoordinator, TxId, TxLog,
-    TxMsg, TxParticipant, Vote, WireMsg, RETRY_MS,
+    from_wire, to_wire, CoordRecord, Decision, Outbox, PartRecord, Reason, TxCoordinator, TxId,
+    TxLog, TxMsg, TxParticipant, Vote, WireMsg, RETRY_MS,
 };
 use kuzu_sync_engine::{MemoryEventStore, PeerId, Replica};
 
@@ -318,39 +318,81 @@ where
         tx_link(link, self.clone(), self.events.clone(), stop.child_token()).await
     }
 
+    /// Handles a message on the writer thread. A commit's acknowledgement leaves as soon
+    /// as the commit is durable in the event log (ARCHITECTURE.md, "Acknowledging a
+    /// commit once it is durable"): the session answers with it then, and the rest of
+    /// the job (the graph's apply, COMMITTED) finishes in the background, its messages
+    /// posted to the sessions.
     async fn on_message(&self, from: String, msg: WireMsg) -> Vec<WireMsg> {
         let part = self.part.clone();
         let who = from.clone();
-        let result = self
-            .shared
-            .run(move |r| {
-                let now = now_ms();
-                let tx = msg.tx().clone();
-                let mut p = lock(&part);
-                match from_wire(msg, r.engine().schema()) {
-                    Ok(m) => p.handle(r, &who, m, now),
-                    Err(e) => p.refuse(r, &who, tx, Reason::Invalid, e, now),
+        let (early_tx, mut early_rx) = mpsc::unbounded_channel();
+        let shared = self.shared.clone();
+        let mut job = tokio::spawn(async move {
+            shared
+                .run(move |r| {
+                    let now = now_ms();
+                    let tx = msg.tx().clone();
+                    let mut p = lock(&part);
+                    let mut early = |to: String, m: TxMsg<Op>| {
+                        let _ = early_tx.send((to, m));
+                    };
+                    match from_wire(msg, r.engine().schema()) {
+                        Ok(m) => p.handle_with(r, &who, m, now, Some(&mut early)),
+                        Err(e) => p.refuse(r, &who, tx, Reason::Invalid, e, now),
+                    }
+                })
+                .await
+        });
+        let done = tokio::select! {
+            biased;
+            Some(first) = early_rx.recv() => {
+                let mut now = vec![first];
+                now.extend(std::iter::from_fn(|| early_rx.try_recv().ok()));
+                if let Some(me) = self.me.upgrade() {
+                    let from = from.clone();
+                    tokio::spawn(async move {
+                        let rest = me.finished(&from, job.await.ok().flatten());
+                        me.route(&from, rest, false);
+                    });
                 }
-            })
-            .await;
-        let out = match result {
-            Some(Ok(out)) => out,
-            Some(Err(e)) => {
-                (self.events)(
-                    "tx",
-                    &Lifecycle::Error {
-                        reason: format!("transaction message from {from}: {e}"),
-                    },
-                );
-                return Vec::new();
+                return self.route(&from, now, true);
             }
-            None => return Vec::new(),
+            done = &mut job => done.ok().flatten(),
         };
-        // A commit wrote events: every session streams them.
-        self.shared.changed();
+        let mut out: Vec<_> = std::iter::from_fn(|| early_rx.try_recv().ok()).collect();
+        out.extend(self.finished(&from, done));
+        self.route(&from, out, true)
+    }
+
+    /// What a job on the writer thread left to send; its failure is reported.
+    fn finished(
+        &self,
+        from: &str,
+        done: Option<Result<Outbox, kuzu_sync_engine::ReplicaError>>,
+    ) -> Outbox {
+        match done {
+            Some(Ok(out)) => {
+                // A commit wrote events: every session streams them.
+                self.shared.changed();
+                out
+            }
+            Some(Err(e)) => {
+                // The replica was rebuilt from its stores, which may hold new events.
+                self.shared.changed();
+                self.report(&format!("transaction message from {from}: {e}"));
+                Vec::new()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Posts `out` to the sessions; with `answering`, what goes to `from` is returned
+    /// instead, for `from`'s session to send as its answer.
+    fn route(&self, from: &str, out: Outbox, answering: bool) -> Vec<WireMsg> {
         let mut back = Vec::new();
         for (to, msg) in out {
-            if to == from {
+            if answering && to == from {
                 back.push(to_wire(msg));
             } else {
                 self.sessions.post(&to, to_wire(msg));
@@ -694,6 +736,9 @@ impl CoordinatorEndpoint {
                     .push((from.clone(), format!("{reason}: {detail}"))),
                 TxMsg::Ack { .. } => {
                     w.acked.insert(from.clone());
+                    // The caller may return before the end record below is written: it
+                    // only lets this coordinator forget the transaction.
+                    self.progress.send_modify(|g| *g += 1);
                 }
                 _ => {}
             }

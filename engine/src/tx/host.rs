@@ -105,6 +105,10 @@ impl<R, L: TxLog<R> + ?Sized> TxLog<R> for &mut L {
 /// Messages for the transport: (recipient, message).
 pub type Outbox = Vec<(String, TxMsg<Op>)>;
 
+/// Where a participant sends what may leave before its handling of a message is done
+/// (see [`TxParticipant::handle_with`]).
+pub type Sink<'a> = &'a mut dyn FnMut(String, TxMsg<Op>);
+
 /// What `tx-status` shows of one transaction prepared here and not decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
@@ -179,6 +183,22 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
         msg: TxMsg<Op>,
         now: u64,
     ) -> Result<Outbox, ReplicaError> {
+        self.handle_with(replica, from, msg, now, None)
+    }
+
+    /// [`TxParticipant::handle`], with `early` given: a commit's acknowledgement goes to
+    /// `early` as soon as the commit is durable (its events logged, COMMITTED recorded),
+    /// before the graph applies it (ARCHITECTURE.md, "Acknowledging a commit once it is
+    /// durable"); what reached `early` is not in the returned outbox, even on an error
+    /// after it.
+    pub fn handle_with<E: EventStore, G: GraphStore>(
+        &mut self,
+        replica: &mut Replica<E, G>,
+        from: &str,
+        msg: TxMsg<Op>,
+        now: u64,
+        early: Option<Sink<'_>>,
+    ) -> Result<Outbox, ReplicaError> {
         // The participant list of a commit, for its marker: the state forgets it.
         let committing = match (&msg, self.part.state(msg.tx())) {
             (
@@ -198,7 +218,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
             };
             self.part.handle(&rules, from, msg, now)
         };
-        self.carry_out(replica, actions, from, committing.as_deref(), now)
+        self.carry_out(replica, actions, from, committing.as_deref(), now, early)
     }
 
     /// Refuses a prepare of `tx` from `from` before reading it (its ops do not read
@@ -224,7 +244,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
             return self.handle(replica, from, dup, now);
         }
         let actions = self.part.refuse(tx, from, reason, detail);
-        self.carry_out(replica, actions, from, None, now)
+        self.carry_out(replica, actions, from, None, now, None)
     }
 
     /// An operator decides `tx`, prepared here (`kuzu-sync tx-resolve`): the decision is
@@ -248,7 +268,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
         let actions = self
             .part
             .resolve(tx, decision, by.to_owned(), reason.to_owned(), now)?;
-        self.carry_out(replica, actions, "", participants.as_deref(), now)?;
+        self.carry_out(replica, actions, "", participants.as_deref(), now, None)?;
         Ok(self
             .part
             .operator_decision(tx)
@@ -273,7 +293,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
             out.extend(self.handle(replica, &author, decide, now)?);
         }
         let actions = self.part.tick(now);
-        out.extend(self.carry_out(replica, actions, "", None, now)?);
+        out.extend(self.carry_out(replica, actions, "", None, now, None)?);
         Ok(out)
     }
 
@@ -366,6 +386,7 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
         from: &str,
         committing: Option<&[String]>,
         now: u64,
+        mut early: Option<Sink<'_>>,
     ) -> Result<Outbox, ReplicaError> {
         let mut out = Vec::new();
         let mut queue = std::collections::VecDeque::from(actions);
@@ -376,9 +397,25 @@ impl<L: TxLog<PartRecord<Op>>> TxParticipant<L> {
                     let written = match &record {
                         PartRecord::Committed { tx, ops } => {
                             let participants = committing.unwrap_or_default();
+                            // The commit stands once its events are logged: COMMITTED
+                            // is recorded then, before the graph applies them, and the
+                            // sends that follow (the acknowledgement) may leave.
+                            let log = &mut self.log;
+                            let mut recorded = Ok(());
+                            let mut logged = || {
+                                recorded = log.append(&record);
+                                let Some(sink) = early.as_mut().filter(|_| recorded.is_ok()) else {
+                                    return;
+                                };
+                                while matches!(queue.front(), Some(Action::Send { .. })) {
+                                    if let Some(Action::Send { to, msg }) = queue.pop_front() {
+                                        sink(to, msg);
+                                    }
+                                }
+                            };
                             replica
-                                .commit_tx(tx, participants, ops.clone())
-                                .and_then(|_| self.log.append(&record).map_err(Into::into))
+                                .commit_tx_then(tx, participants, ops.clone(), &mut logged)
+                                .and_then(|_| recorded.map_err(Into::into))
                         }
                         _ => self.log.append(&record).map_err(Into::into),
                     };

@@ -380,6 +380,77 @@ fn a_failed_committed_record_is_recovered_from_the_marker() {
     assert_eq!(w.rows("a", "User").len(), 1);
 }
 
+/// With a sink for early sends, a commit is acknowledged once its events are logged,
+/// before the graph applies them: a graph apply that fails after the log append leaves the
+/// acknowledgement sent, and the participant (rebuilt from its records and stores) is
+/// committed with the ops in its graph. Without a sink, nothing is sent then.
+#[test]
+fn a_commit_is_acknowledged_once_logged_before_the_graph_applies() {
+    let work: &[(&str, &[&str])] = &[(
+        "a",
+        &[r#"{"op":"add_node","table":"User","props":{"id":"u1","name":"Ann"}}"#],
+    )];
+    for early in [true, false] {
+        let mut w = World::new(&["a"], &[]);
+        let tx = w.begin(work);
+        w.step().unwrap().unwrap(); // prepare
+        w.step().unwrap().unwrap(); // vote → commit decided
+        let (from, to, decide) = w.wire.pop_front().unwrap();
+        assert_eq!(to, "a");
+        assert!(matches!(decide, TxMsg::Decide { .. }));
+        let node = w.nodes.get_mut("a").unwrap();
+        node.r.graph().fail_next_apply = true;
+        let mut sent = Vec::new();
+        let mut sink = |to: String, msg: TxMsg<Op>| sent.push((to, msg));
+        let sink: Option<Sink<'_>> = if early { Some(&mut sink) } else { None };
+        let err = node
+            .p
+            .handle_with(&mut node.r, &from, decide.clone(), w.now, sink)
+            .unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(committed(w.state("a", &tx)), "the marker is in the log");
+        assert_eq!(
+            w.rows("a", "User").len(),
+            1,
+            "the graph got it from the log"
+        );
+        if early {
+            assert_eq!(
+                sent,
+                vec![("coord".to_owned(), TxMsg::Ack { tx: tx.clone() })],
+                "acknowledged before the failed apply"
+            );
+            w.post("a", sent);
+            w.run();
+            assert!(!w.coord.coordinator().is_open(&tx), "the coordinator ended");
+        } else {
+            assert!(sent.is_empty());
+            assert!(w.coord.coordinator().is_open(&tx));
+        }
+    }
+    // Without a failure, what went to the sink is not returned again.
+    let mut w = World::new(&["a"], &[]);
+    let tx = w.begin(work);
+    w.step().unwrap().unwrap();
+    w.step().unwrap().unwrap();
+    let (from, _, decide) = w.wire.pop_front().unwrap();
+    let node = w.nodes.get_mut("a").unwrap();
+    let mut sent = Vec::new();
+    let out = node
+        .p
+        .handle_with(
+            &mut node.r,
+            &from,
+            decide,
+            w.now,
+            Some(&mut |to, msg| sent.push((to, msg))),
+        )
+        .unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(sent, vec![("coord".to_owned(), TxMsg::Ack { tx })]);
+    assert_eq!(w.rows("a", "User").len(), 1);
+}
+
 const WAREHOUSES: [&str; 3] = [
     r#"{"op":"set_constraint","table":"Warehouse","prop":"stock","min":0,"owner":{"column":"site"}}"#,
     r#"{"op":"set_policy","table":"Warehouse","prop":"stock","policy":"counter"}"#,
