@@ -39,6 +39,12 @@ pub const EDGE_COPY_THRESHOLD: usize = 1_000;
 /// From this many new nodes of one table in a batch, `COPY` from a CSV file instead of
 /// `UNWIND … CREATE` (which needs no checkpoint).
 pub const NODE_COPY_THRESHOLD: usize = 20_000;
+/// A `CHECKPOINT` after this many committed batches without one. Kuzu 0.11.3 keeps what
+/// each small transaction commits in its buffer pool until a checkpoint, and checkpoints on
+/// its own only once the WAL reaches 16 MB: a replica writing one node per batch filled its
+/// 256 MiB pool after about 31,000 batches ("The buffer pool is full and no memory could be
+/// freed!"), long before that.
+pub const CHECKPOINT_EVERY: u32 = 1_000;
 /// Rows per `UNWIND $rows CREATE` statement.
 const UNWIND_CHUNK: usize = 10_000;
 
@@ -93,6 +99,9 @@ pub struct KuzuGraphStore {
     path: PathBuf,
     node_copy_threshold: usize,
     edge_copy_threshold: usize,
+    /// Batches committed since the last `CHECKPOINT` (see [`CHECKPOINT_EVERY`]).
+    /// (A `Cell`: `apply`'s connection borrows the store.)
+    since_checkpoint: std::cell::Cell<u32>,
 }
 
 impl std::fmt::Debug for KuzuGraphStore {
@@ -134,6 +143,7 @@ impl KuzuGraphStore {
             path: path.to_path_buf(),
             node_copy_threshold: config.node_copy_threshold.max(1),
             edge_copy_threshold: config.edge_copy_threshold.max(1),
+            since_checkpoint: std::cell::Cell::new(0),
         };
         if !config.read_only {
             let conn = store.conn()?;
@@ -831,6 +841,7 @@ impl GraphStore for KuzuGraphStore {
             // watermark; recovery re-applies them with `may_exist`, which is idempotent.
             run(&conn, "COMMIT")?;
             run(&conn, "CHECKPOINT")?;
+            self.since_checkpoint.set(0);
             run(&conn, "BEGIN TRANSACTION")?;
         }
         let wm = serde_json::to_string(&batch.watermark).expect("serializable");
@@ -847,17 +858,23 @@ impl GraphStore for KuzuGraphStore {
             return Err(e);
         }
         match conn.query("COMMIT") {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e) => {
                 // An error after a commit may still mean committed (KUZU-NOTES: a checkpoint
                 // timeout). The watermark tells.
-                if self.read_watermark(&self.conn()?).ok().as_ref() == Some(&batch.watermark) {
-                    Ok(())
-                } else {
-                    Err(kerr("committing the batch", e))
+                if self.read_watermark(&self.conn()?).ok().as_ref() != Some(&batch.watermark) {
+                    return Err(kerr("committing the batch", e));
                 }
             }
         }
+        let since = self.since_checkpoint.get() + 1;
+        self.since_checkpoint.set(since);
+        // The batch is committed whatever happens here; a checkpoint that fails (say, a
+        // reader holds a transaction open) is tried again at the next batch.
+        if since >= CHECKPOINT_EVERY && conn.query("CHECKPOINT").is_ok() {
+            self.since_checkpoint.set(0);
+        }
+        Ok(())
     }
 
     fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError> {
