@@ -215,6 +215,13 @@ const MAX_BACKOFF_MS = 30_000;
 // one WebSocket message (`WS_CHUNK`, protocol/src/link.rs: frames are cut into such
 // messages), and one HTTP answer (`MAX_BODY`, protocol/src/http.rs).
 const WS_MAX_MESSAGE = 64 << 10;
+/**
+ * A `CHECKPOINT` after this many committed transactions without one, as the native store
+ * does: Kuzu 0.11.3 keeps what small transactions commit in its buffer pool until a
+ * checkpoint, and checkpoints by itself only at 16 MB of WAL, so one-node writes filled a
+ * 64 MiB pool after about 7,000 ("The buffer pool is full").
+ */
+const CHECKPOINT_EVERY = 1000;
 const HTTP_MAX_BODY = 1 << 20;
 
 /** Reads a response body, refusing it past `max` bytes before buffering more. */
@@ -332,6 +339,8 @@ export class Replica extends EventTarget {
   #queue = Promise.resolve();
   #closed = false;
   #afterCommit;
+  /** Transactions committed since the last checkpoint (see CHECKPOINT_EVERY). */
+  #sinceCheckpoint = 0;
   #link = null;
   /** The socket whose session the core runs (a closing older one must not end it). */
   #sessionSocket = null;
@@ -469,6 +478,15 @@ export class Replica extends EventTarget {
       throw e;
     } finally {
       await this.#host.release(prepared);
+    }
+    // Committed whatever happens here; a checkpoint that fails (Kuzu waits for open
+    // transactions, the application's included) is tried again after the next commit.
+    this.#sinceCheckpoint += 1;
+    if (this.#sinceCheckpoint >= CHECKPOINT_EVERY) {
+      await this.#host.run("CHECKPOINT").then(
+        () => (this.#sinceCheckpoint = 0),
+        () => {},
+      );
     }
   }
 

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
+import kuzu from "kuzu";
 import { Replica, wasmMemoryBytes } from "../index.js";
 import {
   nativeDb,
@@ -232,4 +233,27 @@ test("concurrent updates resolve the same way on both sides", async () => {
   for (const r of [a, b]) await r.close();
   await x.close();
   await y.close();
+});
+
+// Kuzu 0.11.3 keeps what small transactions commit in its buffer pool until a checkpoint
+// (it checkpoints by itself only at 16 MB of WAL): without the replica's periodic
+// CHECKPOINT, one-node writes into a 32 MiB pool fail with "The buffer pool is full".
+test("many small writes do not fill Kuzu's buffer pool", async () => {
+  const dir = tempDir("pool");
+  const db = new kuzu.Database(path.join(dir, "app.kuzu"), 32 * 1024 * 1024);
+  const conn = new kuzu.Connection(db);
+  const replica = await Replica.open({ kuzu: conn, peerId: "pool" });
+  await replica.write([
+    { op: "ddl", cypher: "CREATE NODE TABLE Item(id INT64, PRIMARY KEY (id))" },
+  ]);
+  const writes = 5000;
+  for (let i = 0; i < writes; i++) {
+    await replica.write([{ op: "add_node", table: "Item", props: { id: i } }]);
+  }
+  const r = await conn.query("MATCH (i:Item) RETURN count(*) AS n");
+  assert.deepEqual(await r.getAll(), [{ n: writes }]);
+  r.close();
+  await replica.close();
+  await conn.close();
+  await db.close();
 });
