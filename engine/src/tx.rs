@@ -5,8 +5,8 @@
 //! A [`Coordinator`] and each [`Participant`] take messages and clock ticks and return
 //! [`Action`]s for their host to carry out in order: write a record durably (before any
 //! later action), send a message. A participant's commit is the record
-//! [`PartRecord::Committed`], which the host writes in one log transaction together with
-//! the events the ops become. What the ops lock and whether they keep the constraints is
+//! [`PartRecord::Committed`], which the host writes once the events the ops become are in
+//! the event log (their commit marker is what recovery trusts), before it acknowledges. What the ops lock and whether they keep the constraints is
 //! the host's knowledge, asked through [`TxRules`]; the state machines only hold the
 //! locks, the records and the protocol.
 

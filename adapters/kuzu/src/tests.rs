@@ -7,6 +7,41 @@ fn vv(n: u64) -> VersionVector {
     v
 }
 
+/// A schema holding node table `T(id INT64)`, and that table's definition.
+fn table_t() -> (Schema, NodeTableDef) {
+    let mut schema = Schema::default();
+    let def = NodeTableDef {
+        name: "T".into(),
+        columns: vec![Column {
+            name: "id".into(),
+            ty: DataType::Int64,
+            default: None,
+        }],
+        primary_key: "id".into(),
+    };
+    schema.apply(
+        &kuzu_sync_engine::SchemaOp::CreateNodeTable(def.clone()),
+        &kuzu_sync_engine::Stamp {
+            hlc: Default::default(),
+            peer: PeerId::new("p").unwrap(),
+            counter: 1,
+        },
+    );
+    (schema, def)
+}
+
+/// A new node of `T` with key `k`.
+fn new_t(k: i64) -> GraphChange {
+    GraphChange::UpsertNode {
+        node: NodeRef {
+            table: "T".into(),
+            key: Value::Int64(k),
+        },
+        values: vec![Value::Int64(k)],
+        is_new: true,
+    }
+}
+
 #[test]
 fn watermark_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,35 +76,10 @@ fn a_stale_wal_beside_a_new_database_is_removed() {
 fn a_failing_batch_rolls_back_rows_and_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = KuzuGraphStore::open(&dir.path().join("g.kuzu"), &KuzuConfig::small()).unwrap();
-    let mut schema = Schema::default();
-    let def = NodeTableDef {
-        name: "T".into(),
-        columns: vec![Column {
-            name: "id".into(),
-            ty: DataType::Int64,
-            default: None,
-        }],
-        primary_key: "id".into(),
-    };
-    schema.apply(
-        &kuzu_sync_engine::SchemaOp::CreateNodeTable(def.clone()),
-        &kuzu_sync_engine::Stamp {
-            hlc: Default::default(),
-            peer: PeerId::new("p").unwrap(),
-            counter: 1,
-        },
-    );
-    let node = |k| GraphChange::UpsertNode {
-        node: NodeRef {
-            table: "T".into(),
-            key: Value::Int64(k),
-        },
-        values: vec![Value::Int64(k)],
-        is_new: true,
-    };
+    let (schema, def) = table_t();
     g.apply(
         &ApplyBatch {
-            changes: vec![GraphChange::CreateTable(TableDef::Node(def)), node(1)],
+            changes: vec![GraphChange::CreateTable(TableDef::Node(def)), new_t(1)],
             watermark: vv(1),
             ..Default::default()
         },
@@ -80,7 +90,7 @@ fn a_failing_batch_rolls_back_rows_and_watermark() {
     let err = g
         .apply(
             &ApplyBatch {
-                changes: vec![node(2), node(1)],
+                changes: vec![new_t(2), new_t(1)],
                 watermark: vv(2),
                 ..Default::default()
             },
@@ -100,24 +110,7 @@ fn a_failing_batch_rolls_back_rows_and_watermark() {
 fn many_small_batches_do_not_fill_the_buffer_pool() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = KuzuGraphStore::open(&dir.path().join("g.kuzu"), &KuzuConfig::small()).unwrap();
-    let mut schema = Schema::default();
-    let def = NodeTableDef {
-        name: "T".into(),
-        columns: vec![Column {
-            name: "id".into(),
-            ty: DataType::Int64,
-            default: None,
-        }],
-        primary_key: "id".into(),
-    };
-    schema.apply(
-        &kuzu_sync_engine::SchemaOp::CreateNodeTable(def.clone()),
-        &kuzu_sync_engine::Stamp {
-            hlc: Default::default(),
-            peer: PeerId::new("p").unwrap(),
-            counter: 1,
-        },
-    );
+    let (schema, def) = table_t();
     g.apply(
         &ApplyBatch {
             changes: vec![GraphChange::CreateTable(TableDef::Node(def))],
@@ -129,16 +122,8 @@ fn many_small_batches_do_not_fill_the_buffer_pool() {
     .unwrap();
     const BATCHES: i64 = 12_000;
     for k in 0..BATCHES {
-        let node = GraphChange::UpsertNode {
-            node: NodeRef {
-                table: "T".into(),
-                key: Value::Int64(k),
-            },
-            values: vec![Value::Int64(k)],
-            is_new: true,
-        };
         let batch = ApplyBatch {
-            changes: vec![node],
+            changes: vec![new_t(k)],
             watermark: vv(k as u64 + 2),
             ..Default::default()
         };
