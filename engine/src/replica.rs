@@ -1582,10 +1582,46 @@ fn decode_held(text: &str) -> Result<Vec<Event>, ReplicaError> {
 
 /// Orders events so that each comes after its causal past (given what is already applied).
 /// Events that can never become ready are reported as missing history.
+///
+/// The output is the input wherever the input is already a causal order (see
+/// [`reorder`]). Most inputs are: a log replayed on open or compaction, and a bundle or a
+/// sync batch, are read from a log in the order its events were applied. So one pass
+/// checks that first, keeping each event its causal past is met by what came before and
+/// skipping what is applied or repeated; the first event that is not ready hands the whole
+/// input (what passed, that event and the rest, in order) to [`reorder`], which gives the
+/// same result for it as for the original input (the skipped events are ones it skips
+/// too). The pass does a version-vector lookup per event and dependency; [`reorder`]'s
+/// maps and heap cost 3-4 µs an event at 1M events (README, "Cost curves").
 pub fn causal_order(
     events: Vec<Event>,
     applied: &VersionVector,
 ) -> Result<Vec<Event>, ReplicaError> {
+    let mut have = applied.clone();
+    let mut out = Vec::with_capacity(events.len());
+    let mut rest = events.into_iter();
+    while let Some(e) = rest.next() {
+        if have.contains(&e.id) {
+            continue;
+        }
+        let (p, c) = (&e.id.peer, e.id.counter);
+        let ready = c == have.get(p) + 1
+            && e.deps
+                .iter()
+                .all(|(q, dep)| have.get(q) >= dep || (q == p && dep < c));
+        if !ready {
+            out.push(e);
+            out.extend(rest);
+            return reorder(out, applied);
+        }
+        have.observe(&e.id);
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// [`causal_order`] for an input that is not already a causal order: Kahn's algorithm,
+/// ready events taken by their position in the input.
+fn reorder(events: Vec<Event>, applied: &VersionVector) -> Result<Vec<Event>, ReplicaError> {
     let mut have = applied.clone();
     // Per peer, the events by counter; duplicates collapse. Each keeps its position in the
     // input (its first), and ready events go out by position: the output is the input

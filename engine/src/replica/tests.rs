@@ -130,6 +130,74 @@ fn causal_order_of_a_long_chain_across_peers() {
     }
 }
 
+/// A random causal history: `steps` events by up to four peers, each depending on a
+/// random part of what the others had written before it; returned in a causal order.
+fn random_history(steps: &[(u8, [u8; 4])]) -> Vec<crate::Event> {
+    let peers = ["a", "b", "c", "d"];
+    let mut written = [0u64; 4];
+    let mut events = Vec::new();
+    for (who, seen) in steps {
+        let who = *who as usize % 4;
+        let deps: Vec<(&str, u64)> = (0..4)
+            .filter(|q| *q != who && written[*q] > 0)
+            .map(|q| (peers[q], 1 + u64::from(seen[q]) % written[q]))
+            .collect();
+        written[who] += 1;
+        events.push(seal_after(peers[who], written[who], &deps));
+    }
+    events
+}
+
+proptest::proptest! {
+    /// The one-pass check gives what Kahn's algorithm gives, on inputs already in causal
+    /// order (a log, a bundle) and on ones that are not: moved events, repeats, events
+    /// already applied, a missing event (the same error).
+    #[test]
+    fn causal_order_takes_the_input_as_it_is_only_where_that_is_causal(
+        steps in proptest::collection::vec((0u8..4, proptest::array::uniform4(0u8..=255)), 1..60),
+        applied_prefix in 0usize..60,
+        moves in proptest::collection::vec((0usize..60, 0usize..60), 0..3),
+        repeats in proptest::collection::vec(0usize..60, 0..3),
+        drop in proptest::option::of(0usize..60),
+    ) {
+        let history = random_history(&steps);
+        let mut applied = crate::VersionVector::new();
+        for e in history.iter().take(applied_prefix.min(history.len() / 2)) {
+            applied.observe(&e.id);
+        }
+        let mut input = history.clone();
+        for (from, to) in &moves {
+            let e = input.remove(from % input.len());
+            input.insert(to % (input.len() + 1), e);
+        }
+        for r in &repeats {
+            let e = input[r % input.len()].clone();
+            input.push(e);
+        }
+        if let Some(d) = drop {
+            if input.len() > 1 {
+                input.remove(d % input.len());
+            }
+        }
+        let ids = |r: Result<Vec<crate::Event>, crate::ReplicaError>| {
+            r.map(|v| v.into_iter().map(|e| e.id).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        let fast = ids(super::causal_order(input.clone(), &applied));
+        let kahn = ids(super::reorder(input.clone(), &applied));
+        proptest::prop_assert_eq!(&fast, &kahn);
+        if moves.is_empty() && repeats.is_empty() && drop.is_none() {
+            // Untouched, the history comes back as it is, less what was applied.
+            let expected: Vec<_> = history
+                .iter()
+                .filter(|e| !applied.contains(&e.id))
+                .map(|e| e.id.clone())
+                .collect();
+            proptest::prop_assert_eq!(fast, Ok(expected));
+        }
+    }
+}
+
 /// A write refused at its first op changed nothing, so it costs no rebuild from the stores
 /// (a rebuild replays the whole log); one refused at a later op, after earlier ops were
 /// applied in memory, is rebuilt, and leaves the replica as it was either way.
