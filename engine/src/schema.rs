@@ -308,6 +308,17 @@ impl Schema {
     }
 
     pub fn policy(&self, table: &str, column: &str) -> Policy {
+        // Few properties have a policy; every write and every resolved column asks. The
+        // keys are lower case, so a case-insensitive scan finds what the lower-cased lookup
+        // would, without making two strings.
+        if self.policies.len() <= 16 {
+            return self
+                .policies
+                .iter()
+                .find(|((t, c), _)| t.eq_ignore_ascii_case(table) && c.eq_ignore_ascii_case(column))
+                .map(|(_, (_, p))| *p)
+                .unwrap_or_default();
+        }
         self.policies
             .get(&(table.to_ascii_lowercase(), column.to_ascii_lowercase()))
             .map(|(_, p)| *p)

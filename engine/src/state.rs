@@ -215,6 +215,13 @@ fn norm_edge(e: &EdgeRef) -> EdgeRef {
 
 type Row = Option<Vec<Value>>;
 
+/// An entity by its slot in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Slot {
+    Node(NodeId),
+    Edge(EdgeId),
+}
+
 /// The replication engine of one replica: resolved state, local event creation, and the
 /// changes and conflicts produced by applying events. Pure: time comes in as arguments.
 #[derive(Debug)]
@@ -243,9 +250,14 @@ pub struct Engine {
     last_past: Option<Arc<VersionVector>>,
     /// Whether changes and conflicts are being collected (off during silent replay).
     tracking: bool,
-    before_nodes: HashMap<NodeRef, Row>,
-    before_edges: HashMap<EdgeRef, Row>,
-    edges_added: BTreeSet<EdgeRef>,
+    /// The rows of the entities touched since the last batch, as they were before, by
+    /// slot: ids, not cloned references (the batch is built from the slots).
+    before_nodes: HashMap<NodeId, Row>,
+    before_edges: HashMap<EdgeId, Row>,
+    edges_added: HashSet<EdgeId>,
+    /// Property names as events spell them → the id of the lower-cased name, so that the
+    /// usual lookup neither lower-cases nor allocates. Derived (filled as names are seen).
+    spelled: HashMap<Box<str>, NameId>,
     ddl: Vec<GraphChange>,
     rebuild: BTreeSet<String>,
     conflicts: Vec<Conflict>,
@@ -286,7 +298,8 @@ impl Engine {
             tracking: true,
             before_nodes: HashMap::default(),
             before_edges: HashMap::default(),
-            edges_added: BTreeSet::new(),
+            edges_added: HashSet::default(),
+            spelled: HashMap::default(),
             ddl: Vec::new(),
             rebuild: BTreeSet::new(),
             conflicts: Vec::new(),
@@ -455,7 +468,7 @@ impl Engine {
             }
             Op::DeleteEdge(e) => {
                 let e = self.canonical_edge(&e)?;
-                if self.edge_row(&norm_edge(&e)).is_none() {
+                if !self.edge_visible_ref(&norm_edge(&e)) {
                     return Err(EngineError::NoSuchEdge(e.to_string()));
                 }
                 Ok(Op::DeleteEdge(e))
@@ -525,7 +538,7 @@ impl Engine {
             }
             Entity::Edge(e) => {
                 let e = self.canonical_edge(&e)?;
-                if self.edge_row(&norm_edge(&e)).is_none() {
+                if !self.edge_visible_ref(&norm_edge(&e)) {
                     return Err(EngineError::NoSuchEdge(e.to_string()));
                 }
                 Entity::Edge(e)
@@ -600,10 +613,13 @@ impl Engine {
 
     fn check_multiplicity(&self, edge: &EdgeRef, m: Multiplicity) -> Result<(), EngineError> {
         let e = norm_edge(edge);
+        let table = self.store.table_id(&e.table);
+        let me = self.store.edge_id(&e);
         let clash = |end: &NodeRef, source_side: bool| -> Option<EdgeRef> {
-            self.group(&e, end, source_side)
-                .into_iter()
-                .find(|other| other != &e && self.edge_row(other).is_some())
+            let end = self.store.node_id(end)?;
+            self.group(table?, end, source_side)
+                .find(|&other| Some(other) != me && self.edge_visible(other))
+                .map(|other| self.store.edge_ref(other))
         };
         if m.one_per_source() {
             if let Some(other) = clash(&e.from, true) {
@@ -870,24 +886,24 @@ impl Engine {
                     table: table.to_ascii_lowercase(),
                     key,
                 };
-                // Re-adding a node that exists changes no edge's visibility: only its row.
-                if self.node_exists(&n) {
-                    self.touch_entity(&Entity::Node(n.clone()));
-                } else {
-                    self.touch_node(&n);
-                }
-                let shown = self.display_node(&n).to_string();
                 let id = self.store.node_id_or_insert(&n);
+                // Re-adding a node that exists changes no edge's visibility: only its row.
+                if self.node_exists_id(id) {
+                    self.touch_node_row(id);
+                } else {
+                    self.touch_node_id(id);
+                }
                 let state = self.store.node_state(id);
                 if let Some((del, _)) = state.cleared() {
                     if !e.deps.contains(&del.id()) {
+                        let loser = ConflictSide::new(&del.id(), "delete");
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
                             strategy: "add_wins",
-                            entity: shown,
+                            entity: self.display_node(&n).to_string(),
                             property: None,
                             winner: ConflictSide::new(&e.id, "add"),
-                            loser: ConflictSide::new(&del.id(), "delete"),
+                            loser,
                             resolved: None,
                             detected_at: e.id.to_string(),
                         });
@@ -895,28 +911,29 @@ impl Engine {
                 }
                 let state = self.store.node_state_mut(id);
                 state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
+                let entity = Entity::Node(n);
                 for (name, value) in &props[1..] {
-                    self.write_prop(&Entity::Node(n.clone()), name, value, e, &stamp, &deps);
+                    self.write_prop(&entity, Slot::Node(id), name, value, e, &stamp, &deps);
                 }
             }
             Op::DeleteNode(n) => {
                 let n = norm_node(n);
-                self.touch_node(&n);
-                let shown = self.display_node(&n).to_string();
-                let state = self.store.node_entry(&n);
+                let id = self.store.node_id_or_insert(&n);
+                self.touch_node_id(id);
+                let state = self.store.node_state_mut(id);
                 let d = state.deleted_mut();
                 d.removed.merge(&e.deps);
                 if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     d.cleared = Some((stamp.clone(), deps.clone()));
                 }
                 let survivor = state.live_add(&[]);
-                self.prune_adjacency(&n);
+                self.prune_adjacency(id);
                 if let Some(add) = survivor {
                     {
                         self.conflicts.push(Conflict {
                             kind: ConflictKind::AddDelete,
                             strategy: "add_wins",
-                            entity: shown,
+                            entity: self.display_node(&n).to_string(),
                             property: None,
                             winner: ConflictSide::new(&add.id(), "add"),
                             loser: ConflictSide::new(&e.id, "delete"),
@@ -928,27 +945,30 @@ impl Engine {
             }
             Op::AddEdge { edge, props } => {
                 let ed = norm_edge(edge);
-                self.touch_edge(&ed, true);
-                let (id, state) = self.store.edge_entry(&ed);
+                let id = self.store.edge_entry(&ed).0;
+                self.touch_edge_id(id, true);
+                let state = self.store.edge_state_mut(id);
                 state.adds.insert(peer.clone(), (e.id.counter, e.hlc));
                 self.store.link(id);
                 if self.tracking {
-                    self.edges_added.insert(ed.clone());
+                    self.edges_added.insert(id);
                 }
+                let entity = Entity::Edge(ed);
                 for (name, value) in props {
-                    self.write_prop(&Entity::Edge(ed.clone()), name, value, e, &stamp, &deps);
+                    self.write_prop(&entity, Slot::Edge(id), name, value, e, &stamp, &deps);
                 }
             }
             Op::DeleteEdge(edge) => {
                 let ed = norm_edge(edge);
-                self.touch_edge(&ed, true);
-                let (id, state) = self.store.edge_entry(&ed);
+                let id = self.store.edge_entry(&ed).0;
+                self.touch_edge_id(id, true);
+                let state = self.store.edge_state_mut(id);
                 let d = state.deleted_mut();
                 d.removed.merge(&e.deps);
                 if d.cleared.as_ref().is_none_or(|(s, _)| *s < stamp) {
                     d.cleared = Some((stamp.clone(), deps.clone()));
                 }
-                if self.edge_priority(&ed).is_none() {
+                if self.edge_id_priority(id).is_none() {
                     self.store.unlink(id);
                 }
             }
@@ -970,9 +990,10 @@ impl Engine {
                 value,
             } => {
                 let entity = norm_entity(entity);
-                self.touch_entity(&entity);
-                self.note_delete_conflict(&entity, prop, e);
-                self.write_prop(&entity, prop, value, e, &stamp, &deps);
+                let slot = self.slot_of(&entity);
+                self.touch_slot(slot);
+                self.note_delete_conflict(&entity, slot, prop, e);
+                self.write_prop(&entity, slot, prop, value, e, &stamp, &deps);
             }
             Op::Increment {
                 entity,
@@ -980,10 +1001,11 @@ impl Engine {
                 delta,
             } => {
                 let entity = norm_entity(entity);
-                self.touch_entity(&entity);
-                self.note_delete_conflict(&entity, prop, e);
-                let name = self.names.intern(&prop.to_ascii_lowercase());
-                let state = self.entity_mut(&entity);
+                let slot = self.slot_of(&entity);
+                self.touch_slot(slot);
+                self.note_delete_conflict(&entity, slot, prop, e);
+                let name = self.intern_name(prop);
+                let state = self.slot_state_mut(slot);
                 let ps = state.props.entry(&name, || name);
                 let concurrent: Option<(PeerId, u64, Value)> = {
                     ps.incs()
@@ -1156,15 +1178,15 @@ impl Engine {
         self.seals.winner(ps).map(|w| w.stamp.clone())
     }
 
-    fn note_delete_conflict(&mut self, entity: &Entity, prop: &str, e: &Event) {
-        let exists = match entity {
-            Entity::Node(n) => self.node_exists(n),
-            Entity::Edge(ed) => self.edge_live(ed),
+    fn note_delete_conflict(&mut self, entity: &Entity, slot: Slot, prop: &str, e: &Event) {
+        let exists = match slot {
+            Slot::Node(n) => self.node_exists_id(n),
+            Slot::Edge(ed) => self.edge_live_id(ed),
         };
         if exists {
             return;
         }
-        let cleared = self.entity(entity).and_then(|s| s.cleared().cloned());
+        let cleared = self.slot_state(slot).cleared().cloned();
         if let Some((del, _)) = cleared {
             if !e.deps.contains(&del.id()) {
                 self.conflicts.push(Conflict {
@@ -1188,11 +1210,48 @@ impl Engine {
         }
     }
 
-    fn entity_mut(&mut self, entity: &Entity) -> &mut EntityState {
+    /// The entity's slot, made (with empty state) if it has none.
+    fn slot_of(&mut self, entity: &Entity) -> Slot {
         match entity {
-            Entity::Node(n) => self.store.node_entry(n),
-            Entity::Edge(e) => self.store.edge_entry(e).1,
+            Entity::Node(n) => Slot::Node(self.store.node_id_or_insert(n)),
+            Entity::Edge(e) => Slot::Edge(self.store.edge_entry(e).0),
         }
+    }
+
+    fn slot_state(&self, slot: Slot) -> &EntityState {
+        match slot {
+            Slot::Node(i) => self.store.node_state(i),
+            Slot::Edge(i) => self.store.edge_state(i),
+        }
+    }
+
+    fn slot_state_mut(&mut self, slot: Slot) -> &mut EntityState {
+        match slot {
+            Slot::Node(i) => self.store.node_state_mut(i),
+            Slot::Edge(i) => self.store.edge_state_mut(i),
+        }
+    }
+
+    /// The id of a property name (any case), if it was ever written.
+    fn name_id(&self, name: &str) -> Option<NameId> {
+        if let Some(&i) = self.spelled.get(name) {
+            return Some(i);
+        }
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.names.id(&name.to_ascii_lowercase())
+        } else {
+            self.names.id(name)
+        }
+    }
+
+    /// The id of a property name (any case), interned if new.
+    fn intern_name(&mut self, name: &str) -> NameId {
+        if let Some(&i) = self.spelled.get(name) {
+            return i;
+        }
+        let i = self.names.intern(&name.to_ascii_lowercase());
+        self.spelled.insert(name.into(), i);
+        i
     }
 
     /// The shared copy of a peer id.
@@ -1206,20 +1265,14 @@ impl Engine {
 
     /// The state of the entity's property `name` (any case), if it has one.
     fn prop<'a>(&self, state: &'a EntityState, name: &str) -> Option<&'a PropState> {
-        state.props.get(&self.names.id(&name.to_ascii_lowercase())?)
+        state.props.get(&self.name_id(name)?)
     }
 
-    /// The edges attached to `n` with a live add.
-    fn adjacent(&self, n: &NodeRef) -> Vec<EdgeRef> {
-        self.store.node_id(n).map_or_else(Vec::new, |i| {
-            let links = &self.store.node_state(i).links;
-            links.iter().map(|&e| self.store.edge_ref(e)).collect()
-        })
-    }
-
+    #[allow(clippy::too_many_arguments)]
     fn write_prop(
         &mut self,
         entity: &Entity,
+        slot: Slot,
         prop: &str,
         value: &Value,
         e: &Event,
@@ -1227,11 +1280,12 @@ impl Engine {
         stored_past: &Arc<VersionVector>,
     ) {
         let (deps, id) = (&e.deps, &e.id);
-        let key = prop.to_ascii_lowercase();
         let policy = self.schema.policy(entity.table(), prop);
-        let name = self.names.intern(&key);
-        let state = self.entity_mut(entity);
+        let name = self.intern_name(prop);
+        let state = self.slot_state_mut(slot);
         let ps = state.props.entry(&name, || name);
+        // In `contended` exactly while the register holds concurrent writes.
+        let was_contended = !ps.others().is_empty();
         let new = Write {
             stamp: stamp.clone(),
             value: Stored::new(value),
@@ -1271,12 +1325,17 @@ impl Engine {
         }
         let contended = !ps.others().is_empty();
         let online = policy == Policy::OnlineWins;
-        let online_pick = online.then(|| self.online_winner(entity, &key));
-        let slot = (entity.clone(), key);
-        if contended {
-            self.contended.insert(slot);
-        } else {
-            self.contended.remove(&slot);
+        let online_pick = online.then(|| {
+            let ps = self.slot_state(slot).props.get(&name)?;
+            self.seals.winner(ps).map(|w| w.stamp.clone())
+        });
+        if contended != was_contended {
+            let key = (entity.clone(), self.names.get(name).to_string());
+            if contended {
+                self.contended.insert(key);
+            } else {
+                self.contended.remove(&key);
+            }
         }
         if let Some((mut w, mut l)) = conflict {
             if let Some(Some(pick)) = online_pick {
@@ -1289,7 +1348,7 @@ impl Engine {
             } else {
                 Policy::Lww.strategy_name()
             };
-            let resolved = self.property_value(entity, prop);
+            let resolved = self.property_value_slot(entity.table(), slot, prop);
             self.conflicts.push(Conflict {
                 kind: ConflictKind::ConcurrentUpdate,
                 strategy,
@@ -1326,10 +1385,7 @@ impl Engine {
     /// Drops the edges attached to `n` that no longer have a live add from the adjacency
     /// index (their state stays, for a later re-add). A dead edge is dead for good: only a
     /// new add, which links it again, can revive it.
-    fn prune_adjacency(&mut self, n: &NodeRef) {
-        let Some(id) = self.store.node_id(n) else {
-            return;
-        };
+    fn prune_adjacency(&mut self, id: NodeId) {
         let dead: Vec<EdgeId> = self
             .store
             .node_state(id)
@@ -1349,17 +1405,21 @@ impl Engine {
     /// key type (after competing creates of one table, some nodes may not).
     fn node_exists(&self, n: &NodeRef) -> bool {
         self.store
-            .node(n)
-            .is_some_and(|s| s.live_add(&[]).is_some())
-            && self.node_fits_schema(n)
+            .node_id(n)
+            .is_some_and(|i| self.node_exists_id(i))
     }
 
-    fn node_fits_schema(&self, n: &NodeRef) -> bool {
-        match self.schema.node_table(&n.table) {
-            Ok(def) => def
+    fn node_exists_id(&self, i: NodeId) -> bool {
+        self.store.node_state(i).live_add(&[]).is_some() && self.node_fits_schema(i)
+    }
+
+    fn node_fits_schema(&self, i: NodeId) -> bool {
+        let (table, key) = self.store.node_parts(i);
+        match self.schema.table(self.store.table_name(table)) {
+            Some(TableDef::Node(def)) => def
                 .key_column()
-                .is_some_and(|pk| !n.key.is_null() && n.key.conforms_to(&pk.ty)),
-            Err(_) => false,
+                .is_some_and(|pk| !key.is_null() && key.conforms_to(&pk.ty)),
+            _ => false,
         }
     }
 
@@ -1380,10 +1440,6 @@ impl Engine {
     }
 
     /// The latest live add of the edge, counting deletes of its endpoints; None if dead.
-    fn edge_priority(&self, e: &EdgeRef) -> Option<Stamp> {
-        self.edge_id_priority(self.store.edge_id(e)?)
-    }
-
     fn edge_id_priority(&self, e: EdgeId) -> Option<Stamp> {
         let (_, from, to) = self.store.edge_ends(e);
         let from_removed = self.store.node_state(from).removed();
@@ -1394,35 +1450,72 @@ impl Engine {
     }
 
     /// Alive, and both endpoints exist (multiplicity aside).
-    fn edge_live(&self, e: &EdgeRef) -> bool {
-        self.edge_priority(e).is_some() && self.node_exists(&e.from) && self.node_exists(&e.to)
+    fn edge_live_id(&self, e: EdgeId) -> bool {
+        self.edge_live_priority(e).is_some()
     }
 
-    /// The edges of `e`'s table that share `end` on the given side.
-    fn group(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Vec<EdgeRef> {
-        let Some(end) = self.store.node_id(end) else {
-            return Vec::new();
-        };
-        let links = &self.store.node_state(end).links;
-        links
+    /// The edge's priority if it is alive and both endpoints exist.
+    fn edge_live_priority(&self, e: EdgeId) -> Option<Stamp> {
+        let (_, from, to) = self.store.edge_ends(e);
+        self.edge_id_priority(e)
+            .filter(|_| self.node_exists_id(from) && self.node_exists_id(to))
+    }
+
+    /// Visible (it has a row): alive, both endpoints exist, not hidden by multiplicity,
+    /// and its table resolves to a rel table.
+    fn edge_visible(&self, e: EdgeId) -> bool {
+        let (table, _, _) = self.store.edge_ends(e);
+        self.edge_live_id(e)
+            && self.hidden_by(e).is_none()
+            && matches!(
+                self.schema.table(self.store.table_name(table)),
+                Some(TableDef::Rel(_))
+            )
+    }
+
+    fn edge_visible_ref(&self, e: &EdgeRef) -> bool {
+        self.store.edge_id(e).is_some_and(|i| self.edge_visible(i))
+    }
+
+    /// The edges of rel table `table` that share `end` on the given side, in slot order.
+    fn group(
+        &self,
+        table: TableId,
+        end: NodeId,
+        source_side: bool,
+    ) -> impl Iterator<Item = EdgeId> + '_ {
+        self.store
+            .node_state(end)
+            .links
             .iter()
-            .filter(|&&o| {
-                let (table, from, to) = self.store.edge_ends(o);
-                self.store.table_name(table) == e.table
-                    && if source_side { from == end } else { to == end }
+            .copied()
+            .filter(move |&o| {
+                let (t, from, to) = self.store.edge_ends(o);
+                t == table && if source_side { from == end } else { to == end }
             })
-            .map(|&o| self.store.edge_ref(o))
-            .collect()
     }
 
-    /// The winner of the group: the live edge with the greatest priority.
-    fn group_winner(&self, e: &EdgeRef, end: &NodeRef, source_side: bool) -> Option<EdgeRef> {
-        self.group(e, end, source_side)
-            .into_iter()
-            .filter(|o| self.edge_live(o))
-            .filter_map(|o| self.edge_priority(&o).map(|p| (p, o)))
-            .max()
-            .map(|(_, o)| o)
+    /// The winner of the group: the live edge with the greatest priority (then the
+    /// greatest reference, should two share one).
+    fn group_winner(&self, table: TableId, end: NodeId, source_side: bool) -> Option<EdgeId> {
+        let mut best: Option<(Stamp, EdgeId)> = None;
+        for o in self.group(table, end, source_side) {
+            let Some(p) = self.edge_live_priority(o) else {
+                continue;
+            };
+            let better = match &best {
+                None => true,
+                Some((bp, bo)) => match p.cmp(bp) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => self.store.edge_ref(o) > self.store.edge_ref(*bo),
+                },
+            };
+            if better {
+                best = Some((p, o));
+            }
+        }
+        best.map(|(_, o)| o)
     }
 
     fn multiplicity(&self, table: &str) -> Multiplicity {
@@ -1433,18 +1526,19 @@ impl Engine {
     }
 
     /// The edge that hides `e` by multiplicity, if any.
-    fn hidden_by(&self, e: &EdgeRef) -> Option<EdgeRef> {
-        let m = self.multiplicity(&e.table);
+    fn hidden_by(&self, e: EdgeId) -> Option<EdgeId> {
+        let (table, from, to) = self.store.edge_ends(e);
+        let m = self.multiplicity(self.store.table_name(table));
         if m.one_per_source() {
-            if let Some(w) = self.group_winner(e, &e.from, true) {
-                if w != *e {
+            if let Some(w) = self.group_winner(table, from, true) {
+                if w != e {
                     return Some(w);
                 }
             }
         }
         if m.one_per_destination() {
-            if let Some(w) = self.group_winner(e, &e.to, false) {
-                if w != *e {
+            if let Some(w) = self.group_winner(table, to, false) {
+                if w != e {
                     return Some(w);
                 }
             }
@@ -1459,40 +1553,63 @@ impl Engine {
 
     /// The resolved value of one property (None if the entity has no state).
     fn property_value(&self, entity: &Entity, prop: &str) -> Option<Value> {
-        let table = self.schema.table(entity.table())?;
-        let col = table.column(prop)?;
-        let state = self.entity(entity)?;
-        let cleared = match entity {
-            Entity::Node(_) => state.cleared().cloned(),
-            Entity::Edge(e) => [
-                state.cleared().cloned(),
-                self.store.node(&e.from).and_then(|n| n.cleared().cloned()),
-                self.store.node(&e.to).and_then(|n| n.cleared().cloned()),
-            ]
-            .into_iter()
-            .flatten()
-            .max_by(|a, b| a.0.cmp(&b.0)),
+        let slot = match entity {
+            Entity::Node(n) => Slot::Node(self.store.node_id(n)?),
+            Entity::Edge(e) => Slot::Edge(self.store.edge_id(e)?),
         };
+        self.property_value_slot(entity.table(), slot, prop)
+    }
+
+    /// The latest delete that clears the entity's properties: its own, or for an edge, an
+    /// endpoint's if later.
+    fn cleared(&self, slot: Slot) -> Option<&(Stamp, Arc<VersionVector>)> {
+        match slot {
+            Slot::Node(i) => self.store.node_state(i).cleared(),
+            Slot::Edge(i) => {
+                let (_, from, to) = self.store.edge_ends(i);
+                [
+                    self.store.edge_state(i).cleared(),
+                    self.store.node_state(from).cleared(),
+                    self.store.node_state(to).cleared(),
+                ]
+                .into_iter()
+                .flatten()
+                .max_by(|a, b| a.0.cmp(&b.0))
+            }
+        }
+    }
+
+    /// [`Engine::property_value`] of the entity in `slot`, of table `table` (any case).
+    fn property_value_slot(&self, table: &str, slot: Slot, prop: &str) -> Option<Value> {
+        let def = self.schema.table(table)?;
+        let col = def.column(prop)?;
         Some(resolve_property(
-            self.prop(state, &col.name),
-            cleared.as_ref(),
+            self.prop(self.slot_state(slot), &col.name),
+            self.cleared(slot),
             col,
-            self.online(entity.table(), &col.name),
+            self.online(table, &col.name),
         ))
     }
 
     fn node_row(&self, n: &NodeRef) -> Row {
-        if !self.node_exists(n) {
+        self.node_row_id(self.store.node_id(n)?)
+    }
+
+    fn node_row_id(&self, i: NodeId) -> Row {
+        if !self.node_exists_id(i) {
             return None;
         }
-        let def = self.schema.node_table(&n.table).ok()?;
-        let state = self.store.node(n)?;
+        let (table, key) = self.store.node_parts(i);
+        let Some(TableDef::Node(def)) = self.schema.table(self.store.table_name(table)) else {
+            return None;
+        };
+        let state = self.store.node_state(i);
         Some(
             def.columns
                 .iter()
                 .map(|c| {
                     if c.name == def.primary_key {
-                        n.key.clone()
+                        key.value()
                     } else {
                         resolve_property(
                             self.prop(state, &c.name),
@@ -1507,15 +1624,30 @@ impl Engine {
     }
 
     fn edge_row(&self, e: &EdgeRef) -> Row {
-        if !self.edge_live(e) || self.hidden_by(e).is_some() {
+        self.edge_row_id(self.store.edge_id(e)?)
+    }
+
+    fn edge_row_id(&self, e: EdgeId) -> Row {
+        if !self.edge_visible(e) {
             return None;
         }
-        let def = self.schema.rel_table(&e.table).ok()?;
-        let entity = Entity::Edge(e.clone());
+        let (table, _, _) = self.store.edge_ends(e);
+        let Some(TableDef::Rel(def)) = self.schema.table(self.store.table_name(table)) else {
+            return None;
+        };
+        let state = self.store.edge_state(e);
+        let cleared = self.cleared(Slot::Edge(e));
         Some(
             def.columns
                 .iter()
-                .map(|c| self.property_value(&entity, &c.name).unwrap_or(Value::Null))
+                .map(|c| {
+                    resolve_property(
+                        self.prop(state, &c.name),
+                        cleared,
+                        c,
+                        self.online(&def.name, &c.name),
+                    )
+                })
                 .collect(),
         )
     }
@@ -1523,55 +1655,67 @@ impl Engine {
     // ------------------------------------------------------------ batch tracking
 
     fn touch_entity(&mut self, entity: &Entity) {
-        match entity {
-            Entity::Node(n) => {
-                if self.tracking && !self.before_nodes.contains_key(n) {
-                    let row = self.node_row(n);
-                    self.before_nodes.insert(n.clone(), row);
-                }
-            }
-            Entity::Edge(e) => self.touch_edge(e, false),
+        if self.tracking {
+            let slot = self.slot_of(entity);
+            self.touch_slot(slot);
+        }
+    }
+
+    /// Records the entity's row before it changes (for an edge, not its group's).
+    fn touch_slot(&mut self, slot: Slot) {
+        match slot {
+            Slot::Node(i) => self.touch_node_row(i),
+            Slot::Edge(i) => self.touch_edge_id(i, false),
+        }
+    }
+
+    fn touch_node_row(&mut self, i: NodeId) {
+        if self.tracking && !self.before_nodes.contains_key(&i) {
+            let row = self.node_row_id(i);
+            self.before_nodes.insert(i, row);
         }
     }
 
     /// Records the node's row, and those of every edge whose visibility its existence
     /// decides, before they change.
-    fn touch_node(&mut self, n: &NodeRef) {
+    fn touch_node_id(&mut self, i: NodeId) {
         if !self.tracking {
             return;
         }
-        if !self.before_nodes.contains_key(n) {
-            let row = self.node_row(n);
-            self.before_nodes.insert(n.clone(), row);
+        self.touch_node_row(i);
+        let links = &self.store.node_state(i).links;
+        if links.is_empty() {
+            return;
         }
-        for e in self.adjacent(n) {
-            self.touch_edge(&e, true);
+        for e in links.clone().iter() {
+            self.touch_edge_id(*e, true);
         }
     }
 
     /// Records the edge's row (and, if `groups`, those of the edges competing with it).
-    fn touch_edge(&mut self, e: &EdgeRef, groups: bool) {
+    fn touch_edge_id(&mut self, e: EdgeId, groups: bool) {
         if !self.tracking {
             return;
         }
-        if !self.before_edges.contains_key(e) {
-            let row = self.edge_row(e);
-            self.before_edges.insert(e.clone(), row);
+        if !self.before_edges.contains_key(&e) {
+            let row = self.edge_row_id(e);
+            self.before_edges.insert(e, row);
         }
         if !groups {
             return;
         }
-        let m = self.multiplicity(&e.table);
+        let (table, from, to) = self.store.edge_ends(e);
+        let m = self.multiplicity(self.store.table_name(table));
         let mut others = Vec::new();
         if m.one_per_source() {
-            others.extend(self.group(e, &e.from, true));
+            others.extend(self.group(table, from, true));
         }
         if m.one_per_destination() {
-            others.extend(self.group(e, &e.to, false));
+            others.extend(self.group(table, to, false));
         }
         for o in others {
             if !self.before_edges.contains_key(&o) {
-                let row = self.edge_row(&o);
+                let row = self.edge_row_id(o);
                 self.before_edges.insert(o, row);
             }
         }
@@ -1617,15 +1761,46 @@ impl Engine {
         let mut node_upserts = Vec::new();
         let mut edge_upserts = Vec::new();
 
-        let mut node_keys: Vec<&NodeRef> = before_nodes
-            .keys()
-            .filter(|n| !rebuild.contains(&n.table))
+        // The rows in the order of their references (table name, then key; an edge's
+        // endpoints, then its key), whatever their slots (which differ between replicas):
+        // tables ranked by lower-cased name once, then each row's key compared, not whole
+        // references.
+        let tables = self.store.table_count();
+        let mut by_name: Vec<TableId> = (0..tables as TableId).collect();
+        by_name.sort_by(|a, b| self.store.table_name(*a).cmp(self.store.table_name(*b)));
+        let mut rank = vec![0u32; tables];
+        for (r, t) in by_name.iter().enumerate() {
+            rank[*t as usize] = r as u32;
+        }
+        // Each table in the schema's spelling, as the graph store gets it.
+        let shown: Vec<String> = (0..tables as TableId)
+            .map(|t| {
+                let name = self.store.table_name(t);
+                self.schema
+                    .table(name)
+                    .map_or(name, |d| d.name())
+                    .to_string()
+            })
             .collect();
-        node_keys.sort();
-        for n in node_keys {
-            let before = &before_nodes[n];
-            let after = self.node_row(n);
-            let out = self.display_node(n);
+        let rebuilt: Vec<bool> = (0..tables as TableId)
+            .map(|t| rebuild.contains(self.store.table_name(t)))
+            .collect();
+
+        let mut nodes: Vec<(u32, Value, NodeId, Row)> = before_nodes
+            .into_iter()
+            .filter_map(|(i, before)| {
+                let (t, key) = self.store.node_parts(i);
+                (!rebuilt[t as usize]).then(|| (rank[t as usize], key.value(), i, before))
+            })
+            .collect();
+        nodes.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (_, key, i, before) in nodes {
+            let after = self.node_row_id(i);
+            let (t, _) = self.store.node_parts(i);
+            let out = NodeRef {
+                table: shown[t as usize].clone(),
+                key,
+            };
             match (before, after) {
                 (Some(_), None) => node_deletes.push(GraphChange::DeleteNode(out)),
                 (None, Some(values)) => node_upserts.push(GraphChange::UpsertNode {
@@ -1633,7 +1808,7 @@ impl Engine {
                     values,
                     is_new: true,
                 }),
-                (Some(b), Some(values)) if *b != values => {
+                (Some(b), Some(values)) if b != values => {
                     node_upserts.push(GraphChange::UpsertNode {
                         node: out,
                         values,
@@ -1643,28 +1818,48 @@ impl Engine {
                 _ => {}
             }
         }
-        let mut edge_keys: Vec<&EdgeRef> = before_edges
-            .keys()
-            .filter(|e| !rebuild.contains(&e.table))
+        type EdgeSortKey = (u32, u32, Value, u32, Value);
+        let mut edges: Vec<(EdgeSortKey, EdgeId, Row)> = before_edges
+            .into_iter()
+            .filter_map(|(i, before)| {
+                let (t, from, to) = self.store.edge_ends(i);
+                if rebuilt[t as usize] {
+                    return None;
+                }
+                let (ft, fk) = self.store.node_parts(from);
+                let (tt, tk) = self.store.node_parts(to);
+                let key = (
+                    rank[t as usize],
+                    rank[ft as usize],
+                    fk.value(),
+                    rank[tt as usize],
+                    tk.value(),
+                );
+                Some((key, i, before))
+            })
             .collect();
-        edge_keys.sort();
-        for e in edge_keys {
-            let before = &before_edges[e];
-            let after = self.edge_row(e);
-            if after.is_none() && self.tracking && self.edge_live(e) {
-                if let Some(winner) = self.hidden_by(e) {
-                    if before.is_some() || added.contains(e) {
+        edges.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| self.store.edge_key(a.1).cmp(self.store.edge_key(b.1)))
+        });
+        for ((_, _, from_key, _, to_key), i, before) in edges {
+            let after = self.edge_row_id(i);
+            if after.is_none() && self.tracking {
+                if let Some(winner) = self.edge_live_id(i).then(|| self.hidden_by(i)).flatten() {
+                    if before.is_some() || added.contains(&i) {
+                        let e = self.store.edge_ref(i);
+                        let w = self.store.edge_ref(winner);
                         conflicts.push(Conflict {
                             kind: ConflictKind::Multiplicity,
                             strategy: "latest_edge_wins",
-                            entity: self.display_edge(e).to_string(),
+                            entity: self.display_edge(&e).to_string(),
                             property: None,
                             winner: ConflictSide::new(
-                                &self.edge_priority(&winner).expect("live").id(),
-                                winner.to_string(),
+                                &self.edge_id_priority(winner).expect("live").id(),
+                                w.to_string(),
                             ),
                             loser: ConflictSide::new(
-                                &self.edge_priority(e).expect("live").id(),
+                                &self.edge_id_priority(i).expect("live").id(),
                                 e.to_string(),
                             ),
                             resolved: None,
@@ -1673,7 +1868,21 @@ impl Engine {
                     }
                 }
             }
-            let out = self.display_edge(e);
+            let (t, from, to) = self.store.edge_ends(i);
+            let (ft, _) = self.store.node_parts(from);
+            let (tt, _) = self.store.node_parts(to);
+            let out = EdgeRef {
+                table: shown[t as usize].clone(),
+                from: NodeRef {
+                    table: shown[ft as usize].clone(),
+                    key: from_key,
+                },
+                to: NodeRef {
+                    table: shown[tt as usize].clone(),
+                    key: to_key,
+                },
+                key: self.store.edge_key(i).to_string(),
+            };
             match (before, after) {
                 (Some(_), None) => edge_deletes.push(GraphChange::DeleteEdge(out)),
                 (None, Some(values)) => edge_upserts.push(GraphChange::UpsertEdge {
@@ -1681,7 +1890,7 @@ impl Engine {
                     values,
                     is_new: true,
                 }),
-                (Some(b), Some(values)) if *b != values => {
+                (Some(b), Some(values)) if b != values => {
                     edge_upserts.push(GraphChange::UpsertEdge {
                         edge: out,
                         values,
@@ -1818,7 +2027,7 @@ impl Engine {
         let e = self
             .store
             .edge_refs()
-            .filter(|e| self.edge_row(e).is_some())
+            .filter(|e| self.edge_visible_ref(e))
             .count();
         (n, e)
     }
@@ -1861,7 +2070,7 @@ impl Engine {
     pub fn edges<'a>(&'a self, table: &'a str) -> impl Iterator<Item = EdgeRef> + 'a {
         self.store
             .edge_refs()
-            .filter(move |e| e.table.eq_ignore_ascii_case(table) && self.edge_row(e).is_some())
+            .filter(move |e| e.table.eq_ignore_ascii_case(table) && self.edge_visible_ref(e))
             .map(|e| self.display_edge(&e))
     }
 
@@ -1970,7 +2179,7 @@ mod stored;
 
 use crate::chunked::Chunked;
 use small_map::{OneOrMap, SmallMap};
-use store::{EdgeId, Entities, Interner};
+use store::{EdgeId, Entities, Interner, NodeId, TableId};
 use stored::Stored;
 #[cfg(test)]
 mod tests;

@@ -94,8 +94,13 @@ fn id(len: usize) -> u32 {
 }
 
 impl Entities {
-    fn table_id(&self, table: &str) -> Option<TableId> {
+    pub(super) fn table_id(&self, table: &str) -> Option<TableId> {
         self.tables.id(table)
+    }
+
+    /// How many tables have ids (ids are `0..table_count()`).
+    pub(super) fn table_count(&self) -> usize {
+        self.tables.list.len()
     }
 
     fn table_id_or_insert(&mut self, table: &str) -> TableId {
@@ -174,6 +179,12 @@ impl Entities {
         &mut self.nodes[i as usize].state
     }
 
+    /// The node's table and key.
+    pub(super) fn node_parts(&self, i: NodeId) -> (TableId, &Stored) {
+        let s = &self.nodes[i as usize];
+        (s.table, &s.key)
+    }
+
     pub(super) fn node_ref(&self, i: NodeId) -> NodeRef {
         let s = &self.nodes[i as usize];
         NodeRef {
@@ -234,6 +245,15 @@ impl Entities {
 
     pub(super) fn edge_state(&self, i: EdgeId) -> &EntityState {
         &self.edges[i as usize].state
+    }
+
+    pub(super) fn edge_state_mut(&mut self, i: EdgeId) -> &mut EntityState {
+        &mut self.edges[i as usize].state
+    }
+
+    /// The edge's key (the one that tells multi-edges apart).
+    pub(super) fn edge_key(&self, i: EdgeId) -> &str {
+        &self.edges[i as usize].key
     }
 
     /// The edge's table and endpoints.

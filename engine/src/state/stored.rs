@@ -115,6 +115,22 @@ impl Stored {
         }
     }
 
+    pub(super) fn is_null(&self) -> bool {
+        matches!(self, Stored::Null)
+    }
+
+    /// [`Value::conforms_to`] of the value this was made from, without building it.
+    pub(super) fn conforms_to(&self, ty: &crate::value::DataType) -> bool {
+        match self {
+            Stored::Short { .. } | Stored::String(_) => {
+                matches!(ty, crate::value::DataType::String)
+            }
+            Stored::Other(v) => v.conforms_to(ty),
+            // The remaining forms hold no heap data: the conversion is a copy.
+            s => s.value().conforms_to(ty),
+        }
+    }
+
     /// Whether this holds `v` (by `Value`'s equality), without building a `Value` for the
     /// string and boxed forms.
     pub(super) fn is(&self, v: &Value) -> bool {
