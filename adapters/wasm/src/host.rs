@@ -864,19 +864,18 @@ fn table_of(c: &GraphChange) -> String {
 pub type HostReplica = Replica<PackedEventStore<ZstdBlocks>, Recorder>;
 
 /// The in-memory log's sealed blocks, compressed with zstd (the pure-Rust one in WASM):
-/// MessagePack events of one schema repeat their table and property names.
+/// MessagePack events of one schema repeat their table and property names. See
+/// [`crate::blocks`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ZstdBlocks;
 
 impl BlockCodec for ZstdBlocks {
     fn pack(&self, raw: &[u8]) -> Vec<u8> {
-        kuzu_sync_protocol::codec::compress(raw, 1)
+        crate::blocks::pack(raw)
     }
 
     fn unpack<'a>(&self, packed: &'a [u8], raw_len: usize) -> Result<Cow<'a, [u8]>, String> {
-        kuzu_sync_protocol::codec::inflate(packed, raw_len)
-            .map(Cow::Owned)
-            .map_err(|e| e.to_string())
+        crate::blocks::unpack(packed, raw_len)
     }
 }
 

@@ -5,6 +5,7 @@
 //! Values cross as JSON text, bytes and numbers; errors as JS `Error`s carrying the native
 //! engine's message. [`host`] holds the logic, testable without a JS engine.
 
+mod blocks;
 pub mod host;
 
 use host::{Host, HostError, Loader, Stored};
