@@ -69,3 +69,4 @@ console.log(
     `(the engine, its conflicts and the in-memory copy of the log), of which ${mib(live)} MiB ` +
     `live heap; SPEC: 32 MB`,
 );
+console.log(`(exactly: ${after} bytes of WASM memory, ${live} bytes of live heap)`);
