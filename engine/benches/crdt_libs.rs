@@ -463,6 +463,66 @@ fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
+/// CPU time of this thread so far (utime + stime from /proc, in 10 ms ticks). Unlike wall
+/// time it leaves out what other processes take on a busy machine, so it compares runs
+/// made under different loads. Zero where /proc is not there.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((tick(11) + tick(12)) * 10)
+}
+
+/// Mean (CPU, wall) time of `run` over `passes` passes, each on a fresh `setup()` (not
+/// timed); the output is dropped outside the timing.
+fn cpu_mean<I, O>(
+    passes: u32,
+    mut setup: impl FnMut() -> I,
+    mut run: impl FnMut(I) -> O,
+) -> (Duration, Duration) {
+    let (mut cpu, mut wall) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..passes {
+        let input = setup();
+        let (c, w) = (thread_cpu(), Instant::now());
+        let out = run(input);
+        wall += w.elapsed();
+        cpu += thread_cpu().saturating_sub(c);
+        drop(out);
+    }
+    (cpu / passes, wall / passes)
+}
+
+fn print_cpu(what: &str, passes: u32, rows: &[(&str, (Duration, Duration))]) {
+    let loro = rows
+        .iter()
+        .find(|(who, _)| *who == "loro")
+        .map(|(_, (c, _))| c.as_secs_f64());
+    let cells: Vec<String> = rows
+        .iter()
+        .map(|(who, (cpu, wall))| {
+            let ratio = loro.map_or(String::new(), |l| {
+                format!(", {:.2}x Loro's", cpu.as_secs_f64() / l)
+            });
+            format!("{who} {cpu:.1?} CPU ({wall:.1?} wall{ratio})")
+        })
+        .collect();
+    eprintln!(
+        "cpu time {what} (this thread, mean of {passes} passes): {}",
+        cells.join("; ")
+    );
+}
+
 /// Where the engine's time goes on a stream, measured once outside criterion: prepare and
 /// apply per op kind, the same apply with change tracking off, `take_batch`, and dropping
 /// the batch.
@@ -631,6 +691,46 @@ fn crdt_libs(c: &mut Criterion) {
     }
     drop((loro, am, row_events));
     breakdown(&a, &schema_events, &data.ops);
+    let passes = 3;
+    let engine_pass = |tracked: bool| {
+        cpu_mean(
+            passes,
+            || {
+                let mut e = replay(&a, &[&schema_events]);
+                e.set_tracking(tracked);
+                (e, data.ops.clone())
+            },
+            |(mut engine, ops)| {
+                let mut now = T0 + 1_000;
+                for op in ops {
+                    now += 1;
+                    let e = engine.prepare(op, now).expect("a valid row");
+                    engine.apply(&e).expect("applies");
+                }
+                let batch = tracked.then(|| engine.take_batch());
+                (engine, batch)
+            },
+        )
+    };
+    let tracked = engine_pass(true);
+    let untracked = engine_pass(false);
+    let lo = cpu_mean(
+        passes,
+        || loro_doc(1),
+        |doc| {
+            loro_write(&doc, &rows);
+            doc
+        },
+    );
+    print_cpu(
+        "ldbc_rows",
+        passes,
+        &[
+            ("kuzu_sync_engine", tracked),
+            ("kuzu_sync_engine_untracked", untracked),
+            ("loro", lo),
+        ],
+    );
 
     let mut group = c.benchmark_group("crdt_libs");
     group.sample_size(10);
@@ -937,6 +1037,36 @@ fn concurrent(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::
     }
 
     merge_breakdown(&pa, &[&base_events, &ea], &bytes_b);
+    let passes = 10;
+    for (side, me, own, own_w, remote, loro_remote, loro_id) in [
+        ("a", &pa, &ea, &wa, &bytes_b, &loro_b_changes, 1),
+        ("b", &pb, &eb, &wb, &bytes_a, &loro_a_changes, 2),
+    ] {
+        let engine = cpu_mean(
+            passes,
+            || replay(me, &[&base_events, own]),
+            |mut engine| {
+                for e in decode_events(remote) {
+                    engine.apply(&e).expect("applies");
+                }
+                let batch = engine.take_batch();
+                (engine, batch)
+            },
+        );
+        let lo = cpu_mean(
+            passes,
+            || loro_side(loro_id, own_w),
+            |doc| {
+                doc.import(loro_remote).expect("import");
+                doc
+            },
+        );
+        print_cpu(
+            &format!("merge_into_{side}"),
+            passes,
+            &[("kuzu_sync_engine", engine), ("loro", lo)],
+        );
+    }
     // The timings: merging the other side's changes, from their bytes.
     group.throughput(Throughput::Elements(ups as u64));
     for (side, me, own, own_w, remote, loro_remote, am_remote, loro_id) in [

@@ -265,6 +265,20 @@ impl Schema {
             .map(|e| &e.resolved)
     }
 
+    /// The table's key in lower case (how the engine's store names it), for any spelling,
+    /// without allocating when `name` is the key or the resolved spelling.
+    pub fn table_key(&self, name: &str) -> Option<&str> {
+        if let Some((k, _)) = self.tables.get_key_value(name) {
+            return Some(k);
+        }
+        if let Some(k) = self.spellings.get(name) {
+            return Some(k);
+        }
+        self.tables
+            .get_key_value(&name.to_ascii_lowercase())
+            .map(|(k, _)| k.as_str())
+    }
+
     pub fn node_table(&self, name: &str) -> Result<&NodeTableDef, EngineError> {
         match self.table(name) {
             Some(TableDef::Node(t)) => Ok(t),

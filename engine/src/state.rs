@@ -380,24 +380,26 @@ impl Engine {
             Op::AddNode { table, props } => {
                 let def = self.schema.node_table(&table)?;
                 let mut out = Vec::with_capacity(props.len());
-                let mut seen = BTreeSet::new();
+                // By column position: a table's column names differ in any case.
+                let mut seen = vec![false; def.columns.len()];
                 for (name, value) in props {
-                    let col = def
+                    let at = def
                         .columns
                         .iter()
-                        .find(|c| c.name.eq_ignore_ascii_case(&name));
-                    let col = col.ok_or_else(|| EngineError::UnknownColumn {
+                        .position(|c| c.name.eq_ignore_ascii_case(&name));
+                    let at = at.ok_or_else(|| EngineError::UnknownColumn {
                         table: def.name.clone(),
                         column: name.clone(),
                     })?;
+                    let col = &def.columns[at];
                     check_type(&def.name, col, &value)?;
-                    if !seen.insert(col.name.to_ascii_lowercase()) {
+                    if std::mem::replace(&mut seen[at], true) {
                         return Err(EngineError::InvalidOp {
                             table: def.name.clone(),
                             reason: format!("property {} is given twice", col.name),
                         });
                     }
-                    out.push((col.name.clone(), value));
+                    out.push((respelled(name, &col.name), value));
                 }
                 let pk = out
                     .iter()
@@ -422,16 +424,15 @@ impl Engine {
                     .iter()
                     .position(|(n, _)| n.eq_ignore_ascii_case(&def.primary_key))
                     .expect("checked above");
-                let pk = out.remove(pk_pos);
-                out.insert(0, pk);
+                out[..=pk_pos].rotate_right(1);
                 Ok(Op::AddNode {
-                    table: def.name.clone(),
+                    table: respelled(table, &def.name),
                     props: out,
                 })
             }
             Op::DeleteNode(n) => {
-                let n = self.canonical_node(&n)?;
-                if !self.node_exists(&norm_node(&n)) {
+                let n = self.canonical_node(n)?;
+                if !self.node_exists_any(&n) {
                     return Err(EngineError::NoSuchNode {
                         table: n.table,
                         key: n.key.to_string(),
@@ -440,10 +441,10 @@ impl Engine {
                 Ok(Op::DeleteNode(n))
             }
             Op::AddEdge { edge, props } => {
-                let edge = self.canonical_edge(&edge)?;
+                let edge = self.canonical_edge(edge)?;
                 let def = self.schema.rel_table(&edge.table)?;
                 for end in [&edge.from, &edge.to] {
-                    if !self.node_exists(&norm_node(end)) {
+                    if !self.node_exists_any(end) {
                         return Err(EngineError::NoSuchNode {
                             table: end.table.clone(),
                             key: end.key.to_string(),
@@ -461,13 +462,13 @@ impl Engine {
                         column: name.clone(),
                     })?;
                     check_type(&def.name, col, &value)?;
-                    out.push((col.name.clone(), value));
+                    out.push((respelled(name, &col.name), value));
                 }
                 self.check_multiplicity(&edge, def.multiplicity)?;
                 Ok(Op::AddEdge { edge, props: out })
             }
             Op::DeleteEdge(e) => {
-                let e = self.canonical_edge(&e)?;
+                let e = self.canonical_edge(e)?;
                 if !self.edge_visible_ref(&norm_edge(&e)) {
                     return Err(EngineError::NoSuchEdge(e.to_string()));
                 }
@@ -527,8 +528,8 @@ impl Engine {
     ) -> Result<(Entity, Column), EngineError> {
         let entity = match entity {
             Entity::Node(n) => {
-                let n = self.canonical_node(&n)?;
-                if !self.node_exists(&norm_node(&n)) {
+                let n = self.canonical_node(n)?;
+                if !self.node_exists_any(&n) {
                     return Err(EngineError::NoSuchNode {
                         table: n.table,
                         key: n.key.to_string(),
@@ -537,7 +538,7 @@ impl Engine {
                 Entity::Node(n)
             }
             Entity::Edge(e) => {
-                let e = self.canonical_edge(&e)?;
+                let e = self.canonical_edge(e)?;
                 if !self.edge_visible_ref(&norm_edge(&e)) {
                     return Err(EngineError::NoSuchEdge(e.to_string()));
                 }
@@ -569,7 +570,9 @@ impl Engine {
         Ok((entity, col))
     }
 
-    fn canonical_node(&self, n: &NodeRef) -> Result<NodeRef, EngineError> {
+    /// The node with its table in the schema's spelling (its strings reused when they
+    /// already match).
+    fn canonical_node(&self, n: NodeRef) -> Result<NodeRef, EngineError> {
         let def = self.schema.node_table(&n.table)?;
         let pk = def.key_column().expect("validated primary key");
         if n.key.is_null() || !n.key.conforms_to(&pk.ty) {
@@ -581,15 +584,15 @@ impl Engine {
             });
         }
         Ok(NodeRef {
-            table: def.name.clone(),
-            key: n.key.clone(),
+            table: respelled(n.table, &def.name),
+            key: n.key,
         })
     }
 
-    fn canonical_edge(&self, e: &EdgeRef) -> Result<EdgeRef, EngineError> {
+    fn canonical_edge(&self, e: EdgeRef) -> Result<EdgeRef, EngineError> {
         let def = self.schema.rel_table(&e.table)?;
-        let from = self.canonical_node(&e.from)?;
-        let to = self.canonical_node(&e.to)?;
+        let from = self.canonical_node(e.from)?;
+        let to = self.canonical_node(e.to)?;
         let connected = def
             .connections
             .iter()
@@ -604,14 +607,17 @@ impl Engine {
             });
         }
         Ok(EdgeRef {
-            table: def.name.clone(),
+            table: respelled(e.table, &def.name),
             from,
             to,
-            key: e.key.clone(),
+            key: e.key,
         })
     }
 
     fn check_multiplicity(&self, edge: &EdgeRef, m: Multiplicity) -> Result<(), EngineError> {
+        if !m.one_per_source() && !m.one_per_destination() {
+            return Ok(());
+        }
         let e = norm_edge(edge);
         let table = self.store.table_id(&e.table);
         let me = self.store.edge_id(&e);
@@ -755,18 +761,12 @@ impl Engine {
                         })
                     }
                 }
-                for (name, v) in props {
-                    self.check_remote_value(table, name, v)?;
-                }
-                Ok(())
+                self.check_remote_values(table, props)
             }
             Op::DeleteNode(n) => self.check_remote_node(n),
             Op::AddEdge { edge, props } => {
                 self.check_remote_edge(edge)?;
-                for (name, v) in props {
-                    self.check_remote_value(&edge.table, name, v)?;
-                }
-                Ok(())
+                self.check_remote_values(&edge.table, props)
             }
             Op::DeleteEdge(e) => self.check_remote_edge(e),
             Op::Update {
@@ -823,6 +823,24 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownTable(e.table.clone()))?;
         self.check_remote_node(&e.from)?;
         self.check_remote_node(&e.to)
+    }
+
+    /// [`Engine::check_remote_value`] of each property, the table looked up once.
+    fn check_remote_values(
+        &self,
+        table: &str,
+        props: &[(String, Value)],
+    ) -> Result<(), EngineError> {
+        let def = self.schema.table(table);
+        for (name, v) in props {
+            let fits = def
+                .and_then(|t| t.column(name))
+                .is_some_and(|c| v.conforms_to(&c.ty));
+            if !fits {
+                self.check_remote_value(table, name, v)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_remote_value(&self, table: &str, column: &str, v: &Value) -> Result<(), EngineError> {
@@ -1057,6 +1075,13 @@ impl Engine {
     /// The event's causal past without its author's entry, shared with the previous event's
     /// when equal (the usual case for consecutive writes of one writer).
     fn shared_past(&mut self, e: &Event) -> Arc<VersionVector> {
+        // The usual case first, compared in place: the same past as the previous event's.
+        if let Some(last) = &self.last_past {
+            let mut others = e.deps.iter().filter(|(p, c)| **p != e.id.peer && *c != 0);
+            if last.iter().all(|(p, c)| others.next() == Some((p, c))) && others.next().is_none() {
+                return last.clone();
+            }
+        }
         let mut others = VersionVector::new();
         for (p, c) in e.deps.iter() {
             if *p != e.id.peer {
@@ -1406,6 +1431,14 @@ impl Engine {
     fn node_exists(&self, n: &NodeRef) -> bool {
         self.store
             .node_id(n)
+            .is_some_and(|i| self.node_exists_id(i))
+    }
+
+    /// [`Engine::node_exists`] of a node whose table is in any spelling.
+    fn node_exists_any(&self, n: &NodeRef) -> bool {
+        self.schema
+            .table_key(&n.table)
+            .and_then(|t| self.store.node_id_parts(t, &n.key))
             .is_some_and(|i| self.node_exists_id(i))
     }
 
@@ -2076,7 +2109,7 @@ impl Engine {
 
     /// Whether the node is visible (for callers that need to know before writing).
     pub fn contains_node(&self, n: &NodeRef) -> bool {
-        self.node_exists(&norm_node(n))
+        self.node_exists_any(n)
     }
 }
 
@@ -2084,6 +2117,16 @@ fn norm_entity(e: &Entity) -> Entity {
     match e {
         Entity::Node(n) => Entity::Node(norm_node(n)),
         Entity::Edge(ed) => Entity::Edge(norm_edge(ed)),
+    }
+}
+
+/// `name` if it is spelled `spelling` already, else `spelling`: the name in the schema's
+/// spelling without a new string in the usual case.
+fn respelled(name: String, spelling: &str) -> String {
+    if name == spelling {
+        name
+    } else {
+        spelling.to_string()
     }
 }
 

@@ -130,13 +130,18 @@ impl Entities {
     }
 
     pub(super) fn node_id(&self, n: &NodeRef) -> Option<NodeId> {
-        debug_assert!(!n.table.bytes().any(|b| b.is_ascii_uppercase()), "{n:?}");
-        let t = self.table_id(&n.table)?;
+        self.node_id_parts(&n.table, &n.key)
+    }
+
+    /// [`Entities::node_id`] of the node (`table`, `key`), `table` lower-cased.
+    pub(super) fn node_id_parts(&self, table: &str, key: &Value) -> Option<NodeId> {
+        debug_assert!(!table.bytes().any(|b| b.is_ascii_uppercase()), "{table}");
+        let t = self.table_id(table)?;
         let nodes = &self.nodes;
         self.node_index
-            .find(node_hash(t, &n.key), |&i| {
+            .find(node_hash(t, key), |&i| {
                 let s = &nodes[i as usize];
-                s.table == t && s.key.is(&n.key)
+                s.table == t && s.key.is(key)
             })
             .copied()
     }
