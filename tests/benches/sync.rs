@@ -2,12 +2,14 @@
 //! what sync traffic costs on the wire. Run with
 //! `cargo bench --profile dev -p kuzu-sync-tests --bench sync`.
 //!
-//! - `delta_sync_1000_nodes/kuzu_sync_tcp`: a client replica (Kuzu + SQLite) that lacks
-//!   1,000 new nodes syncs one-shot with a hub over loopback TCP: handshake, version
-//!   vectors, one batch, log append, apply to Kuzu, EOSE, acks.
-//! - `delta_sync_1000_nodes/naive_export_copy`: the same 1,000 nodes the naive way: the
-//!   source exports its whole node table to CSV (`COPY (MATCH …) TO`) and the destination
-//!   `COPY`s it in.
+//! - `delta_sync_1000_of_100k_nodes/kuzu_sync_tcp`: a hub and a client replica (each Kuzu +
+//!   SQLite) share a graph of 100,000 users; the hub changes 1,000 of them (a new score
+//!   each, outside the timing) and the client syncs one-shot over loopback TCP: handshake
+//!   from its stored sync point, version vectors, the 1,000 events, log append, apply to
+//!   Kuzu, EOSE, acks, the new sync point.
+//! - `delta_sync_1000_of_100k_nodes/naive_full_export_copy`: what replicating without a
+//!   delta costs: the source exports its whole node table (100,000 users) to CSV
+//!   (`COPY (MATCH …) TO`) and a fresh destination database `COPY`s it in.
 //! - `offline_queue_10000_ops`: a replica that queued 10,000 writes offline reconnects:
 //!   `sync_offline_changes` coalesces (nothing to coalesce here: 10,000 new nodes), sends
 //!   them over loopback TCP, and the hub logs and applies them to its Kuzu database.
@@ -25,12 +27,14 @@ use kuzu_sync::protocol::frame::Encoder;
 use kuzu_sync::protocol::net::{self, no_events, HubConfig, Shared};
 use kuzu_sync::{KuzuConfig, KuzuReplica};
 use kuzu_sync_engine::sync::{Message, SessionConfig};
-use kuzu_sync_engine::{EdgeRef, Event, NodeRef, Op, Value, VersionVector};
+use kuzu_sync_engine::{EdgeRef, Entity, Event, NodeRef, Op, Value, VersionVector};
 use kuzu_sync_kuzu::kuzu::{Connection, Database, SystemConfig};
 
 const DDL: &str =
     "CREATE NODE TABLE User(id INT64, name STRING, city STRING, score INT64, PRIMARY KEY (id))";
 const NODES: i64 = 1000;
+/// The graph both sides share in the delta sync.
+const GRAPH: i64 = 100_000;
 
 fn config() -> KuzuConfig {
     KuzuConfig {
@@ -69,13 +73,32 @@ fn plain_db(path: &Path) -> Database {
     .unwrap()
 }
 
+/// A change to 1,000 of the `GRAPH` users, the `round`th time: a new score each, 1,000
+/// users further on each round.
+fn changes(round: i64) -> Vec<Op> {
+    (0..NODES)
+        .map(|i| Op::Update {
+            entity: Entity::Node(NodeRef {
+                table: "User".into(),
+                key: Value::Int64((round * NODES + i) % GRAPH),
+            }),
+            prop: "score".into(),
+            value: Value::Int64(round * 10_000 + i),
+        })
+        .collect()
+}
+
 fn delta_sync(c: &mut Criterion) {
     let work = tempfile::tempdir().unwrap();
-    // The hub has the schema and 1,000 users; clients start with the schema only.
+    // The hub and the client share a graph of 100,000 users, the client having synced it
+    // once (outside the timing). Each timed sync moves the 1,000 users the hub changed
+    // since the last one.
     let mut hub = kuzu_sync::init_with(&work.path().join("hub"), "hub", &config()).unwrap();
     schema_op(&mut hub);
-    let schema_events = hub.events_since(&VersionVector::new()).unwrap();
-    hub.write((0..NODES).map(user).collect()).unwrap();
+    for chunk in (0..GRAPH).collect::<Vec<_>>().chunks(10_000) {
+        hub.write(chunk.iter().copied().map(user).collect())
+            .unwrap();
+    }
     let shared = Shared::new(hub);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("tcp://{}", listener.local_addr().unwrap());
@@ -86,8 +109,13 @@ fn delta_sync(c: &mut Criterion) {
             net::serve(listener, shared, HubConfig::default(), stop, no_events()).unwrap()
         })
     };
+    let client = Shared::new(
+        kuzu_sync::init_with(&work.path().join("client"), "client", &config()).unwrap(),
+    );
+    let first = net::sync_once(&client, &url, SessionConfig::default(), no_events()).unwrap();
+    assert_eq!(first.events_received, GRAPH as u64 + 1);
 
-    // The naive way's source: a plain Kuzu database with the same 1,000 users.
+    // The naive way's source: a plain Kuzu database with the same 100,000 users.
     let src = plain_db(&work.path().join("plain-src.kuzu"));
     {
         let conn = Connection::new(&src).unwrap();
@@ -95,36 +123,32 @@ fn delta_sync(c: &mut Criterion) {
         conn.query(&format!(
             "UNWIND range(0, {}) AS i CREATE (:User {{id: i, name: 'user number ' + CAST(i AS STRING), \
              city: 'Oslo', score: i * 7 % 1000}})",
-            NODES - 1
+            GRAPH - 1
         ))
         .unwrap();
     }
 
-    let mut g = c.benchmark_group("delta_sync_1000_nodes");
+    let mut g = c.benchmark_group("delta_sync_1000_of_100k_nodes");
     g.sample_size(20);
-    g.measurement_time(Duration::from_secs(30));
-    let mut n = 0;
+    g.measurement_time(Duration::from_secs(20));
+    let mut round = 0;
     g.bench_function("kuzu_sync_tcp", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                n += 1;
-                let dir = work.path().join(format!("client{n}"));
-                let mut r = kuzu_sync::init_with(&dir, &format!("c{n}"), &config()).unwrap();
-                r.import(schema_events.clone()).unwrap();
-                let client = Shared::new(r);
+                round += 1;
+                shared.lock().write(changes(round)).unwrap();
                 let t = Instant::now();
                 let report =
                     net::sync_once(&client, &url, SessionConfig::default(), no_events()).unwrap();
                 total += t.elapsed();
                 assert_eq!(report.events_received, NODES as u64);
-                drop(client);
-                let _ = std::fs::remove_dir_all(&dir);
             }
             total
         })
     });
-    g.bench_function("naive_export_copy", |b| {
+    let mut n = 0;
+    g.bench_function("naive_full_export_copy", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let src_conn = Connection::new(&src).unwrap();
@@ -156,6 +180,17 @@ fn delta_sync(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Both sides hold the same users, the changes included.
+    let probe = |r: &mut KuzuReplica| {
+        let (_, rows) = r
+            .graph()
+            .query("MATCH (u:User) RETURN count(*), sum(u.score), max(u.score)")
+            .unwrap();
+        format!("{rows:?}")
+    };
+    let (at_hub, at_client) = (probe(&mut shared.lock()), probe(&mut client.lock()));
+    assert_eq!(at_hub, at_client);
+    println!("delta sync: {round} rounds; both sides: {at_client}");
     stop.store(true, Ordering::SeqCst);
     server.join().unwrap();
 }

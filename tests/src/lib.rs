@@ -34,13 +34,15 @@ impl KuzuBackend {
 
     /// With both COPY thresholds at `threshold` new rows (of one node table, of one rel
     /// table), so that the simulator's batches take the COPY paths (CSV files, COPY from a
-    /// parameter list, the checkpointed two-step commit).
+    /// parameter list, the checkpointed two-step commit), and the bulk update's threshold
+    /// at `threshold` updated nodes of one table (its stage table and join).
     pub fn with_copy_threshold(dir: &Path, threshold: usize) -> Self {
         Self::with_config(
             dir,
             KuzuConfig {
                 node_copy_threshold: threshold,
                 edge_copy_threshold: threshold,
+                update_join_threshold: threshold,
                 ..KuzuConfig::small()
             },
         )

@@ -9,8 +9,9 @@ use kuzu_sync_sqlite::SqliteEventStore;
 use kuzu_sync_tests::KuzuBackend;
 use proptest::prelude::*;
 
-/// The suite twice: with the default thresholds, and with low ones so that its batches take
-/// the COPY paths (CSV files, COPY from a parameter list, the checkpointed commit).
+/// The suite three times: with the default thresholds; with low ones so that its batches
+/// take the COPY paths (CSV files, COPY from a parameter list, the checkpointed commit); and
+/// with every update of existing nodes going through the stage table's join (every type).
 #[test]
 fn kuzu_graph_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,6 +22,13 @@ fn kuzu_graph_store_conformance() {
             KuzuConfig {
                 node_copy_threshold: 100,
                 edge_copy_threshold: 100,
+                ..KuzuConfig::small()
+            },
+        ),
+        (
+            "join",
+            KuzuConfig {
+                update_join_threshold: 1,
                 ..KuzuConfig::small()
             },
         ),

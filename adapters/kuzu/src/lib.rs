@@ -11,7 +11,8 @@ pub mod convert;
 pub mod csv;
 pub mod portable;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use kuzu::{Connection, Database, LogicalType, PreparedStatement, SystemConfig, Value as KValue};
@@ -45,6 +46,13 @@ pub const NODE_COPY_THRESHOLD: usize = 20_000;
 /// 256 MiB pool after about 31,000 batches ("The buffer pool is full and no memory could be
 /// freed!"), long before that.
 pub const CHECKPOINT_EVERY: u32 = 1_000;
+/// From this many updates of existing nodes of one table in a batch, one join through the
+/// table's stage table instead of a statement per node (see
+/// `KuzuGraphStore::update_nodes_joined`). The join scans the whole table, so a small batch
+/// into a large table is cheaper row by row.
+pub const UPDATE_JOIN_THRESHOLD: usize = 200;
+/// Prefix of the stage tables of bulk updates (one per node table, created on first use).
+pub const STAGE_PREFIX: &str = "_ks_stage_";
 /// Rows per `UNWIND $rows CREATE` statement.
 const UNWIND_CHUNK: usize = 10_000;
 
@@ -60,6 +68,8 @@ pub struct KuzuConfig {
     pub node_copy_threshold: usize,
     /// See [`EDGE_COPY_THRESHOLD`].
     pub edge_copy_threshold: usize,
+    /// See [`UPDATE_JOIN_THRESHOLD`].
+    pub update_join_threshold: usize,
 }
 
 impl Default for KuzuConfig {
@@ -71,6 +81,7 @@ impl Default for KuzuConfig {
             read_only: false,
             node_copy_threshold: NODE_COPY_THRESHOLD,
             edge_copy_threshold: EDGE_COPY_THRESHOLD,
+            update_join_threshold: UPDATE_JOIN_THRESHOLD,
         }
     }
 }
@@ -85,6 +96,7 @@ impl KuzuConfig {
             read_only: false,
             node_copy_threshold: NODE_COPY_THRESHOLD,
             edge_copy_threshold: EDGE_COPY_THRESHOLD,
+            update_join_threshold: UPDATE_JOIN_THRESHOLD,
         }
     }
 }
@@ -99,6 +111,9 @@ pub struct KuzuGraphStore {
     path: PathBuf,
     node_copy_threshold: usize,
     edge_copy_threshold: usize,
+    update_join_threshold: usize,
+    /// The stage tables this process created, with their DDL (see `staged_tables`).
+    stages: RefCell<BTreeMap<String, String>>,
     /// Batches committed since the last `CHECKPOINT` (see [`CHECKPOINT_EVERY`]).
     /// (A `Cell`: `apply`'s connection borrows the store.)
     since_checkpoint: std::cell::Cell<u32>,
@@ -143,6 +158,8 @@ impl KuzuGraphStore {
             path: path.to_path_buf(),
             node_copy_threshold: config.node_copy_threshold.max(1),
             edge_copy_threshold: config.edge_copy_threshold.max(1),
+            update_join_threshold: config.update_join_threshold.max(1),
+            stages: RefCell::new(BTreeMap::new()),
             since_checkpoint: std::cell::Cell::new(0),
         };
         if !config.read_only {
@@ -205,8 +222,10 @@ impl KuzuGraphStore {
         conn: &Connection,
         batch: &ApplyBatch,
         schema: &Schema,
+        staged: &BTreeSet<String>,
     ) -> Result<bool, StoreError> {
         let mut new_nodes: BTreeMap<String, Vec<&[Value]>> = BTreeMap::new();
+        let mut updates: BTreeMap<&str, Vec<&[Value]>> = BTreeMap::new();
         let mut new_edges: BTreeMap<EdgeGroup, Vec<(&EdgeRef, &[Value])>> = BTreeMap::new();
         let mut stmts = StatementCache::default();
         // Deletes first (the engine orders them first), then node upserts, then edges.
@@ -244,6 +263,13 @@ impl KuzuGraphStore {
                     .entry(node.table.clone())
                     .or_default()
                     .push(values),
+                GraphChange::UpsertNode {
+                    node,
+                    values,
+                    is_new: false,
+                } if staged.contains(&node.table) => {
+                    updates.entry(node.table.as_str()).or_default().push(values)
+                }
                 GraphChange::UpsertNode {
                     node,
                     values,
@@ -311,6 +337,10 @@ impl KuzuGraphStore {
                 }
                 _ => {}
             }
+        }
+        for (table, rows) in &updates {
+            let t = corrupt(schema.node_table(table))?;
+            self.update_nodes_joined(conn, &mut stmts, t, rows)?;
         }
         // New nodes before new edges, which may reference them.
         let mut copied = false;
@@ -383,62 +413,7 @@ impl KuzuGraphStore {
             self.copy_nodes_csv(conn, t, rows)?;
             return Ok(true);
         }
-        let bulk: Vec<usize> = (0..t.columns.len())
-            .filter(|&i| !contains_union(&t.columns[i].ty))
-            .collect();
-        let fields: Vec<(String, LogicalType)> = bulk
-            .iter()
-            .map(|&i| (format!("c{i}"), param_type(&t.columns[i].ty)))
-            .collect();
-        let props: Vec<String> = bulk
-            .iter()
-            .map(|&i| {
-                let c = &t.columns[i];
-                format!(
-                    "{}: {}",
-                    ident(&c.name),
-                    param_expr(&format!("r.c{i}"), &c.ty)
-                )
-            })
-            .collect();
-        let q = format!(
-            "UNWIND $rows AS r CREATE (n:{} {{{}}})",
-            ident(&t.name),
-            props.join(", ")
-        );
-        for chunk in rows.chunks(UNWIND_CHUNK) {
-            let list: Vec<KValue> = chunk
-                .iter()
-                .map(|row| {
-                    KValue::Struct(
-                        bulk.iter()
-                            .map(|&i| (format!("c{i}"), to_param(&row[i], &t.columns[i].ty)))
-                            .collect(),
-                    )
-                })
-                .collect();
-            let mut stmt = conn
-                .prepare(&q)
-                .map_err(|e| kerr(format!("preparing {q}"), e))?;
-            conn.execute(
-                &mut stmt,
-                vec![(
-                    "rows",
-                    KValue::List(
-                        LogicalType::Struct {
-                            fields: fields.clone(),
-                        },
-                        list,
-                    ),
-                )],
-            )
-            .map_err(|e| {
-                kerr(
-                    format!("inserting {} nodes into {}", chunk.len(), t.name),
-                    e,
-                )
-            })?;
-        }
+        unwind_create(conn, t, rows)?;
         let pk = t.key_index().expect("validated primary key");
         for (i, c) in t.columns.iter().enumerate() {
             if !contains_union(&c.ty) {
@@ -462,6 +437,112 @@ impl KuzuGraphStore {
             }
         }
         Ok(false)
+    }
+
+    /// Updates of existing nodes of `t`, in bulk: the rows go into `t`'s stage table by
+    /// `UNWIND … CREATE`, one `MATCH (n:T), (s:stage) WHERE n.pk = s.pk SET …` copies
+    /// them over (Kuzu plans it as a hash join), and the stage is emptied, all inside the
+    /// batch's transaction. Kuzu plans `UNWIND $rows … MATCH (n:T {pk: r.pk})` as a cross
+    /// product (1,000 rows into 100,000 nodes: 10^8 comparisons, 0.2-0.5 s) and a
+    /// single-row prepared `SET` costs 0.2-0.4 ms; this path took 40-50 ms for the same
+    /// 1,000 rows (ARCHITECTURE.md, "Bulk updates through a stage table").
+    fn update_nodes_joined(
+        &self,
+        conn: &Connection,
+        stmts: &mut StatementCache,
+        t: &NodeTableDef,
+        rows: &[&[Value]],
+    ) -> Result<(), StoreError> {
+        let stage = stage_def(t);
+        unwind_create(conn, &stage, rows)?;
+        let pk = ident(&t.primary_key);
+        let sets: Vec<String> = t
+            .columns
+            .iter()
+            .filter(|c| c.name != t.primary_key && !contains_union(&c.ty))
+            .map(|c| format!("n.{0} = s.{0}", ident(&c.name)))
+            .collect();
+        if !sets.is_empty() {
+            run(
+                conn,
+                &format!(
+                    "MATCH (n:{}), (s:{}) WHERE n.{pk} = s.{pk} SET {}",
+                    ident(&t.name),
+                    ident(&stage.name),
+                    sets.join(", ")
+                ),
+            )?;
+        }
+        run(conn, &format!("MATCH (s:{}) DELETE s", ident(&stage.name)))?;
+        // Union columns cannot go through `UNWIND`'s parameter list: set row by row.
+        let key = t.key_index().expect("validated primary key");
+        for (i, c) in t.columns.iter().enumerate() {
+            if !contains_union(&c.ty) {
+                continue;
+            }
+            let q = format!(
+                "{} SET n.{} = {}",
+                match_node(t),
+                ident(&c.name),
+                param_expr("$v", &c.ty)
+            );
+            for row in rows {
+                stmts.execute(
+                    conn,
+                    &q,
+                    vec![
+                        ("k", to_bare_param(&row[key], pk_type(t))),
+                        ("v", to_bare_param(&row[i], &c.ty)),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables whose existing nodes `batch` updates through their stage tables (see
+    /// [`Self::update_nodes_joined`]): at least `update_join_threshold` of them, and a
+    /// column besides the key. Creates each one's
+    /// stage table (DDL, so before the batch's transaction) unless this process already
+    /// did for the same columns; a stage left by an earlier schema is dropped first.
+    fn staged_tables(
+        &self,
+        conn: &Connection,
+        batch: &ApplyBatch,
+        schema: &Schema,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        if !batch.may_exist {
+            for c in &batch.changes {
+                if let GraphChange::UpsertNode {
+                    node,
+                    is_new: false,
+                    ..
+                } = c
+                {
+                    *counts.entry(node.table.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        for (table, n) in counts {
+            let t = corrupt(schema.node_table(table))?;
+            if n < self.update_join_threshold || t.columns.len() < 2 {
+                continue;
+            }
+            let stage = stage_def(t);
+            let ddl = render_table_ddl(&TableDef::Node(stage.clone()));
+            if self.stages.borrow().get(&stage.name) != Some(&ddl) {
+                run(
+                    conn,
+                    &format!("DROP TABLE IF EXISTS {}", ident(&stage.name)),
+                )?;
+                run(conn, &ddl)?;
+                self.stages.borrow_mut().insert(stage.name, ddl);
+            }
+            out.insert(t.name.clone());
+        }
+        Ok(out)
     }
 
     fn insert_edges(
@@ -760,6 +841,86 @@ fn run(conn: &Connection, q: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The stage table of node table `t` for bulk updates: `_ks_stage_` and `t`'s name, the
+/// same columns without defaults, the same key. Empty outside a batch's transaction.
+fn stage_def(t: &NodeTableDef) -> NodeTableDef {
+    NodeTableDef {
+        name: format!("{STAGE_PREFIX}{}", t.name),
+        columns: t
+            .columns
+            .iter()
+            .map(|c| Column {
+                default: None,
+                ..c.clone()
+            })
+            .collect(),
+        primary_key: t.primary_key.clone(),
+    }
+}
+
+/// `UNWIND $rows AS r CREATE (n:T {…})` in chunks of [`UNWIND_CHUNK`], for every column but
+/// those holding a union (Kuzu cannot take one as a parameter; see
+/// [`convert::contains_union`]).
+fn unwind_create(conn: &Connection, t: &NodeTableDef, rows: &[&[Value]]) -> Result<(), StoreError> {
+    let bulk: Vec<usize> = (0..t.columns.len())
+        .filter(|&i| !contains_union(&t.columns[i].ty))
+        .collect();
+    let fields: Vec<(String, LogicalType)> = bulk
+        .iter()
+        .map(|&i| (format!("c{i}"), param_type(&t.columns[i].ty)))
+        .collect();
+    let props: Vec<String> = bulk
+        .iter()
+        .map(|&i| {
+            let c = &t.columns[i];
+            format!(
+                "{}: {}",
+                ident(&c.name),
+                param_expr(&format!("r.c{i}"), &c.ty)
+            )
+        })
+        .collect();
+    let q = format!(
+        "UNWIND $rows AS r CREATE (n:{} {{{}}})",
+        ident(&t.name),
+        props.join(", ")
+    );
+    for chunk in rows.chunks(UNWIND_CHUNK) {
+        let list: Vec<KValue> = chunk
+            .iter()
+            .map(|row| {
+                KValue::Struct(
+                    bulk.iter()
+                        .map(|&i| (format!("c{i}"), to_param(&row[i], &t.columns[i].ty)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut stmt = conn
+            .prepare(&q)
+            .map_err(|e| kerr(format!("preparing {q}"), e))?;
+        conn.execute(
+            &mut stmt,
+            vec![(
+                "rows",
+                KValue::List(
+                    LogicalType::Struct {
+                        fields: fields.clone(),
+                    },
+                    list,
+                ),
+            )],
+        )
+        .map_err(|e| {
+            kerr(
+                format!("inserting {} nodes into {}", chunk.len(), t.name),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn pk_type(t: &NodeTableDef) -> &DataType {
     &t.key_column().expect("validated primary key").ty
 }
@@ -826,8 +987,9 @@ impl GraphStore for KuzuGraphStore {
         for c in &batch.changes {
             self.apply_ddl(&conn, c)?;
         }
+        let staged = self.staged_tables(&conn, batch, schema)?;
         run(&conn, "BEGIN TRANSACTION")?;
-        let copied = match self.apply_data(&conn, batch, schema) {
+        let copied = match self.apply_data(&conn, batch, schema, &staged) {
             Ok(copied) => copied,
             Err(e) => {
                 let _ = conn.query("ROLLBACK");

@@ -4,6 +4,7 @@
 //! encoding ([`Event::encode`]) and its digest, so equivocation is caught on append and
 //! corruption on read.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,13 @@ const INSERT_EVENT: &str =
     "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
 const SCAN_EVENTS: &str =
     "SELECT seq, peer, counter, digest, body FROM events WHERE seq >= ?1 ORDER BY seq";
+/// The position of `peer`'s first stored event after counter `?2` (an index seek on
+/// `UNIQUE (peer, counter)`; a peer's events are stored in counter order).
+const FIRST_AFTER: &str =
+    "SELECT seq FROM events WHERE peer = ?1 AND counter > ?2 ORDER BY counter LIMIT 1";
+/// Past this many peers with events a scan's `since` lacks, the scan walks the log from
+/// its start rather than seeking each peer's first missing event.
+const MAX_SEEKS: usize = 256;
 
 /// The event log in one SQLite database file.
 pub struct SqliteEventStore {
@@ -78,6 +86,11 @@ pub struct SqliteEventStore {
     path: PathBuf,
     /// The stored snapshot's vector: events it covers are not stored again.
     floor: Option<VersionVector>,
+    /// Per peer, the highest counter stored (or once stored: entries only grow), and the
+    /// `PRAGMA data_version` it was read at: where a scan from the log's start can begin
+    /// (see [`SqliteEventStore::start_of_missing`]). Read on first use; kept up to date by
+    /// this connection's writes, and read again when another connection has committed.
+    peers: RefCell<Option<(i64, HashMap<String, u64>)>>,
 }
 
 impl fmt::Debug for SqliteEventStore {
@@ -105,6 +118,11 @@ impl SqliteEventStore {
             .iter()
             .map(|(p, c)| (p.as_str(), i64::try_from(c).unwrap_or(i64::MAX)))
             .collect();
+        let from = if from == 0 {
+            self.start_of_missing(&seen)?
+        } else {
+            from
+        };
         let mut stmt = self.conn.prepare_cached(SCAN_EVENTS).map_err(&err)?;
         let mut rows = stmt
             .query([i64::try_from(from).unwrap_or(i64::MAX)])
@@ -154,6 +172,85 @@ impl SqliteEventStore {
         Ok((next, true))
     }
 
+    /// Where a scan from the log's start for the events `seen` (a scan's `since`) lacks
+    /// can begin: the
+    /// position of the first of them. For each peer with stored events past its entry in
+    /// `since` (at most [`MAX_SEEKS`]; more, and the scan starts at 0), one index seek
+    /// finds its first such event; the earliest is the start, since every event a scan
+    /// returns is one of those or a later one of the same peer. With none, the start is
+    /// past the last stored event, so a session that reads on from there still sees what
+    /// is appended later (positions only grow). Without this, a session walked the whole
+    /// log to find the last 1,000 events: most of a delta sync's time against a hub whose
+    /// log holds 100,000 (README, "Delta sync").
+    fn start_of_missing(&self, seen: &HashMap<&str, i64>) -> Result<u64, StoreError> {
+        let err = self.err("find where the events to send start");
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(&err)?;
+        let mut cache = self.peers.borrow_mut();
+        if cache.as_ref().is_none_or(|(v, _)| *v != version) {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT peer, MAX(counter) FROM events GROUP BY peer")
+                .map_err(&err)?;
+            let peers = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                })
+                .map_err(&err)?
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(&err)?;
+            *cache = Some((version, peers));
+        }
+        let (_, peers) = cache.as_ref().expect("just read");
+        let behind: Vec<(&str, i64)> = peers
+            .iter()
+            .filter_map(|(p, &max)| {
+                let have = seen.get(p.as_str()).copied().unwrap_or(0);
+                (i64::try_from(max).unwrap_or(i64::MAX) > have).then_some((p.as_str(), have))
+            })
+            .take(MAX_SEEKS + 1)
+            .collect();
+        if behind.len() > MAX_SEEKS {
+            return Ok(0);
+        }
+        let mut seek = self.conn.prepare_cached(FIRST_AFTER).map_err(&err)?;
+        let mut start: Option<i64> = None;
+        for (peer, have) in behind {
+            let seq: Option<i64> = seek
+                .query_row(params![peer, have], |row| row.get(0))
+                .optional()
+                .map_err(&err)?;
+            if let Some(seq) = seq {
+                start = Some(start.map_or(seq, |s| s.min(seq)));
+            }
+        }
+        let start = match start {
+            Some(seq) => seq,
+            None => self
+                .conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |row| {
+                    row.get(0)
+                })
+                .map_err(&err)?,
+        };
+        Ok(start.max(0) as u64)
+    }
+
+    /// Notes events this connection stored, for [`SqliteEventStore::start_of_missing`].
+    fn note_stored<'a>(&self, ids: impl Iterator<Item = &'a EventId>) {
+        if let Some((_, peers)) = self.peers.borrow_mut().as_mut() {
+            for id in ids {
+                let max = peers.entry(id.peer.as_str().to_string()).or_default();
+                *max = (*max).max(id.counter);
+            }
+        }
+    }
+
     /// Opens the store at `path`, creating the file and the schema if needed. The directory
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -163,6 +260,7 @@ impl SqliteEventStore {
             conn,
             path: path.to_owned(),
             floor: None,
+            peers: RefCell::new(None),
         };
         store.configure(true)?;
         store.migrate()?;
@@ -178,6 +276,7 @@ impl SqliteEventStore {
             conn,
             path: PathBuf::from(":memory:"),
             floor: None,
+            peers: RefCell::new(None),
         };
         store.configure(false)?;
         store.migrate()?;
@@ -338,6 +437,7 @@ impl EventStore for SqliteEventStore {
             }
         }
         tx.commit().map_err(err)?;
+        self.note_stored(events.iter().map(|e| &e.id));
         Ok(added)
     }
 
@@ -501,7 +601,9 @@ impl EventStore for SqliteEventStore {
             }
             write_meta(&tx, meta).map_err(err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        self.note_stored(events.iter().map(|e| &e.id));
+        Ok(())
     }
 }
 

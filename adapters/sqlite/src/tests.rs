@@ -396,3 +396,69 @@ fn append_100k_events_in_one_call() {
         100_000.0 / append.as_secs_f64()
     );
 }
+
+/// A scan from the log's start begins at the first event `since` lacks (one index seek
+/// per peer): what it returns, and the position it hands back for the next page, are those
+/// of a walk of the whole log; an event another connection appends is seen; with nothing
+/// missing the position is past the end, and an event appended later is read from there.
+#[test]
+fn a_scan_from_the_start_seeks_the_first_missing_event() {
+    let dir = TempDir::new("seek");
+    let path = dir.path().join("events.sqlite");
+    let mut store = SqliteEventStore::open(&path).unwrap();
+    let mut events = Vec::new();
+    for c in 1..=300 {
+        events.push(make_event("a", c));
+        if c % 3 == 0 {
+            events.push(make_event("b", c / 3));
+        }
+    }
+    store.append(&events).unwrap();
+    let page = |store: &SqliteEventStore, since: &VersionVector, from: u64| {
+        let mut ids = Vec::new();
+        let (next, done) = store
+            .scan_page(since, from, 1_000, &mut |e| {
+                ids.push(e.id.to_string());
+                Ok(())
+            })
+            .unwrap();
+        (ids, next, done)
+    };
+    // The last 4 events: a:299, a:300, b:100 after a:300.
+    let (ids, next, done) = page(&store, &vv(&[("a", 298), ("b", 99)]), 0);
+    assert_eq!(ids, ["a:299", "a:300", "b:100"]);
+    assert!(done);
+    assert_eq!(
+        next,
+        events.len() as u64 + 1,
+        "the position after the last row"
+    );
+    // A peer `since` does not name starts at its first event.
+    let (ids, _, _) = page(&store, &vv(&[("a", 300)]), 0);
+    assert_eq!(ids.len(), 100);
+    assert_eq!(ids[0], "b:1");
+    // Nothing missing: the position is past the end, and what is appended after is read.
+    let (ids, next, _) = page(&store, &vv(&[("a", 300), ("b", 100)]), 0);
+    assert!(ids.is_empty());
+    store.append(&[make_event("c", 1)]).unwrap();
+    let (ids, _, _) = page(&store, &vv(&[("a", 300), ("b", 100)]), next);
+    assert_eq!(ids, ["c:1"]);
+    // Another connection's append is seen by a scan from the start.
+    let mut other = SqliteEventStore::open(&path).unwrap();
+    other
+        .append(&[make_event("d", 1), make_event("a", 301)])
+        .unwrap();
+    let (ids, _, _) = page(&store, &vv(&[("a", 300), ("b", 100), ("c", 1)]), 0);
+    assert_eq!(ids, ["d:1", "a:301"]);
+    // Past MAX_SEEKS peers behind, the walk starts at 0 and still finds everything.
+    let many: Vec<_> = (0..=super::MAX_SEEKS)
+        .map(|i| make_event(&format!("p{i}"), 1))
+        .collect();
+    store.append(&many).unwrap();
+    let (ids, _, _) = page(
+        &store,
+        &vv(&[("a", 301), ("b", 100), ("c", 1), ("d", 1)]),
+        0,
+    );
+    assert_eq!(ids.len(), super::MAX_SEEKS + 1);
+}
