@@ -23,6 +23,8 @@
 //! and data in a transaction; every one is idempotent), then [`Plan::data`] in one
 //! transaction, ending with the watermark, so rows and watermark commit together.
 
+use std::sync::Arc;
+
 use crate::change::{ApplyBatch, GraphChange};
 use crate::ddl::{quote_ident as ident, quote_string, render_add_column, render_table_ddl};
 use crate::error::EngineError;
@@ -35,10 +37,11 @@ pub const META_TABLE: &str = "_ks_meta";
 /// Rows per `UNWIND` statement.
 pub const UNWIND_CHUNK: usize = 10_000;
 
-/// One statement and its parameters.
+/// One statement and its parameters. Its text `C` is a `String`, or an `Arc<str>` shared
+/// by the statements that repeat it ([`plan_shared`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Statement {
-    pub cypher: String,
+pub struct Statement<C = String> {
+    pub cypher: C,
     pub params: Vec<(String, Param)>,
 }
 
@@ -52,9 +55,9 @@ pub enum Param {
 
 /// What applies one batch: DDL first, then the data and the watermark in one transaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct Plan<C = String> {
     pub ddl: Vec<String>,
-    pub data: Vec<Statement>,
+    pub data: Vec<Statement<C>>,
 }
 
 /// The statement that creates the watermark's table, if it is not there.
@@ -244,12 +247,15 @@ fn match_edge(rel: &RelTableDef, from: &NodeTableDef, to: &NodeTableDef) -> Stri
     )
 }
 
-fn edge_params(e: &EdgeRef) -> Vec<(String, Param)> {
-    vec![
+/// `$k`, `$f`, `$t`, with room for `columns` more.
+fn edge_params(e: &EdgeRef, columns: usize) -> Vec<(String, Param)> {
+    let mut params = Vec::with_capacity(3 + columns);
+    params.extend([
         text("k", stored_key(&e.key)),
         text("f", encode(&e.from.key)),
         text("t", encode(&e.to.key)),
-    ]
+    ]);
+    params
 }
 
 type Tables<'s> = (&'s RelTableDef, &'s NodeTableDef, &'s NodeTableDef);
@@ -266,6 +272,20 @@ fn edge_tables<'s>(schema: &'s Schema, e: &EdgeRef) -> Result<Tables<'s>, Engine
 /// schema after the batch). An error names a table the schema lacks: the engine never
 /// emits such a batch.
 pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
+    plan_with(batch, schema)
+}
+
+/// [`plan`], each text held once where statements repeat it (the new edges of one
+/// relationship table without nested columns: about 400 bytes each), for a host that
+/// holds a whole plan in a bounded memory (the WASM core).
+pub fn plan_shared(batch: &ApplyBatch, schema: &Schema) -> Result<Plan<Arc<str>>, EngineError> {
+    plan_with(batch, schema)
+}
+
+fn plan_with<C: From<String> + Clone>(
+    batch: &ApplyBatch,
+    schema: &Schema,
+) -> Result<Plan<C>, EngineError> {
     let mut out = Plan {
         ddl: vec![meta_table_ddl()],
         data: Vec::new(),
@@ -298,14 +318,14 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
             GraphChange::DeleteEdge(e) => {
                 let (rel, from, to) = edge_tables(schema, e)?;
                 out.data.push(Statement {
-                    cypher: format!("{} DELETE e", match_edge(rel, from, to)),
-                    params: edge_params(e),
+                    cypher: format!("{} DELETE e", match_edge(rel, from, to)).into(),
+                    params: edge_params(e, 0),
                 });
             }
             GraphChange::DeleteNode(n) => {
                 let t = schema.node_table(&n.table)?;
                 out.data.push(Statement {
-                    cypher: format!("{} DETACH DELETE n", match_node(t)),
+                    cypher: format!("{} DETACH DELETE n", match_node(t)).into(),
                     params: vec![text("k", encode(&n.key))],
                 });
             }
@@ -332,8 +352,8 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
                 if batch.may_exist {
                     let (rel, from, to) = edge_tables(schema, edge)?;
                     out.data.push(Statement {
-                        cypher: format!("{} DELETE e", match_edge(rel, from, to)),
-                        params: edge_params(edge),
+                        cypher: format!("{} DELETE e", match_edge(rel, from, to)).into(),
+                        params: edge_params(edge, 0),
                     });
                 }
                 new_edges.push((edge, values));
@@ -347,7 +367,7 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
                 if rel.columns.is_empty() {
                     continue;
                 }
-                let mut params = edge_params(edge);
+                let mut params = edge_params(edge, rel.columns.len());
                 let sets: Vec<String> = rel
                     .columns
                     .iter()
@@ -358,7 +378,7 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
                     })
                     .collect();
                 out.data.push(Statement {
-                    cypher: format!("{} SET {}", match_edge(rel, from, to), sets.join(", ")),
+                    cypher: format!("{} SET {}", match_edge(rel, from, to), sets.join(", ")).into(),
                     params,
                 });
             }
@@ -368,31 +388,49 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
     for (t, rows) in new_nodes {
         insert_nodes(&mut out.data, t, &rows);
     }
+    // The text of the last new edge, while the next ones repeat it: same tables, and no
+    // nested column (whose values are written into the text).
+    let mut last: Option<(Tables<'_>, C)> = None;
     for (edge, values) in new_edges {
-        let (rel, from, to) = edge_tables(schema, edge)?;
-        let mut params = edge_params(edge);
+        let tables = edge_tables(schema, edge)?;
+        let (rel, from, to) = tables;
+        let mut params = edge_params(edge, rel.columns.len());
         let mut props = vec![format!("{EDGE_KEY_COLUMN}: $k")];
         for (i, c) in rel.columns.iter().enumerate() {
             let e = value_expr(&format!("c{i}"), &values[i], &c.ty, &mut params);
             props.push(format!("{}: {e}", ident(&c.name)));
         }
-        out.data.push(Statement {
-            cypher: format!(
-                "MATCH (a:{} {{{}: {}}}), (b:{} {{{}: {}}}) CREATE (a)-[:{} {{{}}}]->(b)",
-                ident(&from.name),
-                ident(&from.primary_key),
-                decode("$f", pk_type(from)),
-                ident(&to.name),
-                ident(&to.primary_key),
-                decode("$t", pk_type(to)),
-                ident(&rel.name),
-                props.join(", ")
-            ),
-            params,
-        });
+        let repeated = match &last {
+            Some(((r, f, t), text))
+                if std::ptr::eq(*r, rel) && std::ptr::eq(*f, from) && std::ptr::eq(*t, to) =>
+            {
+                Some(text.clone())
+            }
+            _ => None,
+        };
+        let cypher = match repeated {
+            Some(text) => text,
+            None => {
+                let text = C::from(format!(
+                    "MATCH (a:{} {{{}: {}}}), (b:{} {{{}: {}}}) CREATE (a)-[:{} {{{}}}]->(b)",
+                    ident(&from.name),
+                    ident(&from.primary_key),
+                    decode("$f", pk_type(from)),
+                    ident(&to.name),
+                    ident(&to.primary_key),
+                    decode("$t", pk_type(to)),
+                    ident(&rel.name),
+                    props.join(", ")
+                ));
+                let nested = rel.columns.iter().any(|c| is_nested(&c.ty));
+                last = (!nested).then(|| (tables, text.clone()));
+                text
+            }
+        };
+        out.data.push(Statement { cypher, params });
     }
     out.data.push(Statement {
-        cypher: format!("MERGE (m:{META_TABLE} {{k: 'watermark'}}) SET m.v = $v"),
+        cypher: format!("MERGE (m:{META_TABLE} {{k: 'watermark'}}) SET m.v = $v").into(),
         params: vec![text(
             "v",
             serde_json::to_string(&batch.watermark).expect("vectors serialize"),
@@ -403,7 +441,12 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
 
 /// `MATCH (n:T {pk}) SET …` for an existing node, or with `merge` the idempotent
 /// `MERGE (n:T {pk}) SET …`. None when there is nothing to set on an existing node.
-fn write_node(t: &NodeTableDef, key: &Value, values: &[Value], merge: bool) -> Option<Statement> {
+fn write_node<C: From<String>>(
+    t: &NodeTableDef,
+    key: &Value,
+    values: &[Value],
+    merge: bool,
+) -> Option<Statement<C>> {
     let mut sets = Vec::new();
     let mut params = vec![text("k", encode(key))];
     for (i, c) in t.columns.iter().enumerate() {
@@ -425,12 +468,19 @@ fn write_node(t: &NodeTableDef, key: &Value, values: &[Value], merge: bool) -> O
     } else {
         format!("{head} SET {}", sets.join(", "))
     };
-    Some(Statement { cypher, params })
+    Some(Statement {
+        cypher: cypher.into(),
+        params,
+    })
 }
 
 /// New nodes: `UNWIND $rows AS r CREATE (n:T {…})` in chunks; nested columns (see
 /// [`literal`]) then set row by row.
-fn insert_nodes(out: &mut Vec<Statement>, t: &NodeTableDef, rows: &[&[Value]]) {
+fn insert_nodes<C: From<String> + Clone>(
+    out: &mut Vec<Statement<C>>,
+    t: &NodeTableDef,
+    rows: &[&[Value]],
+) {
     let bulk: Vec<usize> = (0..t.columns.len())
         .filter(|&i| !is_nested(&t.columns[i].ty))
         .collect();
@@ -441,11 +491,11 @@ fn insert_nodes(out: &mut Vec<Statement>, t: &NodeTableDef, rows: &[&[Value]]) {
             format!("{}: {}", ident(&c.name), decode(&format!("r.c{i}"), &c.ty))
         })
         .collect();
-    let cypher = format!(
+    let cypher = C::from(format!(
         "UNWIND $rows AS r CREATE (n:{} {{{}}})",
         ident(&t.name),
         props.join(", ")
-    );
+    ));
     for chunk in rows.chunks(UNWIND_CHUNK) {
         let list = chunk
             .iter()
@@ -472,7 +522,8 @@ fn insert_nodes(out: &mut Vec<Statement>, t: &NodeTableDef, rows: &[&[Value]]) {
                     match_node(t),
                     ident(&c.name),
                     literal(&row[i], &c.ty)
-                ),
+                )
+                .into(),
                 params: vec![text("k", encode(&row[pk]))],
             });
         }
