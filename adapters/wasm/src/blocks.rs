@@ -27,16 +27,27 @@ const HASH_BITS: u32 = 13;
 /// Earlier positions of the same hash tried for each position.
 const CHAIN_DEPTH: usize = 16;
 
-/// `raw` as one zstd frame.
+thread_local! {
+    /// Where frames are written before they are copied out at their size: the compressor
+    /// writes a frame's checksum after its block, which doubled a `Vec` drain that the
+    /// store then shrank (a realloc and a hole per sealed block).
+    static DRAIN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `raw` as one zstd frame, in a `Vec` of its exact size.
 pub fn pack(raw: &[u8]) -> Vec<u8> {
-    let mut packed = Vec::new();
-    let mut compressor =
-        FrameCompressor::new_with_matcher(BlockMatcher::new(raw.len()), CompressionLevel::Fastest);
-    compressor.set_source(raw);
-    compressor.set_drain(&mut packed);
-    compressor.compress();
-    drop(compressor);
-    packed
+    DRAIN.with_borrow_mut(|drain| {
+        drain.clear();
+        let mut compressor = FrameCompressor::new_with_matcher(
+            BlockMatcher::new(raw.len()),
+            CompressionLevel::Fastest,
+        );
+        compressor.set_source(raw);
+        compressor.set_drain(&mut *drain);
+        compressor.compress();
+        drop(compressor);
+        drain.as_slice().to_vec()
+    })
 }
 
 /// The `raw_len` bytes of the frame `packed`, or why not.
