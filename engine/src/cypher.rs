@@ -313,6 +313,7 @@ pub fn plan(batch: &ApplyBatch, schema: &Schema) -> Result<Plan, EngineError> {
                 node,
                 values,
                 is_new,
+                ..
             } => {
                 let t = schema.node_table(&node.table)?;
                 if *is_new && !batch.may_exist {
