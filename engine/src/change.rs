@@ -24,6 +24,11 @@ pub enum GraphChange {
         node: NodeRef,
         values: Vec<Value>,
         is_new: bool,
+        /// For a node already stored (`is_new` false): by column, whether its value in
+        /// `values` differs from the row the graph held before this batch. Empty when not
+        /// known; the store then writes every column. A store may always write every
+        /// column (the values are absolute): this only lets it skip the unchanged ones.
+        changed: Vec<bool>,
     },
     /// Delete a node and every edge attached to it.
     DeleteNode(NodeRef),

@@ -957,6 +957,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
             node: node("Everything", row[0].clone()),
             values: row.clone(),
             is_new: true,
+            changed: Vec::new(),
         });
     }
     // 300 people: enough rows to take the bulk (COPY) paths of a store that has them. Some
@@ -971,6 +972,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
             node: node("P", Value::Int64(i)),
             values: vec![Value::Int64(i), name],
             is_new: true,
+            changed: Vec::new(),
         });
     }
     out.push(step(&mut schema, ops, changes));
@@ -982,6 +984,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
             node: node("P", Value::Int64(i)),
             values: vec![Value::Int64(i), Value::String(format!("late {i}"))],
             is_new: true,
+            changed: Vec::new(),
         });
     }
     for i in 0..300 {
@@ -1031,6 +1034,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
             node: node("P", Value::Int64(1)),
             values: vec![Value::Int64(1), Value::String(String::new())],
             is_new: false,
+            changed: Vec::new(),
         },
         GraphChange::UpsertNode {
             node: node("Everything", Value::String("k2".into())),
@@ -1046,6 +1050,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
                 })
                 .collect(),
             is_new: false,
+            changed: Vec::new(),
         },
         GraphChange::UpsertEdge {
             edge: edge("Knows", 0, 1, "second"),
@@ -1080,6 +1085,7 @@ fn graph_batches() -> Vec<(Schema, ApplyBatch)> {
                 Value::Int64(40),
             ],
             is_new: false,
+            changed: Vec::new(),
         },
     ];
     out.push(step(

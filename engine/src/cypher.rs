@@ -333,6 +333,7 @@ fn plan_with<C: From<String> + Clone>(
                 node,
                 values,
                 is_new,
+                ..
             } => {
                 let t = schema.node_table(&node.table)?;
                 if *is_new && !batch.may_exist {

@@ -1514,6 +1514,7 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
                     node,
                     values: row.row.clone(),
                     is_new: false,
+                    changed: Vec::new(),
                 }),
                 Some(Entity::Edge(edge)) => changes.push(GraphChange::UpsertEdge {
                     edge,

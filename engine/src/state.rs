@@ -1840,12 +1840,19 @@ impl Engine {
                     node: out,
                     values,
                     is_new: true,
+                    changed: Vec::new(),
                 }),
                 (Some(b), Some(values)) if b != values => {
+                    let changed = if b.len() == values.len() {
+                        b.iter().zip(&values).map(|(x, y)| x != y).collect()
+                    } else {
+                        Vec::new()
+                    };
                     node_upserts.push(GraphChange::UpsertNode {
                         node: out,
                         values,
                         is_new: false,
+                        changed,
                     })
                 }
                 _ => {}
@@ -1948,6 +1955,7 @@ impl Engine {
                         node: self.display_node(n),
                         values,
                         is_new: true,
+                        changed: Vec::new(),
                     });
                 }
             }

@@ -225,7 +225,8 @@ impl KuzuGraphStore {
         staged: &BTreeSet<String>,
     ) -> Result<bool, StoreError> {
         let mut new_nodes: BTreeMap<String, Vec<&[Value]>> = BTreeMap::new();
-        let mut updates: BTreeMap<&str, Vec<&[Value]>> = BTreeMap::new();
+        // Staged updates by table and by the columns they change.
+        let mut updates: BTreeMap<(&str, &[bool]), Vec<&[Value]>> = BTreeMap::new();
         let mut new_edges: BTreeMap<EdgeGroup, Vec<(&EdgeRef, &[Value])>> = BTreeMap::new();
         let mut stmts = StatementCache::default();
         // Deletes first (the engine orders them first), then node upserts, then edges.
@@ -259,6 +260,7 @@ impl KuzuGraphStore {
                     node,
                     values,
                     is_new: true,
+                    ..
                 } => new_nodes
                     .entry(node.table.clone())
                     .or_default()
@@ -267,13 +269,16 @@ impl KuzuGraphStore {
                     node,
                     values,
                     is_new: false,
-                } if staged.contains(&node.table) => {
-                    updates.entry(node.table.as_str()).or_default().push(values)
-                }
+                    changed,
+                } if staged.contains(&node.table) => updates
+                    .entry((node.table.as_str(), changed.as_slice()))
+                    .or_default()
+                    .push(values),
                 GraphChange::UpsertNode {
                     node,
                     values,
                     is_new: false,
+                    ..
                 } => {
                     let t = corrupt(schema.node_table(&node.table))?;
                     self.write_node(conn, &mut stmts, t, node, values, false)?;
@@ -338,9 +343,9 @@ impl KuzuGraphStore {
                 _ => {}
             }
         }
-        for (table, rows) in &updates {
+        for ((table, changed), rows) in &updates {
             let t = corrupt(schema.node_table(table))?;
-            self.update_nodes_joined(conn, &mut stmts, t, rows)?;
+            self.update_nodes_joined(conn, &mut stmts, t, changed, rows)?;
         }
         // New nodes before new edges, which may reference them.
         let mut copied = false;
@@ -439,30 +444,49 @@ impl KuzuGraphStore {
         Ok(false)
     }
 
-    /// Updates of existing nodes of `t`, in bulk: the rows go into `t`'s stage table by
-    /// `UNWIND … CREATE`, one `MATCH (n:T), (s:stage) WHERE n.pk = s.pk SET …` copies
-    /// them over (Kuzu plans it as a hash join), and the stage is emptied, all inside the
-    /// batch's transaction. Kuzu plans `UNWIND $rows … MATCH (n:T {pk: r.pk})` as a cross
-    /// product (1,000 rows into 100,000 nodes: 10^8 comparisons, 0.2-0.5 s) and a
-    /// single-row prepared `SET` costs 0.2-0.4 ms; this path took 40-50 ms for the same
-    /// 1,000 rows (ARCHITECTURE.md, "Bulk updates through a stage table").
+    /// Updates of existing nodes of `t`, in bulk: the key and the columns `changed` names
+    /// (every column when it is empty) go into `t`'s stage table by `UNWIND … CREATE`, one
+    /// `MATCH (n:T), (s:stage) WHERE n.pk = s.pk SET …` copies those columns over (Kuzu plans
+    /// it as a hash join), and the stage is emptied, all inside the batch's transaction.
+    /// Kuzu plans `UNWIND $rows … MATCH (n:T {pk: r.pk})` as a cross product (1,000 rows into
+    /// 100,000 nodes: 10^8 comparisons, 0.2-0.5 s) and a single-row prepared `SET` costs
+    /// 0.2-0.4 ms; this path took 26-46 ms for the same 1,000 rows (ARCHITECTURE.md, "Bulk
+    /// updates through a stage table").
     fn update_nodes_joined(
         &self,
         conn: &Connection,
         stmts: &mut StatementCache,
         t: &NodeTableDef,
+        changed: &[bool],
         rows: &[&[Value]],
     ) -> Result<(), StoreError> {
-        let stage = stage_def(t);
-        unwind_create(conn, &stage, rows)?;
-        let pk = ident(&t.primary_key);
-        let sets: Vec<String> = t
-            .columns
-            .iter()
-            .filter(|c| c.name != t.primary_key && !contains_union(&c.ty))
-            .map(|c| format!("n.{0} = s.{0}", ident(&c.name)))
+        let key = t.key_index().expect("validated primary key");
+        let written: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| i != key && changed.get(i).copied().unwrap_or(changed.is_empty()))
             .collect();
-        if !sets.is_empty() {
+        let joined: Vec<usize> = written
+            .iter()
+            .copied()
+            .filter(|&i| !contains_union(&t.columns[i].ty))
+            .collect();
+        if !joined.is_empty() {
+            // The stage's rows: the key and the joined columns, in the table's order.
+            let mut stage = stage_def(t);
+            let kept: Vec<usize> = (0..t.columns.len())
+                .filter(|i| *i == key || joined.contains(i))
+                .collect();
+            stage.columns = kept.iter().map(|&i| stage.columns[i].clone()).collect();
+            let projected: Vec<Vec<Value>> = rows
+                .iter()
+                .map(|row| kept.iter().map(|&i| row[i].clone()).collect())
+                .collect();
+            let projected: Vec<&[Value]> = projected.iter().map(Vec::as_slice).collect();
+            unwind_create(conn, &stage, &projected)?;
+            let pk = ident(&t.primary_key);
+            let sets: Vec<String> = joined
+                .iter()
+                .map(|&i| format!("n.{0} = s.{0}", ident(&t.columns[i].name)))
+                .collect();
             run(
                 conn,
                 &format!(
@@ -472,14 +496,11 @@ impl KuzuGraphStore {
                     sets.join(", ")
                 ),
             )?;
+            run(conn, &format!("MATCH (s:{}) DELETE s", ident(&stage.name)))?;
         }
-        run(conn, &format!("MATCH (s:{}) DELETE s", ident(&stage.name)))?;
         // Union columns cannot go through `UNWIND`'s parameter list: set row by row.
-        let key = t.key_index().expect("validated primary key");
-        for (i, c) in t.columns.iter().enumerate() {
-            if !contains_union(&c.ty) {
-                continue;
-            }
+        for &i in written.iter().filter(|&&i| !joined.contains(&i)) {
+            let c = &t.columns[i];
             let q = format!(
                 "{} SET n.{} = {}",
                 match_node(t),

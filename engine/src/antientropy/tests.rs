@@ -166,12 +166,14 @@ fn tamper(r: &mut R) {
                         node: node(500),
                         values: vec![Value::Int64(500), Value::from("intruder")],
                         is_new: true,
+                        changed: Vec::new(),
                     },
                     // …one changed…
                     GraphChange::UpsertNode {
                         node: node(3),
                         values: vec![Value::Int64(3), Value::from("edited")],
                         is_new: false,
+                        changed: Vec::new(),
                     },
                     // …and one deleted.
                     GraphChange::DeleteNode(node(4)),

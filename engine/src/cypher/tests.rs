@@ -78,6 +78,7 @@ fn plan_shape() {
         },
         values: vec![Value::from(n), age],
         is_new: true,
+        changed: Vec::new(),
     };
     let batch = ApplyBatch {
         changes: vec![
