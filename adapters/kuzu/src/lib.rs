@@ -461,8 +461,10 @@ impl KuzuGraphStore {
         rows: &[&[Value]],
     ) -> Result<(), StoreError> {
         let key = t.key_index().expect("validated primary key");
+        // A mask that does not cover every column is no mask: write them all.
+        let all = changed.len() != t.columns.len();
         let written: Vec<usize> = (0..t.columns.len())
-            .filter(|&i| i != key && changed.get(i).copied().unwrap_or(changed.is_empty()))
+            .filter(|&i| i != key && (all || changed[i]))
             .collect();
         let joined: Vec<usize> = written
             .iter()
@@ -552,6 +554,13 @@ impl KuzuGraphStore {
                 continue;
             }
             let stage = stage_def(t);
+            // A replicated table that has the stage's name (names with the `_ks_` prefix
+            // are not refused) must not be dropped: that table's updates go row by row.
+            if schema.table(&stage.name).is_some()
+                || schema.table(&stage.name.to_ascii_lowercase()).is_some()
+            {
+                continue;
+            }
             let ddl = render_table_ddl(&TableDef::Node(stage.clone()));
             if self.stages.borrow().get(&stage.name) != Some(&ddl) {
                 run(

@@ -9,7 +9,6 @@ fn vv(n: u64) -> VersionVector {
 
 /// A schema holding node table `T(id INT64)`, and that table's definition.
 fn table_t() -> (Schema, NodeTableDef) {
-    let mut schema = Schema::default();
     let def = NodeTableDef {
         name: "T".into(),
         columns: vec![Column {
@@ -19,6 +18,12 @@ fn table_t() -> (Schema, NodeTableDef) {
         }],
         primary_key: "id".into(),
     };
+    (schema_of(&def), def)
+}
+
+/// A schema holding node table `def`.
+fn schema_of(def: &NodeTableDef) -> Schema {
+    let mut schema = Schema::default();
     schema.apply(
         &kuzu_sync_engine::SchemaOp::CreateNodeTable(def.clone()),
         &kuzu_sync_engine::Stamp {
@@ -27,7 +32,7 @@ fn table_t() -> (Schema, NodeTableDef) {
             counter: 1,
         },
     );
-    (schema, def)
+    schema
 }
 
 /// A new node of `T` with key `k`.
@@ -149,7 +154,6 @@ fn staged_updates_write_the_changed_columns() {
         ..KuzuConfig::small()
     };
     let mut g = KuzuGraphStore::open(&dir.path().join("g.kuzu"), &config).unwrap();
-    let mut schema = Schema::default();
     let col = |name: &str, ty| Column {
         name: name.into(),
         ty,
@@ -164,14 +168,7 @@ fn staged_updates_write_the_changed_columns() {
         ],
         primary_key: "id".into(),
     };
-    schema.apply(
-        &kuzu_sync_engine::SchemaOp::CreateNodeTable(def.clone()),
-        &kuzu_sync_engine::Stamp {
-            hlc: Default::default(),
-            peer: PeerId::new("p").unwrap(),
-            counter: 1,
-        },
-    );
+    let schema = schema_of(&def);
     let row = |k: i64, a: &str, b: i64| vec![Value::Int64(k), Value::from(a), Value::Int64(b)];
     let upsert =
         |k: i64, a: &str, b: i64, is_new: bool, changed: Vec<bool>| GraphChange::UpsertNode {
@@ -213,4 +210,73 @@ fn staged_updates_write_the_changed_columns() {
     );
     let (_, rows) = g.query("MATCH (s:_ks_stage_T) RETURN count(*)").unwrap();
     assert_eq!(format!("{rows:?}"), "[[Int64(0)]]", "the stage is emptied");
+}
+
+/// A replicated table that happens to have a stage table's name is never dropped or used
+/// as a stage: the updates of the table it would stage go row by row.
+#[test]
+fn a_user_table_with_a_stage_name_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = KuzuConfig {
+        update_join_threshold: 1,
+        ..KuzuConfig::small()
+    };
+    let mut g = KuzuGraphStore::open(&dir.path().join("g.kuzu"), &config).unwrap();
+    let (_, mut t) = table_t();
+    t.columns.push(Column {
+        name: "v".into(),
+        ty: DataType::Int64,
+        default: None,
+    });
+    let mut schema = schema_of(&t);
+    let clash = NodeTableDef {
+        name: format!("{STAGE_PREFIX}T"),
+        ..t.clone()
+    };
+    schema.apply(
+        &kuzu_sync_engine::SchemaOp::CreateNodeTable(clash.clone()),
+        &kuzu_sync_engine::Stamp {
+            hlc: Default::default(),
+            peer: PeerId::new("p").unwrap(),
+            counter: 2,
+        },
+    );
+    let node = |table: &str, k: i64, is_new: bool| GraphChange::UpsertNode {
+        node: NodeRef {
+            table: table.into(),
+            key: Value::Int64(k),
+        },
+        values: vec![Value::Int64(k), Value::Int64(k * 10 + i64::from(!is_new))],
+        is_new,
+        changed: Vec::new(),
+    };
+    g.apply(
+        &ApplyBatch {
+            changes: vec![
+                GraphChange::CreateTable(TableDef::Node(t)),
+                GraphChange::CreateTable(TableDef::Node(clash.clone())),
+                node("T", 1, true),
+                node(&clash.name, 7, true),
+            ],
+            watermark: vv(1),
+            ..Default::default()
+        },
+        &schema,
+    )
+    .unwrap();
+    g.apply(
+        &ApplyBatch {
+            changes: vec![node("T", 1, false)],
+            watermark: vv(2),
+            ..Default::default()
+        },
+        &schema,
+    )
+    .unwrap();
+    let dump = g.dump(&schema).unwrap();
+    assert_eq!(
+        dump[&clash.name],
+        vec![vec![Value::Int64(7), Value::Int64(70)]]
+    );
+    assert_eq!(dump["T"], vec![vec![Value::Int64(1), Value::Int64(11)]]);
 }
