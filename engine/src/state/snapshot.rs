@@ -50,7 +50,7 @@ impl Engine {
         let mut props: Vec<(&str, &PropState)> = state
             .props
             .iter()
-            .map(|(id, ps)| (self.names.get(*id), ps))
+            .map(|ps| (self.names.get(ps.name), ps))
             .collect();
         props.sort_by(|a, b| a.0.cmp(b.0));
         EntityOut {
@@ -142,7 +142,7 @@ impl Engine {
             .peer_hlcs
             .iter()
             .filter_map(|(p, (first, v))| {
-                let last = *v.last()?;
+                let last = v.last()?.hlc();
                 Some((p.clone(), first + v.len() as u64 - 1, last))
             })
             .collect();
@@ -255,15 +255,18 @@ impl Reader {
             deleted,
             props,
         } = read;
-        let props: Vec<(NameId, PropState)> = props
+        let props: Vec<PropState> = props
             .into_iter()
-            .map(|(name, ps)| (self.engine.names.intern(&name), ps))
+            .map(|(name, mut ps)| {
+                ps.name = self.engine.names.intern(&name);
+                ps
+            })
             .collect();
         let mut state = EntityState {
             adds,
             deleted,
-            props: SmallMap::from_unsorted(props),
-            links: Box::default(),
+            props: KeyedSlice::from_unsorted(props),
+            links: Links::default(),
         };
         self.share(&mut state);
         state
@@ -286,7 +289,7 @@ impl Reader {
             }
         }
         state.adds.share_keys(|p| e.intern_peer(p));
-        for ps in state.props.values_mut() {
+        for ps in state.props.iter_mut() {
             if let Some(w) = ps.reg.as_mut() {
                 share(&mut w.deps);
                 w.stamp.peer = e.intern_peer(&w.stamp.peer);
@@ -341,7 +344,7 @@ impl<'de> Visitor<'de> for &mut Reader {
             .into_iter()
             .map(|(p, c, h)| {
                 let mut hlcs = Chunked::default();
-                hlcs.push(h);
+                hlcs.push(h.into());
                 (p, (c, hlcs))
             })
             .collect();

@@ -733,7 +733,9 @@ fn spec_offline_conflict_online_wins() {
             key: Value::from("user_123"),
         }))
         .unwrap()
-        .props[&a.names.id("status").unwrap()]
+        .props
+        .get(a.names.id("status").unwrap())
+        .unwrap()
         .reg
         .clone()
         .unwrap();
@@ -818,4 +820,59 @@ fn a_snapshot_of_another_format_or_cut_short_is_refused() {
     assert!(Engine::from_snapshot_state(peer("c"), &bytes).is_ok());
     let err = Engine::from_snapshot_state(peer("c"), &bytes[..bytes.len() / 2]).unwrap_err();
     assert!(matches!(err, EngineError::InvalidSnapshot(_)), "{err}");
+}
+
+#[test]
+fn a_packed_hlc_is_the_same_hlc() {
+    for (wall_ms, logical) in [
+        (0, 0),
+        (1, 2),
+        (u64::MAX, u32::MAX),
+        (1 << 32, 7),
+        (u32::MAX as u64, 1),
+    ] {
+        let h = Hlc { wall_ms, logical };
+        assert_eq!(PackedHlc::from(h).hlc(), h);
+    }
+}
+
+#[test]
+fn one_or_map_keeps_one_entry_in_place_and_more_in_a_map() {
+    let mut m: OneOrMap<u32, &str> = OneOrMap::default();
+    assert!(m.is_empty());
+    m.insert(5, "a");
+    assert!(matches!(m, OneOrMap::One(_)));
+    m.insert(5, "b");
+    assert_eq!(m.iter().collect::<Vec<_>>(), [(&5, &"b")]);
+    m.insert(2, "c");
+    assert!(matches!(m, OneOrMap::Many(_)));
+    assert_eq!(m.iter().collect::<Vec<_>>(), [(&2, &"c"), (&5, &"b")]);
+    for n in 0..3 {
+        let entries: Vec<(u32, u32)> = (0..n)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|i| (i, i))
+            .collect();
+        let bytes = rmp_serde::to_vec(&entries).unwrap();
+        let back: OneOrMap<u32, u32> = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(rmp_serde::to_vec(&back).unwrap(), bytes);
+        assert_eq!(back.iter().count(), n as usize);
+    }
+}
+
+#[test]
+fn a_keyed_slice_finds_and_inserts_by_the_entries_own_key() {
+    let mut props: KeyedSlice<PropState> = KeyedSlice::default();
+    assert!(props.is_empty() && props.get(3).is_none());
+    for name in [3, 1, 2, 3] {
+        props.entry(name);
+    }
+    assert_eq!(props.iter().map(|p| p.name).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(props.get(2).map(|p| p.name), Some(2));
+    let unsorted = [7, 4].map(|name| PropState {
+        name,
+        ..PropState::default()
+    });
+    let props = KeyedSlice::from_unsorted(unsorted.to_vec());
+    assert_eq!(props.iter().map(|p| p.name).collect::<Vec<_>>(), [4, 7]);
 }
