@@ -808,9 +808,24 @@ fn diff_tables(old: &TableDef, new: &TableDef) -> TableChange {
     }
 }
 
-/// A table name as a received or local create must spell it (see [`limits::is_identifier`]).
+/// Whether `name` starts with `_ks_` in any case: kuzu-sync's own tables (`_ks_meta`, the
+/// JS host's `_ks_log`, the stage tables `_ks_stage_T`) and hidden columns. Kuzu's names are
+/// case-insensitive, so `_KS_meta` would be the same table.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    name.get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("_ks_"))
+}
+
+/// A table name as a received or local create must spell it (see [`limits::is_identifier`]),
+/// and not one of kuzu-sync's own ([`is_reserved`]): a replicated `_ks_meta` would be the
+/// replica's watermark table.
 pub(crate) fn validate_table_name(name: &str) -> Result<(), EngineError> {
-    if limits::is_identifier(name) {
+    if limits::is_identifier(name) && is_reserved(name) {
+        Err(EngineError::InvalidSchema {
+            table: name.to_string(),
+            reason: format!("table name {name:?} is reserved (the _ks_ prefix is kuzu-sync's own)"),
+        })
+    } else if limits::is_identifier(name) {
         Ok(())
     } else {
         Err(EngineError::InvalidSchema {
@@ -907,7 +922,7 @@ pub(crate) fn validate_columns(table: &str, columns: &[Column]) -> Result<(), En
             });
         }
         validate_type(table, &c.name, &c.ty, 1)?;
-        if c.name.is_empty() || c.name.starts_with("_ks_") {
+        if c.name.is_empty() || is_reserved(&c.name) {
             return Err(EngineError::InvalidSchema {
                 table: table.to_string(),
                 reason: format!(

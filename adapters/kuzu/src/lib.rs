@@ -554,8 +554,9 @@ impl KuzuGraphStore {
                 continue;
             }
             let stage = stage_def(t);
-            // A replicated table that has the stage's name (names with the `_ks_` prefix
-            // are not refused) must not be dropped: that table's updates go row by row.
+            // A table that has the stage's name must not be dropped: that table's updates
+            // go row by row. (The engine refuses `_ks_` table names, so only a schema
+            // built around it can hold one; kept as a second line.)
             if schema.table(&stage.name).is_some()
                 || schema.table(&stage.name.to_ascii_lowercase()).is_some()
             {

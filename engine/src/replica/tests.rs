@@ -345,6 +345,9 @@ fn forged_snapshots_are_refused() {
     let mut bad_name = good.clone();
     bad_name.state = replace(&good.state, b"Userx", b"Use`x");
     bad_name.state = replace(&bad_name.state, b"userx", b"use`x");
+    let mut reserved = good.clone();
+    reserved.state = replace(&good.state, b"Userx", b"_ks_x");
+    reserved.state = replace(&reserved.state, b"userx", b"_ks_x");
     let mut wrong_key = good.clone();
     wrong_key.state = replace(&good.state, b"userx", b"usery");
     let mut lying_count = good.clone();
@@ -360,6 +363,7 @@ fn forged_snapshots_are_refused() {
     );
     for (snap, want) in [
         (&bad_name, "is not an identifier"),
+        (&reserved, "table name \"_ks_x\" is reserved"),
         (&wrong_key, "listed under another table's name"),
         (&lying_count, "claims 18446744073709551615 events"),
         (&ahead, "more than a day ahead"),
@@ -607,4 +611,62 @@ fn an_event_with_a_short_causal_past_replays_where_it_was_applied() {
     let hub = crate::Replica::open(ev, gr, Box::new(crate::FixedClock(1_700_000_000_000)))
         .expect("the replica reopens");
     assert_eq!(hub.version_vector(), &vv);
+}
+
+/// kuzu-sync's own names (`_ks_` in any case: `_ks_meta` is the watermark table, `_ks_log`
+/// the JS host's log, `_ks_stage_T` a stage) are refused as table and column names, whether
+/// written here or received from a peer, and the refusal names them and changes nothing.
+#[test]
+fn kuzu_sync_s_own_names_are_refused_written_or_received() {
+    use crate::schema::{Column, NodeTableDef, SchemaOp};
+    use crate::{DataType, Op};
+
+    let now = 1_700_000_000_000;
+    let table = |name: &str, column: &str| {
+        Op::Schema(SchemaOp::CreateNodeTable(NodeTableDef {
+            name: name.into(),
+            columns: vec![Column {
+                name: column.into(),
+                ty: DataType::Int64,
+                default: None,
+            }],
+            primary_key: column.into(),
+        }))
+    };
+    let mut r = memory_replica(now);
+    r.write(vec![table("Mine", "id")]).unwrap();
+    let before = (r.version_vector().clone(), r.engine().dump());
+    for (op, bad) in [
+        (
+            table("_ks_meta", "id"),
+            "table name \"_ks_meta\" is reserved",
+        ),
+        (table("_KS_log", "id"), "table name \"_KS_log\" is reserved"),
+        (
+            table("_ks_stage_Mine", "id"),
+            "table name \"_ks_stage_Mine\" is reserved",
+        ),
+        (
+            table("T", "_KS_stage_row"),
+            "column name \"_KS_stage_row\" is empty or reserved",
+        ),
+    ] {
+        let err = r.write(vec![op.clone()]).unwrap_err().to_string();
+        assert!(err.contains(bad), "want {bad:?}: {err}");
+        let received = crate::Event {
+            id: crate::EventId {
+                peer: crate::PeerId::new("peer").unwrap(),
+                counter: 1,
+            },
+            deps: crate::VersionVector::new(),
+            hlc: crate::Hlc {
+                wall_ms: now,
+                logical: 0,
+            },
+            op,
+        };
+        let err = r.import(vec![received]).unwrap_err().to_string();
+        assert!(err.contains(bad), "received, want {bad:?}: {err}");
+        assert_eq!((r.version_vector().clone(), r.engine().dump()), before);
+    }
 }
