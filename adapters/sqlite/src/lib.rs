@@ -67,6 +67,31 @@ fn decompress(state: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Reads each peer's highest stored counter into `cache` (see [`SqliteEventStore::peers`])
+/// unless it holds them as of the database's current `PRAGMA data_version` (which another
+/// connection's commit changes, and this connection's does not).
+fn refresh_peers(
+    conn: &Connection,
+    cache: &RefCell<Option<(i64, HashMap<String, u64>)>>,
+) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    let mut cache = cache.borrow_mut();
+    if cache.as_ref().is_none_or(|(v, _)| *v != version) {
+        let mut stmt =
+            conn.prepare_cached("SELECT peer, MAX(counter) FROM events GROUP BY peer")?;
+        let peers = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })?
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        *cache = Some((version, peers));
+    }
+    Ok(())
+}
+
 const LOOKUP_DIGEST: &str = "SELECT digest FROM events WHERE peer = ?1 AND counter = ?2";
 const INSERT_EVENT: &str =
     "INSERT INTO events (peer, counter, digest, body) VALUES (?1, ?2, ?3, ?4)";
@@ -184,28 +209,8 @@ impl SqliteEventStore {
     /// log holds 100,000 (README, "Delta sync").
     fn start_of_missing(&self, seen: &HashMap<&str, i64>) -> Result<u64, StoreError> {
         let err = self.err("find where the events to send start");
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA data_version", [], |row| row.get(0))
-            .map_err(&err)?;
-        let mut cache = self.peers.borrow_mut();
-        if cache.as_ref().is_none_or(|(v, _)| *v != version) {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT peer, MAX(counter) FROM events GROUP BY peer")
-                .map_err(&err)?;
-            let peers = stmt
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?.max(0) as u64,
-                    ))
-                })
-                .map_err(&err)?
-                .collect::<Result<HashMap<_, _>, _>>()
-                .map_err(&err)?;
-            *cache = Some((version, peers));
-        }
+        refresh_peers(&self.conn, &self.peers).map_err(&err)?;
+        let cache = self.peers.borrow();
         let (_, peers) = cache.as_ref().expect("just read");
         let behind: Vec<(&str, i64)> = peers
             .iter()
@@ -241,7 +246,8 @@ impl SqliteEventStore {
         Ok(start.max(0) as u64)
     }
 
-    /// Notes events this connection stored, for [`SqliteEventStore::start_of_missing`].
+    /// Notes events this connection stored, for [`SqliteEventStore::start_of_missing`] and
+    /// [`EventStore::append`].
     fn note_stored<'a>(&self, ids: impl Iterator<Item = &'a EventId>) {
         if let Some((_, peers)) = self.peers.borrow_mut().as_mut() {
             for id in ids {
@@ -409,6 +415,13 @@ impl EventStore for SqliteEventStore {
             .map_err(err)?;
         let mut added = 0;
         {
+            // Each peer's highest counter stored, read under the write lock: an event above
+            // it cannot be stored, so it needs no lookup (a bulk import's events are all new).
+            // Raised as this call inserts, so a duplicate within the call is looked up.
+            refresh_peers(&tx, &self.peers).map_err(err)?;
+            let mut maxes: HashMap<&str, u64> = HashMap::new();
+            let cached = self.peers.borrow();
+            let stored_max = |peer: &str| cached.as_ref().and_then(|(_, m)| m.get(peer).copied());
             let mut lookup = tx.prepare_cached(LOOKUP_DIGEST).map_err(err)?;
             let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(err)?;
             for event in events {
@@ -419,10 +432,20 @@ impl EventStore for SqliteEventStore {
                 let counter = sql_counter(id, &self.path)?;
                 let body = event.encode();
                 let digest = event.digest();
-                let stored: Option<Vec<u8>> = lookup
-                    .query_row(params![id.peer.as_str(), counter], |row| row.get(0))
-                    .optional()
-                    .map_err(|e| event_err(id, e))?;
+                let peer = id.peer.as_str();
+                let max = maxes.get(peer).copied().or_else(|| stored_max(peer));
+                let stored: Option<Vec<u8>> = if max.is_some_and(|m| id.counter <= m) {
+                    lookup
+                        .query_row(params![peer, counter], |row| row.get(0))
+                        .optional()
+                        .map_err(|e| event_err(id, e))?
+                } else {
+                    None
+                };
+                if stored.is_none() {
+                    let m = maxes.entry(peer).or_insert(0);
+                    *m = (*m).max(id.counter).max(max.unwrap_or(0));
+                }
                 match stored {
                     Some(d) if d == digest => {}
                     // Returning drops `tx`, which rolls the whole call back.

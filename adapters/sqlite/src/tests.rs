@@ -462,3 +462,41 @@ fn a_scan_from_the_start_seeks_the_first_missing_event() {
     );
     assert_eq!(ids.len(), super::MAX_SEEKS + 1);
 }
+
+/// An append looks up only events at or below the peer's highest stored counter: the
+/// others cannot be stored. That bound must hold across connections: another connection's
+/// commit is seen (a version of an event it stored is an equivocation, not a constraint
+/// error; the same event again adds nothing), and so is a duplicate within one call.
+#[test]
+fn appends_skip_lookups_only_above_what_any_connection_stored() {
+    let dir = TempDir::new("append-bound");
+    let path = dir.path().join("events.sqlite");
+    let mut a = SqliteEventStore::open(&path).unwrap();
+    let mut b = SqliteEventStore::open(&path).unwrap();
+    // Both connections have read the peers' counters.
+    assert_eq!(a.append(&make_events("p", 1, 2)).unwrap(), 2);
+    assert_eq!(b.append(&make_events("q", 1, 1)).unwrap(), 1);
+    // `a` stores p:3 and p:4; `b` last read p's counter as 2.
+    assert_eq!(a.append(&make_events("p", 3, 4)).unwrap(), 2);
+    match b.append(&[conflicting_event("p", 4)]) {
+        Err(StoreError::Equivocation { id }) => assert_eq!(id.to_string(), "p:4"),
+        other => panic!("expected an equivocation on p:4, got {other:?}"),
+    }
+    assert_eq!(
+        b.append(&make_events("p", 3, 5)).unwrap(),
+        1,
+        "only p:5 is new"
+    );
+    // Within one call: p:6 new, then a second version of it.
+    match a.append(&[make_event("p", 6), conflicting_event("p", 6)]) {
+        Err(StoreError::Equivocation { id }) => assert_eq!(id.to_string(), "p:6"),
+        other => panic!("expected an equivocation on p:6, got {other:?}"),
+    }
+    assert_eq!(
+        a.append(&[make_event("p", 6), make_event("p", 6)]).unwrap(),
+        1
+    );
+    let stored = all_events(&a).unwrap();
+    let ids: Vec<String> = stored.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, ["p:1", "p:2", "q:1", "p:3", "p:4", "p:5", "p:6"]);
+}
