@@ -90,23 +90,38 @@ impl Links {
         }
     }
 
-    /// Adds `e` if absent.
+    /// Adds `e` if absent (in place while there is room: no allocation).
     fn insert(&mut self, e: EdgeId) {
-        if let Err(i) = self.binary_search(&e) {
-            let mut v = Vec::with_capacity(self.len() + 1);
-            v.extend_from_slice(self);
-            v.insert(i, e);
-            *self = Links::of(v);
+        let Err(i) = self.binary_search(&e) else {
+            return;
+        };
+        if let Links::Few { len, ids } = self {
+            if *len < 2 {
+                ids.copy_within(i..*len as usize, i + 1);
+                ids[i] = e;
+                *len += 1;
+                return;
+            }
         }
+        let mut v = Vec::with_capacity(self.len() + 1);
+        v.extend_from_slice(self);
+        v.insert(i, e);
+        *self = Links::of(v);
     }
 
-    /// Removes `e` if present.
+    /// Removes `e` if present (in place when few: no allocation).
     fn remove(&mut self, e: EdgeId) {
-        if let Ok(i) = self.binary_search(&e) {
-            let mut v = self.to_vec();
-            v.remove(i);
-            *self = Links::of(v);
+        let Ok(i) = self.binary_search(&e) else {
+            return;
+        };
+        if let Links::Few { len, ids } = self {
+            ids.copy_within(i + 1..*len as usize, i);
+            *len -= 1;
+            return;
         }
+        let mut v = self.to_vec();
+        v.remove(i);
+        *self = Links::of(v);
     }
 }
 
