@@ -1231,6 +1231,16 @@ impl<G> FlakyGraph<G> {
             watermark_reads: 0,
         }
     }
+
+    /// Fails if an injected failure is due.
+    fn inject(&mut self) -> Result<(), StoreError> {
+        if self.fail_applies > 0 {
+            self.fail_applies -= 1;
+            self.failed += 1;
+            return Err(StoreError::Corrupt("injected graph store failure".into()));
+        }
+        Ok(())
+    }
 }
 
 impl<G: GraphStore> GraphStore for FlakyGraph<G> {
@@ -1239,15 +1249,92 @@ impl<G: GraphStore> GraphStore for FlakyGraph<G> {
         self.inner.watermark()
     }
     fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError> {
-        if self.fail_applies > 0 {
-            self.fail_applies -= 1;
-            self.failed += 1;
-            return Err(StoreError::Corrupt("injected graph store failure".into()));
-        }
+        self.inject()?;
         self.inner.apply(batch, schema)
+    }
+    fn apply_when(
+        &mut self,
+        batch: &ApplyBatch,
+        schema: &Schema,
+        ready: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.inject()?;
+        self.inner.apply_when(batch, schema, ready)
+    }
+    fn overlaps_append(&self) -> bool {
+        self.inner.overlaps_append()
     }
     fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError> {
         self.inner.dump(schema)
+    }
+}
+
+/// An event store that fails on demand: the next `fail_appends` calls to `append` fail,
+/// storing nothing, after `delay` (a slow disk that then reports an error). For tests of
+/// the order between the log and a graph store that works while the log is written. The
+/// count is shared, so a test sets it while the replica owns the store.
+#[derive(Debug, Default)]
+pub struct FlakyEvents<E> {
+    pub inner: E,
+    pub fail_appends: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub delay: std::time::Duration,
+}
+
+impl<E: EventStore> EventStore for FlakyEvents<E> {
+    fn append(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        use std::sync::atomic::Ordering;
+        std::thread::sleep(self.delay);
+        let due = self
+            .fail_appends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if due.is_ok() {
+            return Err(StoreError::Corrupt("injected event store failure".into()));
+        }
+        self.inner.append(events)
+    }
+    fn scan(
+        &self,
+        since: &VersionVector,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.inner.scan(since, f)
+    }
+    fn scan_page(
+        &self,
+        since: &VersionVector,
+        from: u64,
+        limit: usize,
+        f: &mut dyn FnMut(Event) -> Result<(), StoreError>,
+    ) -> Result<(u64, bool), StoreError> {
+        self.inner.scan_page(since, from, limit, f)
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        self.inner.count()
+    }
+    fn snapshot(&self) -> Result<Option<crate::snapshot::Snapshot>, StoreError> {
+        self.inner.snapshot()
+    }
+    fn compact(
+        &mut self,
+        snapshot: &crate::snapshot::Snapshot,
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError> {
+        self.inner.compact(snapshot, meta)
+    }
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.meta(key)
+    }
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set_meta(key, value)
+    }
+    fn replace_suffix(
+        &mut self,
+        peer: &PeerId,
+        after: u64,
+        events: &[Event],
+        meta: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        self.inner.replace_suffix(peer, after, events, meta)
     }
 }
 
@@ -1401,4 +1488,56 @@ pub fn replica_failure_suite<G: GraphStore>(make: &mut dyn FnMut() -> G) {
     assert!(!dst.is_unrecovered());
     dst.graph().fail_applies = 0;
     assert_eq!(rows(&mut dst), before, "case 3");
+
+    // Case 4: the log append fails (slowly, so a store that works beside it is mid-batch):
+    // the graph holds nothing of the batch, a write or an import, and its watermark has
+    // not moved; the replica goes on. With a store that committed before the log was
+    // durable, the rows would be there.
+    let fail_appends = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut r = Replica::create(
+        FlakyEvents {
+            inner: MemoryEventStore::default(),
+            fail_appends: fail_appends.clone(),
+            delay: std::time::Duration::from_millis(30),
+        },
+        FlakyGraph::new(make()),
+        PeerId::new("a4").unwrap(),
+        Box::new(crate::clock::FixedClock(1_700_000_000_000)),
+    )
+    .unwrap();
+    r.write(vec![table.clone(), add(30)]).unwrap();
+    let schema = r.engine().schema().clone();
+    let before = r.graph().dump(&schema).unwrap();
+    let watermark = r.graph().watermark().unwrap();
+    fail_appends.store(2, std::sync::atomic::Ordering::SeqCst);
+    let err = r.write((31..36).map(add).collect()).unwrap_err();
+    assert!(
+        err.to_string().contains("injected event store"),
+        "case 4: {err}"
+    );
+    let err = r.import(all.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("injected event store"),
+        "case 4: {err}"
+    );
+    assert_eq!(r.graph().dump(&schema).unwrap(), before, "case 4: graph");
+    assert_eq!(
+        r.graph().watermark().unwrap(),
+        watermark,
+        "case 4: watermark"
+    );
+    assert_eq!(r.event_store().count().unwrap(), 2, "case 4: log");
+    r.write(vec![add(36)]).unwrap();
+    r.import(all.clone()).unwrap();
+    let schema = r.engine().schema().clone();
+    let shown = names(&r.graph().dump(&schema).unwrap()).join(" ");
+    assert!(
+        shown.contains("n36]") && shown.contains("n10]") && !shown.contains("n31]"),
+        "case 4: {shown}"
+    );
+    assert_eq!(
+        r.graph().dump(&schema).unwrap(),
+        r.engine().dump(),
+        "case 4"
+    );
 }

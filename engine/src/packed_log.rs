@@ -27,7 +27,7 @@ use crate::snapshot::Snapshot;
 pub const BLOCK_BYTES: usize = 32 << 10;
 
 /// How sealed blocks are kept.
-pub trait BlockCodec: Default + std::fmt::Debug {
+pub trait BlockCodec: Default + std::fmt::Debug + Send {
     /// A block's bytes, packed (returning them as they are is allowed).
     fn pack(&self, raw: &[u8]) -> Vec<u8>;
     /// A packed block's bytes: exactly `raw_len` of them, or an error.

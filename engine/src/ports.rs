@@ -41,8 +41,9 @@ impl StoreError {
     }
 }
 
-/// The durable event log.
-pub trait EventStore {
+/// The durable event log. `Send`, so that a replica can append on another thread while its
+/// graph store works (see [`GraphStore::apply_when`]).
+pub trait EventStore: Send {
     /// Stores the events that are not stored yet, atomically and durably, and returns how
     /// many were new. An event whose id is stored with a different digest is equivocation:
     /// the whole call fails and nothing is stored.
@@ -117,6 +118,28 @@ pub trait GraphStore {
     /// Applies the batch and records its watermark, atomically: after a crash either both
     /// are stored or neither. `schema` is the schema after the batch.
     fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError>;
+
+    /// [`GraphStore::apply`], while the batch's events are still being appended to the log
+    /// (see [`GraphStore::overlaps_append`]): the store must call `ready` before anything
+    /// it does can be committed, and if `ready` fails, roll back and return its error.
+    /// Nothing may reach the graph durably before its events are durable in the log.
+    ///
+    /// The default waits first, then applies.
+    fn apply_when(
+        &mut self,
+        batch: &ApplyBatch,
+        schema: &Schema,
+        ready: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        ready()?;
+        self.apply(batch, schema)
+    }
+
+    /// Whether [`GraphStore::apply_when`] does work before it calls `ready`, so that the
+    /// replica gains by appending to the log on another thread meanwhile. False by default.
+    fn overlaps_append(&self) -> bool {
+        false
+    }
 
     /// Every table of `schema`, canonical and sorted.
     fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError>;

@@ -497,6 +497,37 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         Ok(())
     }
 
+    /// Appends the staged events to the log on another thread while the graph store does
+    /// its work, which it commits only once the append is durable (see
+    /// [`GraphStore::apply_when`]). `logged` is called once the append is durable, as in
+    /// the sequential order. A failed append is the error returned, whatever the graph did
+    /// (it rolled back); a failed apply after a good append is the sequential case.
+    fn append_beside_apply(
+        &mut self,
+        staged: &Staged,
+        logged: &mut dyn FnMut(),
+    ) -> Result<(), ReplicaError> {
+        let recovering_batch;
+        let batch = if self.recovering {
+            let mut b = staged.batch.clone();
+            b.may_exist = true;
+            recovering_batch = b;
+            &recovering_batch
+        } else {
+            &staged.batch
+        };
+        let schema = self.core.engine.schema();
+        let (events, graph) = (&mut self.events, &mut self.graph);
+        let (appended, applied) = beside(
+            || events.append(&staged.events),
+            |ready| graph.apply_when(batch, schema, ready),
+            logged,
+        );
+        appended?;
+        self.note_appended(&staged.events);
+        Ok(applied?)
+    }
+
     /// Discards the half-applied in-memory state and rebuilds it from the stores, which are
     /// the truth. A failed rebuild is remembered: the replica refuses work until one
     /// succeeds.
@@ -795,15 +826,18 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         staged: Staged,
         logged: &mut dyn FnMut(),
     ) -> Result<(), ReplicaError> {
-        let stored = self
-            .events
-            .append(&staged.events)
-            .map_err(ReplicaError::from);
-        let stored = stored.and_then(|_| {
-            self.note_appended(&staged.events);
-            logged();
-            self.apply_batch(&staged.batch)
-        });
+        let stored = if self.graph.overlaps_append() {
+            self.append_beside_apply(&staged, logged)
+        } else {
+            self.events
+                .append(&staged.events)
+                .map_err(ReplicaError::from)
+                .and_then(|_| {
+                    self.note_appended(&staged.events);
+                    logged();
+                    self.apply_batch(&staged.batch)
+                })
+        };
         match stored {
             Ok(()) => {
                 self.core.confirm(staged);
@@ -1727,3 +1761,57 @@ fn reorder(events: Vec<Event>, applied: &VersionVector) -> Result<Vec<Event>, Re
 
 #[cfg(test)]
 mod tests;
+
+/// Runs `append` on another thread while `apply` runs on this one, and returns both
+/// results. `apply` gets a `ready` to call before it commits anything: `ready` waits for
+/// the append, calls `logged` if it succeeded, and fails if it did not. If `apply` never
+/// called `ready`, the append is still waited for (and `logged` called) before this
+/// returns. Without threads (WASM), the append runs first.
+fn beside(
+    append: impl FnOnce() -> Result<usize, StoreError> + Send,
+    apply: impl FnOnce(&mut dyn FnMut() -> Result<(), StoreError>) -> Result<(), StoreError>,
+    logged: &mut dyn FnMut(),
+) -> (Result<usize, StoreError>, Result<(), StoreError>) {
+    let failed = || StoreError::Corrupt("the log append failed: the batch was rolled back".into());
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::scope(|s| {
+            let mut pending = Some(s.spawn(append));
+            let mut appended: Option<Result<usize, StoreError>> = None;
+            let mut wait =
+                |pending: &mut Option<
+                    std::thread::ScopedJoinHandle<'_, Result<usize, StoreError>>,
+                >,
+                 appended: &mut Option<Result<usize, StoreError>>| {
+                    if let Some(handle) = pending.take() {
+                        let result = handle
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        if result.is_ok() {
+                            logged();
+                        }
+                        *appended = Some(result);
+                    }
+                };
+            let applied = apply(&mut || {
+                wait(&mut pending, &mut appended);
+                match &appended {
+                    Some(Ok(_)) => Ok(()),
+                    _ => Err(failed()),
+                }
+            });
+            wait(&mut pending, &mut appended);
+            (appended.expect("the append was waited for"), applied)
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let appended = append();
+        if appended.is_ok() {
+            logged();
+        }
+        let ok = appended.is_ok();
+        let applied = apply(&mut || if ok { Ok(()) } else { Err(failed()) });
+        (appended, applied)
+    }
+}

@@ -1012,15 +1012,41 @@ impl GraphStore for KuzuGraphStore {
     }
 
     fn apply(&mut self, batch: &ApplyBatch, schema: &Schema) -> Result<(), StoreError> {
+        self.apply_when(batch, schema, &mut || Ok(()))
+    }
+
+    fn apply_when(
+        &mut self,
+        batch: &ApplyBatch,
+        schema: &Schema,
+        ready: &mut dyn FnMut() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let conn = self.conn()?;
         // DDL runs in its own auto-committed statements (idempotent: IF [NOT] EXISTS), since
-        // Kuzu does not mix DDL and data changes in one transaction.
+        // Kuzu does not mix DDL and data changes in one transaction: so after `ready`.
+        let has_ddl = batch.changes.iter().any(|c| {
+            matches!(
+                c,
+                GraphChange::CreateTable(_)
+                    | GraphChange::AddColumns { .. }
+                    | GraphChange::DropTable(_)
+            )
+        });
+        let mut ready = Some(ready);
+        if has_ddl {
+            ready.take().map_or(Ok(()), |r| r())?;
+        }
         for c in &batch.changes {
             self.apply_ddl(&conn, c)?;
         }
+        // The stage tables are the store's own, empty between batches: creating one before
+        // the log is durable changes nothing a user sees.
         let staged = self.staged_tables(&conn, batch, schema)?;
         run(&conn, "BEGIN TRANSACTION")?;
-        let copied = match self.apply_data(&conn, batch, schema, &staged) {
+        let copied = match self
+            .apply_data(&conn, batch, schema, &staged)
+            .and_then(|copied| ready.take().map_or(Ok(()), |r| r()).map(|()| copied))
+        {
             Ok(copied) => copied,
             Err(e) => {
                 let _ = conn.query("ROLLBACK");
@@ -1068,6 +1094,10 @@ impl GraphStore for KuzuGraphStore {
             self.since_checkpoint.set(0);
         }
         Ok(())
+    }
+
+    fn overlaps_append(&self) -> bool {
+        true
     }
 
     fn dump(&mut self, schema: &Schema) -> Result<GraphDump, StoreError> {
