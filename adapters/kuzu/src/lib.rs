@@ -117,6 +117,8 @@ pub struct KuzuGraphStore {
     /// Batches committed since the last `CHECKPOINT` (see [`CHECKPOINT_EVERY`]).
     /// (A `Cell`: `apply`'s connection borrows the store.)
     since_checkpoint: std::cell::Cell<u32>,
+    /// `COPY … FROM` a CSV file statements run since the store was opened.
+    csv_copies: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for KuzuGraphStore {
@@ -161,6 +163,7 @@ impl KuzuGraphStore {
             update_join_threshold: config.update_join_threshold.max(1),
             stages: RefCell::new(BTreeMap::new()),
             since_checkpoint: std::cell::Cell::new(0),
+            csv_copies: std::cell::Cell::new(0),
         };
         if !config.read_only {
             let conn = store.conn()?;
@@ -176,6 +179,12 @@ impl KuzuGraphStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many `COPY … FROM` a CSV file statements this store has run since it was opened
+    /// (which write path a batch took, for tests and diagnostics).
+    pub fn csv_copies(&self) -> u64 {
+        self.csv_copies.get()
     }
 
     pub fn database(&self) -> &Database {
@@ -347,11 +356,29 @@ impl KuzuGraphStore {
             let t = corrupt(schema.node_table(table))?;
             self.update_nodes_joined(conn, &mut stmts, t, changed, rows)?;
         }
-        // New nodes before new edges, which may reference them.
+        // New nodes before new edges, which may reference them. A batch that copies
+        // anything pays a checkpoint (see `apply`); then the nodes of a table go by COPY
+        // from the edge threshold up, which costs less than `UNWIND … CREATE` there.
+        let edges_copy = new_edges.iter().any(|((rel, ..), edges)| {
+            edges.len() >= self.edge_copy_threshold
+                && schema
+                    .rel_table(rel)
+                    .is_ok_and(|r| !r.columns.iter().any(|c| contains_union(&c.ty)))
+        });
+        let mut nodes_copy = false;
+        for (table, rows) in &new_nodes {
+            let t = corrupt(schema.node_table(table))?;
+            nodes_copy |= nodes_by_copy(t, rows, self.node_copy_threshold);
+        }
+        let node_threshold = if edges_copy || nodes_copy {
+            self.node_copy_threshold.min(self.edge_copy_threshold)
+        } else {
+            self.node_copy_threshold
+        };
         let mut copied = false;
         for (table, rows) in &new_nodes {
             let t = corrupt(schema.node_table(table))?;
-            copied |= self.insert_nodes(conn, &mut stmts, t, rows)?;
+            copied |= self.insert_nodes(conn, &mut stmts, t, rows, node_threshold)?;
         }
         for ((rel, from, to), edges) in &new_edges {
             let rel = corrupt(schema.rel_table(rel))?;
@@ -410,11 +437,9 @@ impl KuzuGraphStore {
         stmts: &mut StatementCache,
         t: &NodeTableDef,
         rows: &[&[Value]],
+        copy_threshold: usize,
     ) -> Result<bool, StoreError> {
-        if rows.len() >= self.node_copy_threshold
-            && t.columns.iter().all(|c| csv::csv_safe(&c.ty))
-            && rows.iter().all(|r| csv::csv_values_safe(r.iter()))
-        {
+        if nodes_by_copy(t, rows, copy_threshold) {
             self.copy_nodes_csv(conn, t, rows)?;
             return Ok(true);
         }
@@ -784,7 +809,9 @@ impl KuzuGraphStore {
             .to_string()
             .replace('\\', "\\\\")
             .replace('\'', "\\'");
-        run(conn, &format!("COPY {} FROM '{path}' {opts}", ident(table)))
+        run(conn, &format!("COPY {} FROM '{path}' {opts}", ident(table)))?;
+        self.csv_copies.set(self.csv_copies.get() + 1);
+        Ok(())
     }
 
     /// The folder of the database file, where COPY files are written.
@@ -950,6 +977,14 @@ fn unwind_create(conn: &Connection, t: &NodeTableDef, rows: &[&[Value]]) -> Resu
         })?;
     }
     Ok(())
+}
+
+/// Whether new nodes of `t` go by COPY from a CSV file: at least `threshold` of them, of
+/// types (and values) the CSV path carries exactly.
+fn nodes_by_copy(t: &NodeTableDef, rows: &[&[Value]], threshold: usize) -> bool {
+    rows.len() >= threshold
+        && t.columns.iter().all(|c| csv::csv_safe(&c.ty))
+        && rows.iter().all(|r| csv::csv_values_safe(r.iter()))
 }
 
 fn pk_type(t: &NodeTableDef) -> &DataType {

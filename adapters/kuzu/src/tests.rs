@@ -274,3 +274,82 @@ fn a_user_table_with_a_stage_name_is_left_alone() {
     );
     assert_eq!(dump["T"], vec![vec![Value::Int64(1), Value::Int64(11)]]);
 }
+
+/// New nodes go by COPY from the node threshold up, or from the edge threshold up in a
+/// batch that copies edges too (it pays the checkpoint anyway); the rows are the same
+/// whichever path they took.
+#[test]
+fn a_batch_that_copies_edges_copies_its_nodes_from_the_edge_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = KuzuConfig {
+        node_copy_threshold: 1_000_000,
+        edge_copy_threshold: 3,
+        ..KuzuConfig::small()
+    };
+    let mut g = KuzuGraphStore::open(&dir.path().join("g.kuzu"), &config).unwrap();
+    let (mut schema, def) = table_t();
+    let rel = RelTableDef {
+        name: "R".into(),
+        connections: vec![("T".into(), "T".into())],
+        columns: vec![],
+        multiplicity: kuzu_sync_engine::schema::Multiplicity::ManyMany,
+    };
+    schema.apply(
+        &kuzu_sync_engine::SchemaOp::CreateRelTable(rel.clone()),
+        &kuzu_sync_engine::Stamp {
+            hlc: Default::default(),
+            peer: PeerId::new("p").unwrap(),
+            counter: 2,
+        },
+    );
+    let edge = |a: i64, b: i64| GraphChange::UpsertEdge {
+        edge: EdgeRef {
+            table: "R".into(),
+            from: NodeRef {
+                table: "T".into(),
+                key: Value::Int64(a),
+            },
+            to: NodeRef {
+                table: "T".into(),
+                key: Value::Int64(b),
+            },
+            key: String::new(),
+        },
+        values: vec![],
+        is_new: true,
+    };
+    let mut changes = vec![
+        GraphChange::CreateTable(TableDef::Node(def)),
+        GraphChange::CreateTable(TableDef::Rel(rel)),
+    ];
+    changes.extend((1..=4).map(new_t));
+    apply(&mut g, &schema, changes, 1);
+    assert_eq!(g.csv_copies(), 0, "4 nodes alone: UNWIND … CREATE");
+    let mut changes: Vec<GraphChange> = (10..14).map(new_t).collect();
+    changes.extend([edge(1, 2), edge(2, 3), edge(3, 10)]);
+    apply(&mut g, &schema, changes, 2);
+    assert_eq!(
+        g.csv_copies(),
+        2,
+        "4 nodes beside 3 copied edges: both copied"
+    );
+    let mut changes: Vec<GraphChange> = (20..22).map(new_t).collect();
+    changes.extend([edge(4, 20), edge(20, 21), edge(21, 13)]);
+    apply(&mut g, &schema, changes, 3);
+    assert_eq!(
+        g.csv_copies(),
+        3,
+        "2 nodes, under the edge threshold: not copied"
+    );
+    let dump = g.dump(&schema).unwrap();
+    let keys: Vec<i64> = dump["T"]
+        .iter()
+        .map(|r| match r[0] {
+            Value::Int64(k) => k,
+            ref v => panic!("{v:?}"),
+        })
+        .collect();
+    assert_eq!(keys, [1, 2, 3, 4, 10, 11, 12, 13, 20, 21]);
+    assert_eq!(dump["R"].len(), 6);
+    assert_eq!(g.watermark().unwrap(), vv(3));
+}
