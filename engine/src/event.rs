@@ -197,9 +197,12 @@ impl Event {
 
     /// SHA-256 of the canonical encoding: the same id with a different digest is equivocation.
     pub fn digest(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.encode());
-        h.finalize().into()
+        Self::digest_of(&self.encode())
+    }
+
+    /// [`Event::digest`] from the event's encoding (`encode()`), for a caller that has it.
+    pub fn digest_of(encoding: &[u8]) -> [u8; 32] {
+        Sha256::digest(encoding).into()
     }
 
     /// True if `other` is in this event's causal past.

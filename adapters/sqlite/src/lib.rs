@@ -431,7 +431,7 @@ impl EventStore for SqliteEventStore {
                 }
                 let counter = sql_counter(id, &self.path)?;
                 let body = event.encode();
-                let digest = event.digest();
+                let digest = Event::digest_of(&body);
                 let peer = id.peer.as_str();
                 let max = maxes.get(peer).copied().or_else(|| stored_max(peer));
                 let stored: Option<Vec<u8>> = if max.is_some_and(|m| id.counter <= m) {
@@ -613,12 +613,13 @@ impl EventStore for SqliteEventStore {
             let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(err)?;
             for event in events {
                 let counter = sql_counter(&event.id, &self.path)?;
+                let body = event.encode();
                 insert
                     .execute(params![
                         event.id.peer.as_str(),
                         counter,
-                        &event.digest()[..],
-                        event.encode()
+                        &Event::digest_of(&body)[..],
+                        body
                     ])
                     .map_err(err)?;
             }
