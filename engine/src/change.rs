@@ -53,8 +53,61 @@ pub struct ApplyBatch {
     pub may_exist: bool,
 }
 
+impl GraphChange {
+    /// A change to the tables themselves (create, add columns, drop), not to rows. A store
+    /// may have to run these outside the batch's transaction (Kuzu does not mix DDL and
+    /// data in one).
+    pub fn is_schema(&self) -> bool {
+        matches!(
+            self,
+            GraphChange::CreateTable(_)
+                | GraphChange::AddColumns { .. }
+                | GraphChange::DropTable(_)
+        )
+    }
+}
+
 impl ApplyBatch {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kuzu's store runs schema changes outside the batch's transaction, so only after the
+    /// log append is durable: a row change counted as one would only wait longer, but a
+    /// schema change not counted would reach Kuzu before the log.
+    #[test]
+    fn schema_changes_are_told_from_row_changes() {
+        let node = NodeRef {
+            table: "T".into(),
+            key: Value::Int64(1),
+        };
+        let schema = [
+            GraphChange::CreateTable(TableDef::Node(crate::schema::NodeTableDef {
+                name: "T".into(),
+                columns: vec![],
+                primary_key: "id".into(),
+            })),
+            GraphChange::AddColumns {
+                table: "T".into(),
+                columns: vec![],
+            },
+            GraphChange::DropTable("T".into()),
+        ];
+        let rows = [
+            GraphChange::UpsertNode {
+                node: node.clone(),
+                values: vec![Value::Int64(1)],
+                is_new: true,
+                changed: vec![],
+            },
+            GraphChange::DeleteNode(node),
+        ];
+        assert!(schema.iter().all(GraphChange::is_schema));
+        assert!(!rows.iter().any(GraphChange::is_schema));
     }
 }

@@ -487,14 +487,21 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
     }
 
     fn apply_batch(&mut self, batch: &ApplyBatch) -> Result<(), ReplicaError> {
+        let batch = self.as_recovering(batch);
+        self.graph.apply(&batch, self.core.engine.schema())?;
+        Ok(())
+    }
+
+    /// `batch`, marked `may_exist` while recovering (every batch applied then may find its
+    /// rows stored already).
+    fn as_recovering<'b>(&self, batch: &'b ApplyBatch) -> std::borrow::Cow<'b, ApplyBatch> {
         if self.recovering {
             let mut b = batch.clone();
             b.may_exist = true;
-            self.graph.apply(&b, self.core.engine.schema())?;
+            std::borrow::Cow::Owned(b)
         } else {
-            self.graph.apply(batch, self.core.engine.schema())?;
+            std::borrow::Cow::Borrowed(batch)
         }
-        Ok(())
     }
 
     /// Appends the staged events to the log on another thread while the graph store does
@@ -507,15 +514,8 @@ impl<E: EventStore, G: GraphStore> Replica<E, G> {
         staged: &Staged,
         logged: &mut dyn FnMut(),
     ) -> Result<(), ReplicaError> {
-        let recovering_batch;
-        let batch = if self.recovering {
-            let mut b = staged.batch.clone();
-            b.may_exist = true;
-            recovering_batch = b;
-            &recovering_batch
-        } else {
-            &staged.batch
-        };
+        let batch = self.as_recovering(&staged.batch);
+        let batch = &*batch;
         let schema = self.core.engine.schema();
         let (events, graph) = (&mut self.events, &mut self.graph);
         let (appended, applied) = beside(

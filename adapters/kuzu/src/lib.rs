@@ -360,10 +360,9 @@ impl KuzuGraphStore {
         // anything pays a checkpoint (see `apply`); then the nodes of a table go by COPY
         // from the edge threshold up, which costs less than `UNWIND … CREATE` there.
         let edges_copy = new_edges.iter().any(|((rel, ..), edges)| {
-            edges.len() >= self.edge_copy_threshold
-                && schema
-                    .rel_table(rel)
-                    .is_ok_and(|r| !r.columns.iter().any(|c| contains_union(&c.ty)))
+            schema
+                .rel_table(rel)
+                .is_ok_and(|r| self.edges_by_copy(r, edges.len()))
         });
         let mut nodes_copy = false;
         for (table, rows) in &new_nodes {
@@ -612,8 +611,7 @@ impl KuzuGraphStore {
     ) -> Result<bool, StoreError> {
         let pk_f = pk_type(from);
         let pk_t = pk_type(to);
-        let has_union = rel.columns.iter().any(|c| contains_union(&c.ty));
-        if edges.len() < self.edge_copy_threshold || has_union {
+        if !self.edges_by_copy(rel, edges.len()) {
             let mut props = vec![format!("{}: $k", EDGE_KEY_COLUMN)];
             props.extend(rel.columns.iter().enumerate().map(|(i, c)| {
                 format!(
@@ -733,6 +731,13 @@ impl KuzuGraphStore {
             })?;
         }
         Ok(true)
+    }
+
+    /// Whether `n` new edges of `rel` go by a COPY (from a CSV file or from a parameter
+    /// list): from the edge threshold up, unless a column holds a union, which only the
+    /// single-row path can write.
+    fn edges_by_copy(&self, rel: &RelTableDef, n: usize) -> bool {
+        n >= self.edge_copy_threshold && !rel.columns.iter().any(|c| contains_union(&c.ty))
     }
 
     fn copy_nodes_csv(
@@ -1059,16 +1064,8 @@ impl GraphStore for KuzuGraphStore {
         let conn = self.conn()?;
         // DDL runs in its own auto-committed statements (idempotent: IF [NOT] EXISTS), since
         // Kuzu does not mix DDL and data changes in one transaction: so after `ready`.
-        let has_ddl = batch.changes.iter().any(|c| {
-            matches!(
-                c,
-                GraphChange::CreateTable(_)
-                    | GraphChange::AddColumns { .. }
-                    | GraphChange::DropTable(_)
-            )
-        });
         let mut ready = Some(ready);
-        if has_ddl {
+        if batch.changes.iter().any(GraphChange::is_schema) {
             ready.take().map_or(Ok(()), |r| r())?;
         }
         for c in &batch.changes {
